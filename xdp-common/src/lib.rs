@@ -1,0 +1,408 @@
+//! Types shared by the sipshield XDP program (`xdp-ebpf`) and its controller (`xdp-user`).
+//!
+//! Everything here is `#[repr(C)]` and free of implicit padding (checked by the size asserts at
+//! the bottom), so the kernel and userspace agree byte for byte. With the `user` feature the
+//! types implement `aya::Pod` so they can be stored in maps.
+#![no_std]
+
+// ---------------------------------------------------------------------------------------------
+// Verdict reasons. Every packet is counted exactly once, under one reason.
+// ---------------------------------------------------------------------------------------------
+
+/// Passed: no rule matched.
+pub const REASON_PASS: u32 = 0;
+/// Passed: the source is on the allowlist (skips every other check).
+pub const REASON_ALLOWLISTED: u32 = 1;
+/// Dropped: the source is on the blacklist (exact address or range).
+pub const REASON_BLACKLISTED: u32 = 2;
+/// Dropped: the source has an active timed ban.
+pub const REASON_BANNED: u32 = 3;
+/// Dropped: GeoIP country policy.
+pub const REASON_GEO: u32 = 4;
+/// Dropped: SIP request matched a scanner signature.
+pub const REASON_SCANNER: u32 = 5;
+/// Dropped: per-source SIP method rate limit exceeded.
+pub const REASON_RATELIMIT: u32 = 6;
+/// Malformed or truncated headers (passed unless `drop_malformed`).
+pub const REASON_MALFORMED: u32 = 7;
+/// Number of reasons in use.
+pub const NUM_REASONS: u32 = 8;
+/// Slots reserved per interface in the stats array (room for future reasons).
+pub const REASON_SLOTS: u32 = 16;
+
+/// Reason names as used by `stats`, `replay`, `events` and metrics labels.
+pub const REASON_NAMES: [&str; NUM_REASONS as usize] = [
+    "pass",
+    "allowlisted",
+    "blacklisted",
+    "banned",
+    "geo",
+    "scanner",
+    "ratelimit",
+    "malformed",
+];
+
+/// Interface slots for per-interface counters. Slot 0 collects interfaces without a slot
+/// (and `BPF_PROG_TEST_RUN`).
+pub const MAX_IFACE_SLOTS: u32 = 16;
+/// `IFACE_SLOT` is indexed directly by ifindex; larger ifindexes use slot 0.
+pub const MAX_IFINDEX: u32 = 4096;
+/// Size of the per-CPU stats array.
+pub const STATS_ENTRIES: u32 = MAX_IFACE_SLOTS * REASON_SLOTS;
+
+/// Packet and byte counter (per CPU in the kernel, summed by userspace).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Global configuration (array map `CONFIG`, index 0).
+// ---------------------------------------------------------------------------------------------
+
+/// Count what would be dropped but pass everything.
+pub const CFG_DRY_RUN: u32 = 1 << 0;
+/// Drop malformed packets instead of passing them.
+pub const CFG_DROP_MALFORMED: u32 = 1 << 1;
+/// GeoIP policy is active.
+pub const CFG_GEO_ENABLED: u32 = 1 << 2;
+/// GeoIP applies to all traffic, not only to the SIP ports.
+pub const CFG_GEO_SCOPE_ALL: u32 = 1 << 3;
+/// Sources the GeoIP database does not cover are dropped.
+pub const CFG_GEO_UNKNOWN_DROP: u32 = 1 << 4;
+/// Scanner signatures are active.
+pub const CFG_SCANNERS_ENABLED: u32 = 1 << 5;
+/// At least one rate-limit rule is active.
+pub const CFG_RATELIMIT_ENABLED: u32 = 1 << 6;
+/// Inspect TCP segments on SIP ports too (best effort, per segment).
+pub const CFG_SIP_TCP: u32 = 1 << 7;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `CFG_*` bits.
+    pub flags: u32,
+    /// Active generation (0 or 1) of the blacklist maps.
+    pub blacklist_gen: u32,
+    /// Active generation (0 or 1) of the allowlist maps.
+    pub allowlist_gen: u32,
+    /// Active generation (0 or 1) of the GeoIP maps and policy.
+    pub geo_gen: u32,
+    /// Active generation (0 or 1) of the scanner signature trie.
+    pub sig_gen: u32,
+    /// IPv6 prefix length used as the rate-limit (and auto-ban) key (default 64).
+    pub rl_v6_prefix: u32,
+    /// Bitmask of `HDR_*` ids that have at least one signature (in the active generation).
+    pub sig_headers: u32,
+    /// Which reasons produce events (bit per reason).
+    pub event_reasons: u32,
+    /// Minimum spacing between events per CPU, in ns (kernel-side sampling), 0 = no limit.
+    pub event_interval_ns: u64,
+    /// Burst tolerance of the event sampler, in ns.
+    pub event_burst_ns: u64,
+    /// When non-zero, the program uses this as "now" instead of the boot clock
+    /// (deterministic `sipshield replay` with capture timestamps and tests).
+    pub clock_ns: u64,
+}
+
+// ---------------------------------------------------------------------------------------------
+// SIP.
+// ---------------------------------------------------------------------------------------------
+
+/// SIP methods recognised in the request line. 0 = not a request (or unknown method).
+pub const METHOD_NONE: u8 = 0;
+pub const METHOD_REGISTER: u8 = 1;
+pub const METHOD_INVITE: u8 = 2;
+pub const METHOD_OPTIONS: u8 = 3;
+pub const METHOD_ACK: u8 = 4;
+pub const METHOD_BYE: u8 = 5;
+pub const METHOD_CANCEL: u8 = 6;
+pub const METHOD_SUBSCRIBE: u8 = 7;
+pub const METHOD_NOTIFY: u8 = 8;
+pub const METHOD_MESSAGE: u8 = 9;
+pub const METHOD_INFO: u8 = 10;
+pub const METHOD_PRACK: u8 = 11;
+pub const METHOD_UPDATE: u8 = 12;
+pub const METHOD_REFER: u8 = 13;
+pub const METHOD_PUBLISH: u8 = 14;
+/// Request with a method token we do not know (still a request).
+pub const METHOD_OTHER: u8 = 15;
+/// A SIP response (`SIP/2.0 ...`).
+pub const METHOD_RESPONSE: u8 = 16;
+/// Rate-limit rule slot that applies to every request method.
+pub const METHOD_ANY: u8 = 17;
+pub const NUM_METHOD_SLOTS: u32 = 18;
+
+pub const METHOD_NAMES: [&str; NUM_METHOD_SLOTS as usize] = [
+    "", "REGISTER", "INVITE", "OPTIONS", "ACK", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "MESSAGE",
+    "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH", "OTHER", "RESPONSE", "ANY",
+];
+
+/// Header ids for signatures.
+pub const HDR_USER_AGENT: u32 = 1;
+pub const HDR_FROM: u32 = 2;
+pub const HDR_TO: u32 = 3;
+pub const HDR_CONTACT: u32 = 4;
+pub const HDR_VIA: u32 = 5;
+pub const HDR_CALL_ID: u32 = 6;
+pub const HDR_SUBJECT: u32 = 7;
+pub const HDR_SERVER: u32 = 8;
+pub const NUM_HEADERS: u32 = 9;
+pub const HEADER_NAMES: [&str; NUM_HEADERS as usize] = [
+    "", "user-agent", "from", "to", "contact", "via", "call-id", "subject", "server",
+];
+
+/// Longest signature (bytes of header value matched as a prefix).
+pub const SIG_MAX_LEN: usize = 32;
+/// Number of signature slots (ids) in `SIG_NAMES`.
+pub const SIG_MAX: u32 = 1024;
+/// Bytes of UDP/TCP payload copied for SIP inspection (the whole first packet of a message).
+pub const SIP_SCAN_MAX: u32 = 1536;
+/// Size of the per-CPU scratch buffer (power of two, plus slack for word reads).
+pub const SCRATCH_SIZE: usize = 2048;
+pub const SCRATCH_WORDS: usize = SCRATCH_SIZE / 8 + 8;
+
+/// Key of the signature LPM trie: `prefix_len` bits of (`header` as u32 LE, lowercased value).
+/// A signature of N bytes is stored with prefix length `32 + 8 * N`; a lookup uses the full key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SigKeyData {
+    pub header: u32,
+    pub value: [u8; SIG_MAX_LEN],
+}
+
+/// Name of a signature (for events and `scanners list`), indexed by signature id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SigName {
+    pub header: u32,
+    pub len: u32,
+    pub text: [u8; SIG_MAX_LEN],
+}
+
+/// A rate-limit rule (array `RL_RULES` indexed by method slot). GCRA / virtual scheduling:
+/// a packet conforms when `now >= tat - tolerance_ns`; then `tat = max(tat, now) + interval_ns`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateRule {
+    /// ns per token (1e9 / rate); 0 = rule disabled.
+    pub interval_ns: u64,
+    /// Burst tolerance: `(burst - 1) * interval_ns`.
+    pub tolerance_ns: u64,
+    /// Ban duration (ns) once `ban_after` excess packets were seen within `window_ns`.
+    pub ban_ttl_ns: u64,
+    /// Window over which excess packets are counted towards a ban.
+    pub window_ns: u64,
+    /// Excess packets within the window that trigger a ban (0 = never ban).
+    pub ban_after: u32,
+    pub _pad: u32,
+}
+
+/// Rate-limit state key: source (IPv4 as the first 4 bytes, IPv6 masked to `rl_v6_prefix`),
+/// family and method slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateKey {
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub method: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateState {
+    /// Theoretical arrival time (boot-clock ns).
+    pub tat: u64,
+    /// Start of the current excess-counting window.
+    pub window_start: u64,
+    /// Excess packets in the current window.
+    pub excess: u32,
+    pub _pad: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses, lists and bans.
+// ---------------------------------------------------------------------------------------------
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// Capacities (max entries) of the list maps, per generation.
+pub const BL_V4_CAPACITY: u32 = 1 << 20;
+pub const BL_V6_CAPACITY: u32 = 1 << 18;
+pub const BL_NET_CAPACITY: u32 = 1 << 16;
+pub const AL_CAPACITY: u32 = 1 << 16;
+pub const AL_NET_CAPACITY: u32 = 1 << 14;
+pub const BAN_CAPACITY: u32 = 1 << 18;
+pub const RL_CAPACITY: u32 = 1 << 18;
+
+/// Value stored for an IPv6 ban: expiry plus the prefix it covers (128, or the rate-limit
+/// prefix for bans made by the rate limiter). Keys are the address masked to that prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BanKey6 {
+    pub addr: [u8; 16],
+    pub prefix: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// GeoIP.
+// ---------------------------------------------------------------------------------------------
+
+/// Country index 0 = unknown (not in the database).
+pub const GEO_UNKNOWN: u8 = 0;
+/// Marker in the flat /24 table: this /24 is split, consult the exception trie.
+pub const GEO_SPLIT: u8 = 255;
+pub const GEO_COUNTRIES: u32 = 256;
+/// IPv4 flat table: one entry per /16, one byte per /24.
+pub const GEO_V4_ROWS: u32 = 65536;
+pub const GEO_NET_V4_CAPACITY: u32 = 1 << 18;
+pub const GEO_V6_CAPACITY: u32 = 1 << 20;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GeoRow {
+    pub country: [u8; 256],
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events (ring buffer).
+// ---------------------------------------------------------------------------------------------
+
+pub const EVENT_RING_BYTES: u32 = 1 << 18;
+
+/// Event counters (per-CPU array `EVENT_STATS`).
+pub const EVSTAT_EMITTED: u32 = 0;
+pub const EVSTAT_SUPPRESSED: u32 = 1;
+pub const EVSTAT_RING_FULL: u32 = 2;
+pub const EVSTAT_BANS: u32 = 3;
+pub const EVSTAT_BAN_FAILED: u32 = 4;
+pub const EVSTAT_ENTRIES: u32 = 8;
+
+/// Event flags.
+pub const EVF_NEW_BAN: u8 = 1;
+pub const EVF_DRY_RUN: u8 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Boot-clock ns.
+    pub ts_ns: u64,
+    /// For new bans: ban expiry (boot-clock ns); otherwise 0.
+    pub ban_until_ns: u64,
+    /// Source address (IPv4 in the first 4 bytes).
+    pub src: [u8; 16],
+    pub ifindex: u32,
+    /// Signature id for scanner drops.
+    pub sig_id: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub reason: u8,
+    pub family: u8,
+    pub method: u8,
+    pub flags: u8,
+    /// Country index (GeoIP drops).
+    pub country: u8,
+    pub proto: u8,
+    pub _pad: [u8; 6],
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layout checks: these types cross the kernel/user boundary and must have no padding.
+// ---------------------------------------------------------------------------------------------
+const _: () = {
+    assert!(core::mem::size_of::<Counter>() == 16);
+    assert!(core::mem::size_of::<Config>() == 56);
+    assert!(core::mem::size_of::<SigKeyData>() == 36);
+    assert!(core::mem::size_of::<SigName>() == 40);
+    assert!(core::mem::size_of::<RateRule>() == 40);
+    assert!(core::mem::size_of::<RateKey>() == 20);
+    assert!(core::mem::size_of::<RateState>() == 24);
+    assert!(core::mem::size_of::<BanKey6>() == 20);
+    assert!(core::mem::size_of::<GeoRow>() == 256);
+    assert!(core::mem::size_of::<Event>() == 56);
+};
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), contain only integers/byte arrays and have no padding
+    // (see the size asserts above).
+    unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for SigKeyData {}
+    unsafe impl aya::Pod for SigName {}
+    unsafe impl aya::Pod for RateRule {}
+    unsafe impl aya::Pod for RateKey {}
+    unsafe impl aya::Pod for RateState {}
+    unsafe impl aya::Pod for BanKey6 {}
+    unsafe impl aya::Pod for GeoRow {}
+    unsafe impl aya::Pod for Event {}
+}
+
+/// Lowercase ASCII letters in 8 bytes at once (SWAR); other bytes are unchanged.
+/// Used identically by the kernel parser and the userspace model.
+#[inline(always)]
+pub const fn lower8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let heptets = x & !HIGH;
+    let ge_a = heptets.wrapping_add((0x80 - b'A' as u64) * ONES);
+    let gt_z = heptets.wrapping_add((0x7f - b'Z' as u64) * ONES);
+    let is_upper = !x & (ge_a ^ gt_z) & HIGH;
+    x | (is_upper >> 2)
+}
+
+/// High bit set in every byte of `x` that equals `b` (exact, no false positives).
+#[inline(always)]
+pub const fn bytes_eq(x: u64, b: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let v = x ^ (b as u64 * 0x0101_0101_0101_0101);
+    let t = (v & LOW7).wrapping_add(LOW7);
+    !(t | v | LOW7)
+}
+
+/// Keep the bytes of `x` (little-endian) before the first byte flagged in `mask`
+/// (a `bytes_eq`-style mask), zeroing it and everything after. Returns `(kept, found)`.
+#[inline(always)]
+pub const fn cut_at(x: u64, mask: u64) -> (u64, bool) {
+    if mask == 0 {
+        return (x, false);
+    }
+    let low = mask & mask.wrapping_neg(); // bit 8k+7 of the first flagged byte k
+    let keep = (low >> 7).wrapping_sub(1); // bytes 0..k
+    (x & keep, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lower8_only_touches_letters() {
+        for b in 0u8..=255 {
+            let w = u64::from_le_bytes([b; 8]);
+            let want = if b.is_ascii_uppercase() { b + 32 } else { b };
+            assert_eq!(lower8(w), u64::from_le_bytes([want; 8]), "byte {b:#x}");
+        }
+    }
+
+    #[test]
+    fn bytes_eq_is_exact() {
+        let w = u64::from_le_bytes(*b"a\n\x00\x8a\nzz\x0b");
+        let m = bytes_eq(w, b'\n');
+        assert_eq!(m, 0x80 << 8 | 0x80 << 32);
+    }
+
+    #[test]
+    fn cut_at_first_flag() {
+        let w = u64::from_le_bytes(*b"abc\r\nxyz");
+        let (k, found) = cut_at(w, bytes_eq(w, b'\r') | bytes_eq(w, b'\n'));
+        assert!(found);
+        assert_eq!(k.to_le_bytes(), *b"abc\0\0\0\0\0");
+        assert_eq!(cut_at(w, 0), (w, false));
+    }
+}

@@ -1,0 +1,2 @@
+#![no_std]
+// Library target so xdp-user can depend on this crate (for rebuild tracking); the program is the binary.

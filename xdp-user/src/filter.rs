@@ -1,0 +1,506 @@
+//! The loaded filter: the XDP program and its maps, either owned by this process (private load
+//! for replay/tests, or a fresh `run`) or opened from the pins of a running filter
+//! (`/sys/fs/bpf/sipshield`) so the CLI can inspect and edit it.
+use std::collections::BTreeMap;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, Map, MapData, PerCpuArray};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::{Ebpf, EbpfLoader};
+use xdp_common::*;
+
+use crate::bpfsys;
+use crate::lists::IpList;
+
+/// The XDP object, built by `build.rs` (aya-build) from `xdp-ebpf`.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipshield-xdp"));
+
+/// Default pin directory of a running filter.
+pub const PIN_DIR: &str = "/sys/fs/bpf/sipshield";
+pub const PROGRAM_NAME: &str = "sipshield";
+
+/// Every map of the program (the contract with `xdp-ebpf/src/main.rs`).
+pub const MAP_NAMES: &[&str] = &[
+    "CONFIG", "STATS", "IFACE_SLOT", "SIP_PORTS", "AL_V4_0", "AL_V4_1", "AL_V6_0", "AL_V6_1", "AL_NET4_0",
+    "AL_NET4_1", "AL_NET6_0", "AL_NET6_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1",
+    "BL_NET6_0", "BL_NET6_1", "BANS_V4", "BANS_V6", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
+    "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "RL_RULES", "RL_STATE", "EVENTS",
+    "EVENT_STATS", "EVENT_TAT", "SCRATCH",
+];
+
+/// Which address list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListKind {
+    Blacklist,
+    Allowlist,
+}
+
+impl ListKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListKind::Blacklist => "blacklist",
+            ListKind::Allowlist => "allowlist",
+        }
+    }
+    fn prefix(self) -> &'static str {
+        match self {
+            ListKind::Blacklist => "BL",
+            ListKind::Allowlist => "AL",
+        }
+    }
+    /// (v4 exact, v6 exact, v4 ranges, v6 ranges) capacities.
+    pub fn capacity(self) -> (u32, u32, u32, u32) {
+        match self {
+            ListKind::Blacklist => (BL_V4_CAPACITY, BL_V6_CAPACITY, BL_NET_CAPACITY, BL_NET_CAPACITY),
+            ListKind::Allowlist => (AL_CAPACITY, AL_CAPACITY, AL_NET_CAPACITY, AL_NET_CAPACITY),
+        }
+    }
+}
+
+/// What a list load did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LoadReport {
+    pub v4: usize,
+    pub v6: usize,
+    pub net4: usize,
+    pub net6: usize,
+    /// Time from start until the new list was live (gen flipped).
+    pub load_secs: f64,
+    /// Time spent releasing the previous generation afterwards.
+    pub cleanup_secs: f64,
+    pub generation: u32,
+}
+
+/// Per-reason counters, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// `[slot][reason]`.
+    pub slots: Vec<[Counter; NUM_REASONS as usize]>,
+    /// Drops per country index.
+    pub countries: Vec<Counter>,
+    pub events: [u64; EVSTAT_ENTRIES as usize],
+}
+
+impl Stats {
+    pub fn reason_total(&self, reason: u32) -> Counter {
+        let mut c = Counter::default();
+        for s in &self.slots {
+            c.packets += s[reason as usize].packets;
+            c.bytes += s[reason as usize].bytes;
+        }
+        c
+    }
+    pub fn total_packets(&self) -> u64 {
+        (0..NUM_REASONS).map(|r| self.reason_total(r).packets).sum()
+    }
+}
+
+pub struct Filter {
+    maps: BTreeMap<String, Map>,
+    /// The loaded object (owns the program) when loaded by this process.
+    ebpf: Option<Ebpf>,
+    pin_dir: Option<PathBuf>,
+}
+
+fn map_err(name: &str, e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("map {name}: {e}")
+}
+
+impl Filter {
+    /// Load the program and fresh maps, private to this process (nothing pinned or attached).
+    pub fn load_private() -> Result<Filter> {
+        let ebpf = EbpfLoader::new().load(EBPF_OBJECT).context("loading the sipshield eBPF object")?;
+        Self::from_ebpf(ebpf, None)
+    }
+
+    /// Load the program with its maps pinned under `pin_dir/maps`; maps already pinned there
+    /// (by an earlier controller) are reused, so counters, bans and lists survive restarts.
+    pub fn load_pinned(pin_dir: &Path) -> Result<Filter> {
+        crate::sys::ensure_bpffs(pin_dir)?;
+        let maps_dir = pin_dir.join("maps");
+        std::fs::create_dir_all(&maps_dir).with_context(|| format!("creating {}", maps_dir.display()))?;
+        let mut loader = EbpfLoader::new();
+        for name in MAP_NAMES {
+            loader.map_pin_path(name, maps_dir.join(name));
+        }
+        let ebpf = loader.load(EBPF_OBJECT).context("loading the sipshield eBPF object with pinned maps")?;
+        Self::from_ebpf(ebpf, Some(pin_dir.to_path_buf()))
+    }
+
+    fn from_ebpf(mut ebpf: Ebpf, pin_dir: Option<PathBuf>) -> Result<Filter> {
+        let mut maps = BTreeMap::new();
+        for name in MAP_NAMES {
+            let m = ebpf.take_map(name).ok_or_else(|| anyhow!("the eBPF object has no map {name}"))?;
+            maps.insert(name.to_string(), m);
+        }
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {PROGRAM_NAME}"))?
+            .try_into()?;
+        prog.load().map_err(|e| anyhow!("the kernel rejected the XDP program: {e:#}"))?;
+        let mut f = Filter { maps, ebpf: Some(ebpf), pin_dir };
+        f.init_defaults()?;
+        Ok(f)
+    }
+
+    /// Open the maps of a running filter from its pins.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Filter> {
+        let maps_dir = pin_dir.join("maps");
+        if !maps_dir.join("CONFIG").exists() {
+            bail!(
+                "no sipshield filter is loaded (nothing pinned at {}); start one with `sipshield run`",
+                maps_dir.display()
+            );
+        }
+        let mut maps = BTreeMap::new();
+        for name in MAP_NAMES {
+            let path = maps_dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            maps.insert(name.to_string(), Map::from_map_data(data).map_err(|e| map_err(name, e))?);
+        }
+        Ok(Filter { maps, ebpf: None, pin_dir: Some(pin_dir.to_path_buf()) })
+    }
+
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    pub fn program(&mut self) -> Result<&mut Xdp> {
+        let ebpf = self.ebpf.as_mut().ok_or_else(|| anyhow!("the program is not loaded by this process"))?;
+        Ok(ebpf.program_mut(PROGRAM_NAME).expect("checked at load").try_into()?)
+    }
+
+    pub fn map(&self, name: &str) -> Result<&Map> {
+        self.maps.get(name).ok_or_else(|| anyhow!("unknown map {name}"))
+    }
+
+    pub fn map_mut(&mut self, name: &str) -> Result<&mut Map> {
+        self.maps.get_mut(name).ok_or_else(|| anyhow!("unknown map {name}"))
+    }
+
+    /// Fresh maps get an initial config (all generations 0) unless one exists already.
+    fn init_defaults(&mut self) -> Result<()> {
+        let cfg = self.config()?;
+        if cfg.rl_v6_prefix == 0 {
+            let mut c = cfg;
+            c.rl_v6_prefix = 64;
+            self.set_config(&c)?;
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- config
+
+    pub fn config(&self) -> Result<Config> {
+        let a: Array<_, Config> = Array::try_from(self.map("CONFIG")?)?;
+        a.get(&0, 0).map_err(|e| map_err("CONFIG", e))
+    }
+
+    pub fn set_config(&mut self, c: &Config) -> Result<()> {
+        let mut a: Array<_, Config> = Array::try_from(self.map_mut("CONFIG")?)?;
+        a.set(0, c, 0).map_err(|e| map_err("CONFIG", e))
+    }
+
+    pub fn update_config(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+        let mut c = self.config()?;
+        f(&mut c);
+        self.set_config(&c)?;
+        Ok(c)
+    }
+
+    pub fn set_sip_ports(&mut self, ports: &[u16]) -> Result<()> {
+        let mut words = [0u64; 1024];
+        for p in ports {
+            words[(*p >> 6) as usize] |= 1u64 << (p & 63);
+        }
+        let mut a: Array<_, u64> = Array::try_from(self.map_mut("SIP_PORTS")?)?;
+        for (i, w) in words.iter().enumerate() {
+            if a.get(&(i as u32), 0).map_err(|e| map_err("SIP_PORTS", e))? != *w {
+                a.set(i as u32, w, 0).map_err(|e| map_err("SIP_PORTS", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn sip_ports(&self) -> Result<Vec<u16>> {
+        let a: Array<_, u64> = Array::try_from(self.map("SIP_PORTS")?)?;
+        let mut out = vec![];
+        for i in 0..1024u32 {
+            let w = a.get(&i, 0).map_err(|e| map_err("SIP_PORTS", e))?;
+            for b in 0..64 {
+                if w >> b & 1 == 1 {
+                    out.push((i * 64 + b) as u16);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Give `ifindex` its own counter slot (1..MAX_IFACE_SLOTS); returns the slot.
+    pub fn assign_iface_slot(&mut self, ifindex: u32) -> Result<u32> {
+        if ifindex >= MAX_IFINDEX {
+            return Ok(0);
+        }
+        let mut a: Array<_, u32> = Array::try_from(self.map_mut("IFACE_SLOT")?)?;
+        let cur = a.get(&ifindex, 0)?;
+        if cur != 0 {
+            return Ok(cur);
+        }
+        let mut used = std::collections::BTreeSet::new();
+        for i in 0..MAX_IFINDEX {
+            let s = a.get(&i, 0)?;
+            if s != 0 {
+                used.insert(s);
+            }
+        }
+        let slot = (1..MAX_IFACE_SLOTS).find(|s| !used.contains(s)).unwrap_or(0);
+        a.set(ifindex, slot, 0)?;
+        Ok(slot)
+    }
+
+    /// ifindex → slot for every interface with a slot.
+    pub fn iface_slots(&self) -> Result<Vec<(u32, u32)>> {
+        let a: Array<_, u32> = Array::try_from(self.map("IFACE_SLOT")?)?;
+        let mut out = vec![];
+        for i in 0..MAX_IFINDEX {
+            let s = a.get(&i, 0)?;
+            if s != 0 {
+                out.push((i, s));
+            }
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- stats
+
+    pub fn stats(&self) -> Result<Stats> {
+        let a: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map("STATS")?)?;
+        let mut st = Stats::default();
+        for slot in 0..MAX_IFACE_SLOTS {
+            let mut row = [Counter::default(); NUM_REASONS as usize];
+            for (r, c) in row.iter_mut().enumerate() {
+                let vals = a.get(&(slot * REASON_SLOTS + r as u32), 0).map_err(|e| map_err("STATS", e))?;
+                for v in vals.iter() {
+                    c.packets += v.packets;
+                    c.bytes += v.bytes;
+                }
+            }
+            st.slots.push(row);
+        }
+        let g: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map("GEO_DROPS")?)?;
+        for i in 0..GEO_COUNTRIES {
+            let mut c = Counter::default();
+            for v in g.get(&i, 0).map_err(|e| map_err("GEO_DROPS", e))?.iter() {
+                c.packets += v.packets;
+                c.bytes += v.bytes;
+            }
+            st.countries.push(c);
+        }
+        let e: PerCpuArray<_, u64> = PerCpuArray::try_from(self.map("EVENT_STATS")?)?;
+        for i in 0..EVSTAT_ENTRIES {
+            st.events[i as usize] = e.get(&i, 0).map_err(|e| map_err("EVENT_STATS", e))?.iter().sum();
+        }
+        Ok(st)
+    }
+
+    /// Counters of slot 0 for one reason (cheap, used by replay to find each packet's reason).
+    pub fn slot0_counts(&self) -> Result<[u64; NUM_REASONS as usize]> {
+        let a: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map("STATS")?)?;
+        let mut out = [0u64; NUM_REASONS as usize];
+        for (r, o) in out.iter_mut().enumerate() {
+            *o = a.get(&(r as u32), 0)?.iter().map(|c| c.packets).sum();
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- test run
+
+    /// Run the program once on `frame` with `BPF_PROG_TEST_RUN`; returns the XDP action.
+    pub fn test_run(&mut self, frame: &[u8]) -> Result<u32> {
+        let prog = self.program()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+            .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {e:#}"))?;
+        Ok(r.return_value)
+    }
+
+    /// Run the program `repeat` times on `frame`; returns the average ns per run.
+    pub fn test_run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        let prog = self.program()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat, ..Default::default() })
+            .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {e:#}"))?;
+        Ok((r.return_value, r.duration.as_nanos() as f64))
+    }
+
+    // ---------------------------------------------------------------- address lists
+
+    /// Load `list` into the inactive generation of `kind`, switch the program to it with one
+    /// config write, then release the previous generation. Capacity is checked first, so an
+    /// over-full list never touches the live generation.
+    pub fn swap_list(&mut self, kind: ListKind, list: &IpList) -> Result<LoadReport> {
+        let t0 = Instant::now();
+        let (c4, c6, cn4, cn6) = kind.capacity();
+        let checks = [
+            ("IPv4 addresses", list.v4.len(), c4),
+            ("IPv6 addresses", list.v6.len(), c6),
+            ("IPv4 ranges", list.net4.len(), cn4),
+            ("IPv6 ranges", list.net6.len(), cn6),
+        ];
+        for (what, n, cap) in checks {
+            if n > cap as usize {
+                bail!(
+                    "{}: {n} {what} exceed the capacity of {cap}; the filter keeps its previous {}",
+                    kind.name(),
+                    kind.name()
+                );
+            }
+        }
+        let cfg = self.config()?;
+        let live = match kind {
+            ListKind::Blacklist => cfg.blacklist_gen,
+            ListKind::Allowlist => cfg.allowlist_gen,
+        } & 1;
+        let next = 1 - live;
+        let p = kind.prefix();
+        let names = |g: u32| {
+            [format!("{p}_V4_{g}"), format!("{p}_V6_{g}"), format!("{p}_NET4_{g}"), format!("{p}_NET6_{g}")]
+        };
+        let [n4, n6, nn4, nn6] = names(next);
+        // The inactive generation is normally empty; make sure.
+        self.clear_list_gen(&names(next))?;
+        let fill = (|| -> Result<()> {
+            let ones4 = vec![1u32; list.v4.len()];
+            let keys4: Vec<[u8; 4]> = list.v4.iter().copied().collect();
+            bpfsys::update_batch(self.map(&n4)?.fd_borrowed(), &keys4, &ones4).map_err(|e| map_err(&n4, e))?;
+            let keys6: Vec<[u8; 16]> = list.v6.iter().copied().collect();
+            let ones6 = vec![1u32; keys6.len()];
+            bpfsys::update_batch(self.map(&n6)?.fd_borrowed(), &keys6, &ones6).map_err(|e| map_err(&n6, e))?;
+            {
+                let mut t: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map_mut(&nn4)?)?;
+                for (a, len) in &list.net4 {
+                    t.insert(&Key::new(*len as u32, *a), 1, 0).map_err(|e| map_err(&nn4, e))?;
+                }
+            }
+            let mut t: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map_mut(&nn6)?)?;
+            for (a, len) in &list.net6 {
+                t.insert(&Key::new(*len as u32, *a), 1, 0).map_err(|e| map_err(&nn6, e))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = fill {
+            // Leave the live generation alone and release what was written.
+            let _ = self.clear_list_gen(&names(next));
+            return Err(e.context(format!("loading the new {}; the filter keeps its previous one", kind.name())));
+        }
+        self.update_config(|c| match kind {
+            ListKind::Blacklist => c.blacklist_gen = next,
+            ListKind::Allowlist => c.allowlist_gen = next,
+        })?;
+        let load_secs = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        self.clear_list_gen(&names(live))?;
+        Ok(LoadReport {
+            v4: list.v4.len(),
+            v6: list.v6.len(),
+            net4: list.net4.len(),
+            net6: list.net6.len(),
+            load_secs,
+            cleanup_secs: t1.elapsed().as_secs_f64(),
+            generation: next,
+        })
+    }
+
+    fn clear_list_gen(&mut self, names: &[String; 4]) -> Result<()> {
+        bpfsys::drain_hash(self.map(&names[0])?.fd_borrowed(), 4, 4).map_err(|e| map_err(&names[0], e))?;
+        bpfsys::drain_hash(self.map(&names[1])?.fd_borrowed(), 16, 4).map_err(|e| map_err(&names[1], e))?;
+        clear_lpm::<[u8; 4]>(self.map_mut(&names[2])?).map_err(|e| map_err(&names[2], e))?;
+        clear_lpm::<[u8; 16]>(self.map_mut(&names[3])?).map_err(|e| map_err(&names[3], e))?;
+        Ok(())
+    }
+
+    /// The live list of `kind`, read back from the kernel.
+    pub fn read_list(&self, kind: ListKind) -> Result<IpList> {
+        let cfg = self.config()?;
+        let g = match kind {
+            ListKind::Blacklist => cfg.blacklist_gen,
+            ListKind::Allowlist => cfg.allowlist_gen,
+        } & 1;
+        let p = kind.prefix();
+        let mut out = IpList::default();
+        let h4: HashMap<_, [u8; 4], u32> = HashMap::try_from(self.map(&format!("{p}_V4_{g}"))?)?;
+        for k in h4.keys() {
+            out.v4.insert(k?);
+        }
+        let h6: HashMap<_, [u8; 16], u32> = HashMap::try_from(self.map(&format!("{p}_V6_{g}"))?)?;
+        for k in h6.keys() {
+            out.v6.insert(k?);
+        }
+        let t4: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map(&format!("{p}_NET4_{g}"))?)?;
+        for k in t4.keys() {
+            let k = k?;
+            out.net4.insert((k.data(), k.prefix_len() as u8));
+        }
+        let t6: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map(&format!("{p}_NET6_{g}"))?)?;
+        for k in t6.keys() {
+            let k = k?;
+            out.net6.insert((k.data(), k.prefix_len() as u8));
+        }
+        Ok(out)
+    }
+
+    /// Entry counts of the live generation of `kind`, from the kernel.
+    pub fn list_len(&self, kind: ListKind) -> Result<usize> {
+        Ok(self.read_list(kind)?.len())
+    }
+}
+
+fn clear_lpm<K: aya::Pod>(m: &mut Map) -> Result<()> {
+    let mut t: LpmTrie<_, K, u32> = LpmTrie::try_from(m)?;
+    let keys: Vec<Key<K>> = t.keys().collect::<Result<_, _>>()?;
+    for k in keys {
+        t.remove(&k)?;
+    }
+    Ok(())
+}
+
+trait FdBorrowed {
+    fn fd_borrowed(&self) -> std::os::fd::BorrowedFd<'_>;
+}
+
+impl FdBorrowed for Map {
+    fn fd_borrowed(&self) -> std::os::fd::BorrowedFd<'_> {
+        map_data(self).fd().as_fd()
+    }
+}
+
+/// The `MapData` behind any map variant used here.
+pub fn map_data(m: &Map) -> &MapData {
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::RingBuf(d)
+        | Map::PerCpuHashMap(d) => d,
+        other => panic!("unexpected map type {other:?}"),
+    }
+}
+
+/// Boot-clock time in ns (the clock the program compares ban deadlines with).
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn duration_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
