@@ -658,8 +658,7 @@ fn header_at(buf: *const u64, pos: usize) -> (u32, usize) {
         return (0, 0);
     }
     // The name must be followed by optional whitespace and the colon.
-    let c = (h >> (8 * (n & 7) as u32)) as u8;
-    let c = if n >= 8 { h2 as u8 } else { c };
+    let c = if n >= 8 { (h2 >> (8 * (n - 8) as u32)) as u8 } else { (h >> (8 * n as u32)) as u8 };
     if c == b':' || c == b' ' || c == b'\t' {
         (id, n)
     } else {

@@ -18,6 +18,10 @@ use crate::lists::IpList;
 /// The XDP object, built by `build.rs` (aya-build) from `xdp-ebpf`.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipshield-xdp"));
 
+/// XDP actions as returned by `test_run`.
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
 /// Default pin directory of a running filter.
 pub const PIN_DIR: &str = "/sys/fs/bpf/sipshield";
 pub const PROGRAM_NAME: &str = "sipshield";
@@ -175,6 +179,11 @@ impl Filter {
 
     pub fn map(&self, name: &str) -> Result<&Map> {
         self.maps.get(name).ok_or_else(|| anyhow!("unknown map {name}"))
+    }
+
+    /// Move a map out (e.g. the event ring buffer, consumed by its own task).
+    pub fn take_map(&mut self, name: &str) -> Result<Map> {
+        self.maps.remove(name).ok_or_else(|| anyhow!("map {name} is not available"))
     }
 
     pub fn map_mut(&mut self, name: &str) -> Result<&mut Map> {

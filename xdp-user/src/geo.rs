@@ -1,0 +1,699 @@
+//! GeoIP country policy: read a MaxMind-format (`.mmdb`) country database, convert it to the
+//! tables the XDP program looks sources up in, and swap them in atomically.
+//!
+//! Kernel layout (see `country_of` and `decide` in `xdp-ebpf/src/main.rs`), per generation
+//! `g ∈ {0, 1}` (the live one is [`Config::geo_gen`]):
+//!
+//! * `GEO_V4_{g}`: 65536 [`GeoRow`]s indexed by the first two octets; one byte per /24 (third
+//!   octet) holding the country index, 0 for unknown, or [`GEO_SPLIT`] when networks longer
+//!   than /24 split that /24.
+//! * `GEO_NET4_{g}`: LPM trie for the split /24s: every network longer than /24, plus the split
+//!   /24 itself carrying the country of the shorter network that covers the rest of it.
+//! * `GEO_V6_{g}`: LPM trie with every IPv6 network.
+//! * `GEO_POLICY[g * 256 + country]`: 1 = drop, 0 = pass; index 0 is "unknown".
+//!
+//! [`load_geo`] fills the inactive generation, flips `geo_gen` with a single config write and
+//! then empties the tries of the previous generation, so the program never sees a half-loaded
+//! table, and any failure before the flip leaves the live generation untouched.
+//!
+//! Two record shapes are understood (see [`Schema`]): MaxMind GeoIP2/GeoLite2 country or city
+//! records (`country.iso_code`, falling back to `registered_country.iso_code`) and the flat
+//! records of ip-location-db / DB-IP lite country files (`country_code`).
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapError};
+use maxminddb::{LookupResult, MaxMindDbError, PathElement, Reader, WithinOptions};
+use xdp_common::{
+    Config, GeoRow, CFG_GEO_UNKNOWN_DROP, GEO_COUNTRIES, GEO_NET_V4_CAPACITY, GEO_SPLIT, GEO_UNKNOWN,
+    GEO_V4_ROWS, GEO_V6_CAPACITY,
+};
+
+use crate::bpfsys;
+use crate::countries;
+use crate::filter::{map_data, Filter};
+
+/// How the records of a database name the country.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Schema {
+    /// MaxMind GeoIP2/GeoLite2 Country/City: `country.iso_code`, falling back to
+    /// `registered_country.iso_code` (e.g. for anycast or satellite networks).
+    MaxMind,
+    /// Flat records with a top-level `country_code` (ip-location-db, DB-IP lite country).
+    Flat,
+}
+
+impl fmt::Display for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Schema::MaxMind => "maxmind (country.iso_code)",
+            Schema::Flat => "flat (country_code)",
+        })
+    }
+}
+
+/// A country database read into memory: every network the database assigns a known country
+/// to, as `(network address, prefix length, country index)`. Networks are disjoint (they are
+/// the leaves of the database's search tree); addresses without a country are left out.
+#[derive(Clone, Debug)]
+pub struct GeoDb {
+    pub v4: Vec<([u8; 4], u8, u8)>,
+    pub v6: Vec<([u8; 16], u8, u8)>,
+    pub schema: Schema,
+    pub path: PathBuf,
+    /// `database_type` from the metadata (e.g. "GeoLite2-Country").
+    pub database_type: String,
+}
+
+/// The kernel tables for one generation, built from a [`GeoDb`] by [`build_tables`].
+#[derive(Clone)]
+pub struct GeoTables {
+    /// `GEO_V4_{g}`: [`GEO_V4_ROWS`] rows (one per /16), one byte per /24.
+    pub rows: Vec<GeoRow>,
+    /// `GEO_NET4_{g}`: prefixes inside split /24s, `(address, prefix length, country)`.
+    pub net4: Vec<([u8; 4], u8, u32)>,
+    /// `GEO_V6_{g}`: every IPv6 network.
+    pub v6: Vec<([u8; 16], u8, u32)>,
+}
+
+impl GeoTables {
+    /// Number of /24s marked [`GEO_SPLIT`].
+    pub fn split_24s(&self) -> usize {
+        self.rows.iter().map(|r| r.country.iter().filter(|&&c| c == GEO_SPLIT).count()).sum()
+    }
+}
+
+impl fmt::Debug for GeoTables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeoTables")
+            .field("rows", &self.rows.len())
+            .field("split_24s", &self.split_24s())
+            .field("net4", &self.net4.len())
+            .field("v6", &self.v6.len())
+            .finish()
+    }
+}
+
+/// Country policy: which countries are dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GeoPolicy {
+    /// When non-empty, every country not listed here is dropped.
+    pub allow: Vec<String>,
+    /// Countries that are dropped (also when `allow` lists them).
+    pub deny: Vec<String>,
+    /// Drop sources the database does not cover (country index 0).
+    pub unknown_drop: bool,
+}
+
+/// What [`load_geo`] did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GeoReport {
+    /// IPv4 networks with a country in the database.
+    pub v4_networks: usize,
+    /// IPv6 networks with a country in the database.
+    pub v6_networks: usize,
+    /// /24s split by longer prefixes (looked up in `GEO_NET4`).
+    pub split_24s: usize,
+    /// Time from the start of [`load_geo`] until the new tables were live (gen flipped).
+    pub load_secs: f64,
+    /// Time spent emptying the previous generation's tries afterwards.
+    pub cleanup_secs: f64,
+    /// The generation now live.
+    pub generation: u32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading a database.
+// ---------------------------------------------------------------------------------------------
+
+/// Distinct records examined to recognise the schema.
+const SCHEMA_SAMPLE: usize = 256;
+
+/// IPv6 networks that alias the IPv4 space in MaxMind databases (IPv4-mapped and 6to4); IPv4 is
+/// read through the reader's IPv4 path instead. (`::/96` itself is reported as IPv4 by the
+/// reader.)
+const V6_ALIASES: [([u8; 16], u8); 2] = [
+    ([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0], 96),
+    ([0x20, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 16),
+];
+
+/// Read every network of the country database at `path`.
+///
+/// Fails, naming the file, when it cannot be read, is not a valid MaxMind DB, or its records
+/// carry no country in either known [`Schema`].
+pub fn read_db(path: &Path) -> Result<GeoDb> {
+    let reader = open(path)?;
+    // The reader indexes the file without bounds checks in a few places; a damaged file that
+    // slipped past the size checks must become an error, not take the controller down.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_networks(&reader, path))).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(anyhow!("{}: corrupt MaxMind DB (reader failed: {msg})", path.display()))
+    })
+}
+
+/// Country index of `ip` according to the database at `path`, looked up directly in its search
+/// tree (independently of [`read_db`]'s iteration); 0 when the database has no country for it.
+pub fn lookup_file(path: &Path, ip: IpAddr) -> Result<u8> {
+    let reader = open(path)?;
+    let schema = detect_schema(&reader, path)?;
+    if ip.is_ipv6() && reader.metadata.ip_version == 4 {
+        return Ok(GEO_UNKNOWN);
+    }
+    let r = reader.lookup(ip).map_err(|e| db_err(path, e))?;
+    country_of_record(&r, schema).map_err(|e| db_err(path, e))
+}
+
+fn db_err(path: &Path, e: MaxMindDbError) -> anyhow::Error {
+    anyhow!("{}: corrupt MaxMind DB: {e}", path.display())
+}
+
+/// Open and sanity-check a database file.
+fn open(path: &Path) -> Result<Reader<Vec<u8>>> {
+    let buf = std::fs::read(path).with_context(|| format!("{}: cannot read the GeoIP database", path.display()))?;
+    let len = buf.len();
+    let reader = Reader::from_source(buf)
+        .map_err(|e| anyhow!("{}: not a valid MaxMind DB (.mmdb) file: {e}", path.display()))?;
+    let m = &reader.metadata;
+    if m.ip_version != 4 && m.ip_version != 6 {
+        bail!("{}: not a valid MaxMind DB: ip_version is {}", path.display(), m.ip_version);
+    }
+    // The search tree and the 16-byte separator must fit in the file, so that walking any node
+    // below node_count stays in bounds.
+    let tree = m.node_count as usize * m.record_size as usize / 4;
+    if tree.saturating_add(16) > len {
+        bail!(
+            "{}: corrupt or truncated MaxMind DB: the metadata announces a {tree}-byte search tree but the file has {len} bytes",
+            path.display()
+        );
+    }
+    Ok(reader)
+}
+
+/// The country code of a record according to `schema` (`None` when it has none).
+fn code_of_record<'a>(r: &LookupResult<'a, Vec<u8>>, schema: Schema) -> Result<Option<&'a str>, MaxMindDbError> {
+    use PathElement::Key as K;
+    Ok(match schema {
+        Schema::MaxMind => match r.decode_path::<&str>(&[K("country"), K("iso_code")])? {
+            Some(c) => Some(c),
+            None => r.decode_path::<&str>(&[K("registered_country"), K("iso_code")])?,
+        },
+        Schema::Flat => r.decode_path::<&str>(&[K("country_code")])?,
+    })
+}
+
+fn country_of_record(r: &LookupResult<'_, Vec<u8>>, schema: Schema) -> Result<u8, MaxMindDbError> {
+    Ok(match code_of_record(r, schema)? {
+        Some(c) if !c.trim().is_empty() => countries::index_or_other(c.trim()),
+        _ => GEO_UNKNOWN,
+    })
+}
+
+/// Which schema a record follows, if it tells.
+fn schema_of_record(r: &LookupResult<'_, Vec<u8>>) -> Option<Schema> {
+    [Schema::MaxMind, Schema::Flat].into_iter().find(|&s| matches!(code_of_record(r, s), Ok(Some(_))))
+}
+
+/// Recognise the schema from the first distinct records of the database.
+fn detect_schema(reader: &Reader<Vec<u8>>, path: &Path) -> Result<Schema> {
+    let mut seen = std::collections::HashSet::new();
+    let mut sample: Option<String> = None;
+    for r in reader.networks(WithinOptions::default()).map_err(|e| db_err(path, e))? {
+        let r = r.map_err(|e| db_err(path, e))?;
+        let Some(off) = r.offset() else { continue };
+        if !seen.insert(off) {
+            continue;
+        }
+        if let Some(s) = schema_of_record(&r) {
+            return Ok(s);
+        }
+        if sample.is_none() {
+            let net = r.network().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+            let keys = match r.decode::<BTreeMap<String, serde::de::IgnoredAny>>() {
+                Ok(Some(m)) => format!("top-level keys [{}]", m.into_keys().collect::<Vec<_>>().join(", ")),
+                Ok(None) => "no data".into(),
+                Err(e) => format!("not a map ({e})"),
+            };
+            sample = Some(format!("the record for {net} has {keys}"));
+        }
+        if seen.len() >= SCHEMA_SAMPLE {
+            break;
+        }
+    }
+    bail!(
+        "{}: not a country database: database_type is {:?} and {}; expected MaxMind records with \
+         country.iso_code (or registered_country.iso_code) or flat records with country_code",
+        path.display(),
+        reader.metadata.database_type,
+        sample.unwrap_or_else(|| "it contains no records".into()),
+    )
+}
+
+fn read_networks(reader: &Reader<Vec<u8>>, path: &Path) -> Result<GeoDb> {
+    let schema = detect_schema(reader, path)?;
+    let mut db = GeoDb {
+        v4: Vec::new(),
+        v6: Vec::new(),
+        schema,
+        path: path.to_path_buf(),
+        database_type: reader.metadata.database_type.clone(),
+    };
+    // Records are shared by many networks: decode each one once.
+    let mut cache: HashMap<usize, u8> = HashMap::new();
+    let mut country = |r: &LookupResult<'_, Vec<u8>>| -> Result<u8> {
+        let Some(off) = r.offset() else { return Ok(GEO_UNKNOWN) };
+        if let Some(&c) = cache.get(&off) {
+            return Ok(c);
+        }
+        let c = country_of_record(r, schema).map_err(|e| db_err(path, e))?;
+        cache.insert(off, c);
+        Ok(c)
+    };
+
+    // IPv4 through the reader's IPv4 path (in an IPv6 database: the subtree at ::/96).
+    let all4 = "0.0.0.0/0".parse().expect("valid CIDR");
+    for r in reader.within(all4, WithinOptions::default()).map_err(|e| db_err(path, e))? {
+        let r = r.map_err(|e| db_err(path, e))?;
+        let net = r.network().map_err(|e| db_err(path, e))?;
+        let IpAddr::V4(a) = net.ip() else {
+            bail!("{}: corrupt MaxMind DB: IPv6 network {net} in the IPv4 tree", path.display());
+        };
+        let c = country(&r)?;
+        if c != GEO_UNKNOWN {
+            db.v4.push((a.octets(), net.prefix(), c));
+        }
+    }
+
+    if reader.metadata.ip_version == 6 {
+        // The reader reports every network with the top 96 bits zero as IPv4, which is right
+        // for the IPv4 subtree but hides a network that contains all of ::/96 (e.g. ::/64).
+        // Only the network containing `::` can be like that: ask for it directly.
+        let r = reader.lookup(IpAddr::V6(Ipv6Addr::UNSPECIFIED)).map_err(|e| db_err(path, e))?;
+        let net = r.network().map_err(|e| db_err(path, e))?;
+        if r.has_data() && net.prefix() < 96 {
+            let c = country(&r)?;
+            if c != GEO_UNKNOWN {
+                db.v6.push(([0; 16], net.prefix(), c));
+            }
+        }
+        // The iterator skips the alias subtrees that point at the IPv4 tree.
+        for r in reader.networks(WithinOptions::default()).map_err(|e| db_err(path, e))? {
+            let r = r.map_err(|e| db_err(path, e))?;
+            let net = r.network().map_err(|e| db_err(path, e))?;
+            let IpAddr::V6(a) = net.ip() else { continue };
+            let a = a.octets();
+            if V6_ALIASES.iter().any(|(alias, len)| net.prefix() >= *len && mask16(a, *len) == *alias) {
+                continue;
+            }
+            let c = country(&r)?;
+            if c != GEO_UNKNOWN {
+                db.v6.push((a, net.prefix(), c));
+            }
+        }
+    }
+    Ok(db)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building the kernel tables (pure).
+// ---------------------------------------------------------------------------------------------
+
+fn mask4(a: [u8; 4], len: u8) -> u32 {
+    let v = u32::from_be_bytes(a);
+    if len == 0 {
+        0
+    } else {
+        v & (u32::MAX << (32 - len.min(32) as u32))
+    }
+}
+
+fn mask16(a: [u8; 16], len: u8) -> [u8; 16] {
+    let v = u128::from_be_bytes(a);
+    let m = if len == 0 { 0 } else { v & (u128::MAX << (128 - len.min(128) as u32)) };
+    m.to_be_bytes()
+}
+
+/// Convert a database to the kernel tables of one generation.
+///
+/// Networks of /24 or shorter fill their /24 bytes directly. A /24 that contains longer
+/// networks is marked [`GEO_SPLIT`]; the trie then holds that /24 with the country of the
+/// shorter network covering it (when there is one) plus every longer network inside it, so a
+/// /32 lookup in the trie always yields the most specific network. Overlapping input is
+/// resolved in favour of the longer prefix, as an LPM lookup would.
+pub fn build_tables(db: &GeoDb) -> GeoTables {
+    let mut rows = vec![GeoRow { country: [GEO_UNKNOWN; 256] }; GEO_V4_ROWS as usize];
+    let mut v4: Vec<(u32, u8, u8)> = db
+        .v4
+        .iter()
+        .filter(|(_, _, c)| *c != GEO_UNKNOWN && *c != GEO_SPLIT)
+        .map(|&(a, len, c)| (mask4(a, len), len.min(32), c))
+        .collect();
+    // Shorter prefixes first, so more specific ones overwrite them.
+    v4.sort_by_key(|&(a, len, _)| (len, a));
+    let mut long = Vec::new();
+    for &(a, len, c) in &v4 {
+        if len > 24 {
+            long.push((a, len, c));
+            continue;
+        }
+        let first = (a >> 8) as usize;
+        let count = 1usize << (24 - len);
+        if len >= 16 {
+            let col = first & 0xff;
+            rows[first >> 8].country[col..col + count].fill(c);
+        } else {
+            for r in &mut rows[first >> 8..(first + count) >> 8] {
+                r.country = [c; 256];
+            }
+        }
+    }
+    // Split the /24s holding longer prefixes; remember what covered the rest of each.
+    let mut split: BTreeMap<u32, u8> = BTreeMap::new();
+    for &(a, _, _) in &long {
+        let i = (a >> 8) as usize;
+        let cell = &mut rows[i >> 8].country[i & 0xff];
+        if *cell != GEO_SPLIT {
+            split.insert(a & 0xffff_ff00, *cell);
+            *cell = GEO_SPLIT;
+        }
+    }
+    let mut net4: Vec<([u8; 4], u8, u32)> = split
+        .iter()
+        .filter(|(_, &c)| c != GEO_UNKNOWN)
+        .map(|(&a, &c)| (a.to_be_bytes(), 24, c as u32))
+        .collect();
+    net4.extend(long.iter().map(|&(a, len, c)| (a.to_be_bytes(), len, c as u32)));
+
+    let v6 = db
+        .v6
+        .iter()
+        .filter(|(_, _, c)| *c != GEO_UNKNOWN && *c != GEO_SPLIT)
+        .map(|&(a, len, c)| (mask16(a, len), len.min(128), c as u32))
+        .collect();
+    GeoTables { rows, net4, v6 }
+}
+
+/// Model of the kernel lookup (`country_of` in the XDP program) on built tables: the country
+/// index the program would find for a source address `ip` (0 = unknown).
+pub fn lookup_tables(t: &GeoTables, ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            let c = t.rows[u16::from_be_bytes([o[0], o[1]]) as usize].country[o[2] as usize];
+            if c != GEO_SPLIT {
+                return c;
+            }
+            t.net4
+                .iter()
+                .filter(|(n, len, _)| mask4(o, *len) == u32::from_be_bytes(*n))
+                .max_by_key(|(_, len, _)| *len)
+                .map_or(GEO_UNKNOWN, |(_, _, c)| *c as u8)
+        }
+        IpAddr::V6(a) => {
+            let o = a.octets();
+            t.v6.iter()
+                .filter(|(n, len, _)| mask16(o, *len) == *n)
+                .max_by_key(|(_, len, _)| *len)
+                .map_or(GEO_UNKNOWN, |(_, _, c)| *c as u8)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy.
+// ---------------------------------------------------------------------------------------------
+
+/// Check that every code of the policy is in the country table.
+pub fn check_policy(p: &GeoPolicy) -> Result<()> {
+    for (what, list) in [("allow", &p.allow), ("deny", &p.deny)] {
+        for c in list {
+            if countries::index_of(c.trim()).is_none() {
+                bail!("geoip {what} list: {c:?} is not an ISO 3166-1 alpha-2 country code");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `GEO_POLICY` row of one generation: 1 = drop, per country index.
+///
+/// With an allow list, every country not on it is dropped; countries on the deny list are
+/// dropped in any case. Index 0 (not in the database) follows `unknown_drop` only. Codes not in
+/// the country table are ignored (see [`check_policy`]).
+pub fn policy_row(p: &GeoPolicy) -> [u32; 256] {
+    let idx = |list: &Vec<String>| -> Vec<u8> { list.iter().filter_map(|c| countries::index_of(c.trim())).collect() };
+    let allow = idx(&p.allow);
+    let deny = idx(&p.deny);
+    let mut row = [0u32; 256];
+    for (i, v) in row.iter_mut().enumerate().skip(1) {
+        let i = i as u8;
+        let drop = (!allow.is_empty() && !allow.contains(&i)) || deny.contains(&i);
+        *v = drop as u32;
+    }
+    row[GEO_UNKNOWN as usize] = p.unknown_drop as u32;
+    row
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading into the kernel.
+// ---------------------------------------------------------------------------------------------
+
+fn names(g: u32) -> (String, String, String) {
+    (format!("GEO_V4_{g}"), format!("GEO_NET4_{g}"), format!("GEO_V6_{g}"))
+}
+
+fn map_err(name: &str, e: impl fmt::Display) -> anyhow::Error {
+    anyhow!("map {name}: {e}")
+}
+
+/// Remove every entry of the LPM trie `name` (key data `K`, u32 values); returns how many.
+fn clear_trie<K: aya::Pod>(filter: &mut Filter, name: &str) -> Result<usize> {
+    let map = filter.map_mut(name)?;
+    let keys: Vec<Key<K>> = {
+        let t: LpmTrie<_, K, u32> = LpmTrie::try_from(&*map).map_err(|e| map_err(name, e))?;
+        t.keys().collect::<Result<_, _>>().map_err(|e| map_err(name, e))?
+    };
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    if bpfsys::delete_batch(map_data(map).fd().as_fd(), &keys).is_err() {
+        // Kernels without batch deletion for tries (or a key vanished meanwhile): one by one.
+        let mut t: LpmTrie<_, K, u32> = LpmTrie::try_from(map).map_err(|e| map_err(name, e))?;
+        for k in &keys {
+            match t.remove(k) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(name, e)),
+            }
+        }
+    }
+    Ok(keys.len())
+}
+
+/// Insert `entries` into the LPM trie `name`.
+fn fill_trie<K: aya::Pod>(filter: &mut Filter, name: &str, entries: &[(K, u8, u32)]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<Key<K>> = entries.iter().map(|(a, len, _)| Key::new(*len as u32, *a)).collect();
+    let values: Vec<u32> = entries.iter().map(|e| e.2).collect();
+    let map = filter.map_mut(name)?;
+    if let Err(e) = bpfsys::update_batch(map_data(map).fd().as_fd(), &keys, &values) {
+        // EINVAL / EOPNOTSUPP / the kernel-internal ENOTSUPP (524): no batch op for this map.
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | 524)) {
+            return Err(map_err(name, e));
+        }
+        // No batch support for tries on this kernel: one syscall per entry.
+        let mut t: LpmTrie<_, K, u32> = LpmTrie::try_from(map).map_err(|e| map_err(name, e))?;
+        for (k, v) in keys.iter().zip(&values) {
+            t.insert(k, v, 0).map_err(|e| map_err(name, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Write the tables and policy of generation `g` (its tries must be empty).
+fn write_generation(filter: &mut Filter, g: u32, t: &GeoTables, policy: &[u32; 256]) -> Result<()> {
+    let (n4, nn4, n6) = names(g);
+    let keys: Vec<u32> = (0..GEO_V4_ROWS).collect();
+    let map = filter.map_mut(&n4)?;
+    bpfsys::update_batch(map_data(map).fd().as_fd(), &keys, &t.rows).map_err(|e| map_err(&n4, e))?;
+    fill_trie(filter, &nn4, &t.net4)?;
+    fill_trie(filter, &n6, &t.v6)?;
+    let pkeys: Vec<u32> = (g * GEO_COUNTRIES..(g + 1) * GEO_COUNTRIES).collect();
+    let map = filter.map_mut("GEO_POLICY")?;
+    bpfsys::update_batch(map_data(map).fd().as_fd(), &pkeys, policy).map_err(|e| map_err("GEO_POLICY", e))?;
+    Ok(())
+}
+
+/// Load `db` with `policy` into the inactive generation, make it live with one config write,
+/// then empty the previous generation's tries.
+///
+/// Capacities and the policy are checked before any map is touched; on any error before the
+/// flip the inactive generation is emptied again and the live one stays as it was. The
+/// config's [`CFG_GEO_UNKNOWN_DROP`] bit is set to match `policy.unknown_drop` in the same
+/// write that flips the generation. (Enabling GeoIP and its scope are config flags, not part of
+/// the tables.)
+pub fn load_geo(filter: &mut Filter, db: &GeoDb, policy: &GeoPolicy) -> Result<GeoReport> {
+    let t0 = Instant::now();
+    check_policy(policy)?;
+    let tables = build_tables(db);
+    let checks = [
+        ("IPv4 prefixes inside split /24s", tables.net4.len(), GEO_NET_V4_CAPACITY, "GEO_NET4"),
+        ("IPv6 networks", tables.v6.len(), GEO_V6_CAPACITY, "GEO_V6"),
+    ];
+    for (what, n, cap, map) in checks {
+        if n > cap as usize {
+            bail!(
+                "{}: {n} {what} exceed the capacity of {cap} ({map}); the filter keeps its previous GeoIP tables",
+                db.path.display()
+            );
+        }
+    }
+    let row = policy_row(policy);
+    let live = filter.config()?.geo_gen & 1;
+    let next = 1 - live;
+    let (_, nn4, n6) = names(next);
+    let written = (|| -> Result<()> {
+        // The inactive generation is normally empty already; make sure.
+        clear_trie::<[u8; 4]>(filter, &nn4)?;
+        clear_trie::<[u8; 16]>(filter, &n6)?;
+        write_generation(filter, next, &tables, &row)
+    })();
+    if let Err(e) = written {
+        let _ = clear_trie::<[u8; 4]>(filter, &nn4);
+        let _ = clear_trie::<[u8; 16]>(filter, &n6);
+        return Err(e.context(format!(
+            "loading GeoIP tables from {}; the filter keeps its previous ones",
+            db.path.display()
+        )));
+    }
+    filter.update_config(|c: &mut Config| {
+        c.geo_gen = next;
+        if policy.unknown_drop {
+            c.flags |= CFG_GEO_UNKNOWN_DROP;
+        } else {
+            c.flags &= !CFG_GEO_UNKNOWN_DROP;
+        }
+    })?;
+    let load_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let (_, old4, old6) = names(live);
+    clear_trie::<[u8; 4]>(filter, &old4)?;
+    clear_trie::<[u8; 16]>(filter, &old6)?;
+    Ok(GeoReport {
+        v4_networks: db.v4.len(),
+        v6_networks: db.v6.len(),
+        split_24s: tables.split_24s(),
+        load_secs,
+        cleanup_secs: t1.elapsed().as_secs_f64(),
+        generation: next,
+    })
+}
+
+fn trie_get<K: aya::Pod>(filter: &Filter, name: &str, key: Key<K>) -> Result<u32> {
+    let t: LpmTrie<_, K, u32> = LpmTrie::try_from(filter.map(name)?).map_err(|e| map_err(name, e))?;
+    match t.get(&key, 0) {
+        Ok(v) => Ok(v),
+        Err(MapError::KeyNotFound) => Ok(GEO_UNKNOWN as u32),
+        Err(e) => Err(map_err(name, e)),
+    }
+}
+
+/// Country index of `ip` in the live generation of the kernel tables, and whether the live
+/// policy drops it (as the program decides for a source address when GeoIP applies).
+pub fn lookup_live(filter: &Filter, ip: IpAddr) -> Result<(u8, bool)> {
+    let g = filter.config()?.geo_gen & 1;
+    let (n4, nn4, n6) = names(g);
+    let country = match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            let rows: Array<_, GeoRow> = Array::try_from(filter.map(&n4)?).map_err(|e| map_err(&n4, e))?;
+            let row = rows.get(&(u16::from_be_bytes([o[0], o[1]]) as u32), 0).map_err(|e| map_err(&n4, e))?;
+            match row.country[o[2] as usize] {
+                GEO_SPLIT => trie_get(filter, &nn4, Key::new(32, o))?,
+                c => c as u32,
+            }
+        }
+        IpAddr::V6(a) => trie_get(filter, &n6, Key::new(128, a.octets()))?,
+    };
+    let policy: Array<_, u32> = Array::try_from(filter.map("GEO_POLICY")?).map_err(|e| map_err("GEO_POLICY", e))?;
+    let drop = policy.get(&(g * GEO_COUNTRIES + (country & 0xff)), 0).map_err(|e| map_err("GEO_POLICY", e))? != 0;
+    Ok((country as u8, drop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn db(v4: &[(&str, u8)], v6: &[(&str, u8)]) -> GeoDb {
+        let parse4 = |s: &str| {
+            let (a, l) = s.split_once('/').unwrap();
+            (a.parse::<Ipv4Addr>().unwrap().octets(), l.parse().unwrap())
+        };
+        let parse6 = |s: &str| {
+            let (a, l) = s.split_once('/').unwrap();
+            (a.parse::<Ipv6Addr>().unwrap().octets(), l.parse().unwrap())
+        };
+        GeoDb {
+            v4: v4.iter().map(|(n, c)| { let (a, l) = parse4(n); (a, l, *c) }).collect(),
+            v6: v6.iter().map(|(n, c)| { let (a, l) = parse6(n); (a, l, *c) }).collect(),
+            schema: Schema::Flat,
+            path: "mem".into(),
+            database_type: "test".into(),
+        }
+    }
+
+    #[test]
+    fn tables_model_longest_prefix() {
+        let d = db(
+            &[("10.0.0.0/8", 1), ("10.1.2.0/25", 2), ("10.1.2.200/32", 3), ("192.168.0.0/23", 4), ("172.16.5.64/26", 5)],
+            &[("2001:db8::/32", 6), ("2001:db8:1::/48", 7)],
+        );
+        let t = build_tables(&d);
+        assert_eq!(t.split_24s(), 2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (a, want) in [
+            ("10.9.9.9", 1),
+            ("10.1.2.1", 2),
+            ("10.1.2.130", 1),
+            ("10.1.2.200", 3),
+            ("10.1.3.1", 1),
+            ("192.168.1.255", 4),
+            ("192.168.2.0", 0),
+            ("172.16.5.64", 5),
+            ("172.16.5.63", 0),
+            ("172.16.5.128", 0),
+            ("11.0.0.0", 0),
+            ("2001:db8:1::5", 7),
+            ("2001:db8:2::5", 6),
+            ("2001:db9::", 0),
+        ] {
+            assert_eq!(lookup_tables(&t, ip(a)), want, "{a}");
+        }
+        // The split /24 inside 10/8 carries 10/8's country; the one in unknown space does not.
+        assert!(t.net4.contains(&([10, 1, 2, 0], 24, 1)));
+        assert!(!t.net4.iter().any(|(a, l, _)| *a == [172, 16, 5, 0] && *l == 24));
+    }
+
+    #[test]
+    fn policy_rows() {
+        let fr = countries::index_of("FR").unwrap() as usize;
+        let cn = countries::index_of("CN").unwrap() as usize;
+        let p = GeoPolicy { allow: vec!["fr".into()], deny: vec![], unknown_drop: false };
+        let r = policy_row(&p);
+        assert_eq!((r[0], r[fr], r[cn]), (0, 0, 1));
+        let p = GeoPolicy { allow: vec![], deny: vec!["CN".into()], unknown_drop: true };
+        let r = policy_row(&p);
+        assert_eq!((r[0], r[fr], r[cn]), (1, 0, 1));
+        assert!(check_policy(&GeoPolicy { allow: vec!["XX".into()], ..Default::default() }).is_err());
+    }
+}
