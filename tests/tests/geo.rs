@@ -235,6 +235,7 @@ fn expect_err(path: &Path, what: &str) -> String {
         Ok(db) => panic!("{what}: read_db({}) succeeded with {} v4 / {} v6 networks", path.display(), db.v4.len(), db.v6.len()),
         Err(e) => {
             let msg = format!("{e:#}");
+            eprintln!("{what}: {msg}");
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             assert!(msg.contains(&name), "{what}: the error does not name the file {name}: {msg}");
             msg
@@ -314,8 +315,12 @@ fn rejects_corrupt_files() {
         *b ^= (i as u8).wrapping_mul(0x9d) | 1;
     }
     std::fs::write(&path, &scribbled).unwrap();
-    if let Err(e) = geo::read_db(&path) {
-        assert!(format!("{e:#}").contains("scribbled.mmdb"), "{e:#}");
+    match geo::read_db(&path) {
+        Ok(db) => eprintln!("scribbled: read {} v4 / {} v6 networks", db.v4.len(), db.v6.len()),
+        Err(e) => {
+            eprintln!("scribbled: {e:#}");
+            assert!(format!("{e:#}").contains("scribbled.mmdb"), "{e:#}");
+        }
     }
 
     // Missing file.

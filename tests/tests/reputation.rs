@@ -1,0 +1,187 @@
+//! IP reputation: blacklist, allowlist and timed bans through the real program, generation
+//! swaps, and bad input that must leave the live filter untouched.
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use sipshield::apply::{ban_add, ban_del, ban_list};
+use sipshield::filter::{boot_ns, Filter, ListKind};
+use sipshield::lists::{self, IpList};
+use sipshield::packet::PacketBuilder;
+use sipshield_tests::*;
+use xdp_common::*;
+
+const PAYLOAD: &[u8] = b"OPTIONS sip:100@198.51.100.2 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+
+fn from(src: &str) -> Vec<u8> {
+    let dst = if src.contains(':') { "2001:db8::2" } else { "198.51.100.2" };
+    PacketBuilder::udp(ip(src), ip(dst), 5070, 5060).payload(PAYLOAD).build()
+}
+
+const CFG: &str = r#"
+[blacklist]
+entries = ["203.0.113.7", "203.0.113.128/25", "198.51.100.0/26", "2001:db8:bad::1", "2001:db8:bad:1::/64"]
+[allowlist]
+entries = ["198.51.100.10", "203.0.113.200/29", "2001:db8:bad:1::5"]
+"#;
+
+#[test]
+fn reputation_table() {
+    if !require_root("reputation_table") {
+        return;
+    }
+    let mut f = filter_with(CFG);
+    use Want::*;
+    let table: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("v4 exact listed", from("203.0.113.7"), Drop(REASON_BLACKLISTED)),
+        ("v4 inside listed /25", from("203.0.113.130"), Drop(REASON_BLACKLISTED)),
+        ("v4 next to listed", from("203.0.113.8"), Pass(REASON_PASS)),
+        ("v4 below listed /25", from("203.0.113.127"), Pass(REASON_PASS)),
+        ("v6 exact listed", from("2001:db8:bad::1"), Drop(REASON_BLACKLISTED)),
+        ("v6 inside listed /64", from("2001:db8:bad:1::99"), Drop(REASON_BLACKLISTED)),
+        ("v6 unlisted", from("2001:db8:bad:2::1"), Pass(REASON_PASS)),
+        ("allowlisted exact inside blacklisted /26", from("198.51.100.10"), Pass(REASON_ALLOWLISTED)),
+        ("allowlisted range inside blacklisted /25", from("203.0.113.201"), Pass(REASON_ALLOWLISTED)),
+        ("allowlisted v6 inside blacklisted /64", from("2001:db8:bad:1::5"), Pass(REASON_ALLOWLISTED)),
+        ("blacklisted /26 not allowlisted", from("198.51.100.11"), Drop(REASON_BLACKLISTED)),
+        ("listed behind 802.1Q", PacketBuilder::udp(ip("203.0.113.7"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(PAYLOAD).build(), Drop(REASON_BLACKLISTED)),
+        ("listed behind QinQ", PacketBuilder::udp(ip("2001:db8:bad::1"), ip("2001:db8::2"), 1, 5060).qinq(10, 20).payload(PAYLOAD).build(), Drop(REASON_BLACKLISTED)),
+        ("allowlisted behind 802.1Q", PacketBuilder::udp(ip("198.51.100.10"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(PAYLOAD).build(), Pass(REASON_ALLOWLISTED)),
+    ];
+    check_table(&mut f, &table);
+
+    // Timed bans.
+    for a in ["198.51.100.200", "2001:db8:5::5", "203.0.113.202", "198.51.100.10"] {
+        ban_add(&mut f, ip(a), Duration::from_secs(60)).unwrap();
+    }
+    let table: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("banned v4", from("198.51.100.200"), Drop(REASON_BANNED)),
+        ("banned v6", from("2001:db8:5::5"), Drop(REASON_BANNED)),
+        ("banned v6 neighbour passes", from("2001:db8:5::6"), Pass(REASON_PASS)),
+        ("banned inside allowlisted range: allowlist wins", from("203.0.113.202"), Pass(REASON_ALLOWLISTED)),
+        ("banned and allowlisted exact: allowlist wins", from("198.51.100.10"), Pass(REASON_ALLOWLISTED)),
+    ];
+    check_table(&mut f, &table);
+    let bans = ban_list(&f).unwrap();
+    assert_eq!(bans.len(), 4, "{bans:?}");
+    assert!(bans.iter().all(|b| b.expires_in > 50.0 && b.expires_in <= 60.0), "{bans:?}");
+
+    // Expiry in the kernel, without userspace: move the program's clock past the deadline.
+    f.update_config(|c| c.clock_ns = boot_ns() + 61_000_000_000).unwrap();
+    check(&mut f, "expired v4 ban", &from("198.51.100.200"), Pass(REASON_PASS));
+    check(&mut f, "expired v6 ban", &from("2001:db8:5::5"), Pass(REASON_PASS));
+    f.update_config(|c| c.clock_ns = 0).unwrap();
+    check(&mut f, "ban active again on the real clock", &from("198.51.100.200"), Drop(REASON_BANNED));
+    assert!(ban_del(&mut f, ip("198.51.100.200")).unwrap());
+    assert!(!ban_del(&mut f, ip("198.51.100.200")).unwrap());
+    check(&mut f, "unbanned", &from("198.51.100.200"), Pass(REASON_PASS));
+}
+
+#[test]
+fn swap_switches_generation_and_frees_the_old_one() {
+    if !require_root("swap_switches_generation_and_frees_the_old_one") {
+        return;
+    }
+    let mut f = filter_with("[blacklist]\nentries = [\"203.0.113.1\", \"203.0.113.2\", \"203.0.112.0/24\"]\n");
+    let gen0 = f.config().unwrap().blacklist_gen;
+    let new = lists::parse_list("203.0.113.2\n203.0.113.3\n2001:db8:9::/48\n", "new.txt", false).unwrap();
+    let r = f.swap_list(ListKind::Blacklist, &new).unwrap();
+    assert_eq!((r.v4, r.net6), (2, 1));
+    assert_ne!(f.config().unwrap().blacklist_gen, gen0, "generation must flip");
+    use Want::*;
+    check(&mut f, "only in old list", &from("203.0.113.1"), Pass(REASON_PASS));
+    check(&mut f, "old range gone", &from("203.0.112.9"), Pass(REASON_PASS));
+    check(&mut f, "in both", &from("203.0.113.2"), Drop(REASON_BLACKLISTED));
+    check(&mut f, "only in new", &from("203.0.113.3"), Drop(REASON_BLACKLISTED));
+    check(&mut f, "new v6 range", &from("2001:db8:9:1::1"), Drop(REASON_BLACKLISTED));
+    assert_eq!(f.read_list(ListKind::Blacklist).unwrap(), new);
+    // The previous generation's maps are empty again.
+    let old = gen0 & 1;
+    let h: aya::maps::HashMap<_, [u8; 4], u32> = aya::maps::HashMap::try_from(f.map(&format!("BL_V4_{old}")).unwrap()).unwrap();
+    assert_eq!(h.keys().count(), 0, "old generation not released");
+}
+
+#[test]
+fn bad_input_keeps_the_last_good_state() {
+    if !require_root("bad_input_keeps_the_last_good_state") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sipshield-rep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut f = filter_with("[blacklist]\nentries = [\"203.0.113.1\"]\n[allowlist]\nentries = [\"198.51.100.10\"]\n");
+    let good = f.read_list(ListKind::Blacklist).unwrap();
+
+    // Malformed line: error names file and line; nothing changes.
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "203.0.113.5\n# comment\n203.0.113.300\n").unwrap();
+    let err = lists::read_list_file(&bad, false).unwrap_err().to_string();
+    assert!(err.contains("bad.txt:3") && err.contains("203.0.113.300"), "{err}");
+    // skip_invalid reports instead.
+    let l = lists::read_list_file(&bad, true).unwrap();
+    assert_eq!((l.len(), l.skipped.len()), (1, 1));
+
+    // Deleted file.
+    let gone = dir.join("gone.txt");
+    std::fs::write(&gone, "203.0.113.9\n").unwrap();
+    std::fs::remove_file(&gone).unwrap();
+    let err = lists::load_sources(&[gone.clone()], &[], &[], false, Duration::from_secs(2)).unwrap_err().to_string();
+    assert!(err.contains("gone.txt"), "{err}");
+
+    // Unreachable URL (nothing listens on port 1 of loopback).
+    let err = lists::load_sources(&[], &["http://127.0.0.1:1/list.txt".into()], &[], false, Duration::from_secs(2))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("127.0.0.1:1") && err.contains("fetch failed"), "{err}");
+
+    // Over capacity: the error names the list and the numbers; the live list is untouched.
+    let mut huge = IpList::default();
+    for i in 0..=AL_CAPACITY {
+        huge.v4.insert((0x0a00_0000u32 + i).to_be_bytes());
+    }
+    let err = f.swap_list(ListKind::Allowlist, &huge).unwrap_err().to_string();
+    assert!(err.contains("allowlist") && err.contains(&format!("{}", AL_CAPACITY + 1)) && err.contains(&AL_CAPACITY.to_string()), "{err}");
+    check(&mut f, "allowlist still live", &from("198.51.100.10"), Want::Pass(REASON_ALLOWLISTED));
+    check(&mut f, "blacklist still live", &from("203.0.113.1"), Want::Drop(REASON_BLACKLISTED));
+    assert_eq!(f.read_list(ListKind::Blacklist).unwrap(), good);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn lists_fetch_over_http() {
+    // A one-shot HTTP server on loopback serving a list.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf).unwrap();
+        let body = "# feed\n203.0.113.44\n2001:db8:44::/48 ; range\n";
+        write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+    });
+    let url = format!("http://127.0.0.1:{port}/list.txt");
+    let l = lists::load_sources(&[], &[url], &["198.51.100.1".into()], false, Duration::from_secs(5)).unwrap();
+    server.join().unwrap();
+    assert_eq!((l.v4.len(), l.net6.len()), (2, 1));
+}
+
+#[test]
+fn a_million_entries_fit() {
+    if !require_root("a_million_entries_fit") {
+        return;
+    }
+    let mut f = Filter::load_private().unwrap();
+    let mut l = IpList::default();
+    for i in 0..1_000_000u32 {
+        l.v4.insert((0x2000_0000u32 + i * 7).to_be_bytes());
+    }
+    for i in 0..1000u32 {
+        l.v6.insert(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, i as u16 + 1).octets());
+        l.net4.insert(((0x4000_0000u32 + (i << 8)).to_be_bytes(), 24));
+    }
+    let r = f.swap_list(ListKind::Blacklist, &l).unwrap();
+    assert_eq!(r.v4, 1_000_000);
+    f.set_sip_ports(&[5060]).unwrap();
+    let listed = std::net::Ipv4Addr::from(0x2000_0000u32 + 999_999 * 7).to_string();
+    check(&mut f, "last of 1M", &from(&listed), Want::Drop(REASON_BLACKLISTED));
+    let unlisted = std::net::Ipv4Addr::from(0x2000_0000u32 + 999_999 * 7 + 1).to_string();
+    check(&mut f, "between entries", &from(&unlisted), Want::Pass(REASON_PASS));
+}
