@@ -1,0 +1,210 @@
+//! SIP inspection in XDP: scanner signatures on real-shaped messages and per-source method rate
+//! limits with automatic bans, through the real program; plus a differential check of the
+//! kernel scan against the userspace model (`sipshield::sig::model_scan`).
+use sipshield::filter::{boot_ns, Filter};
+use sipshield::packet::{PacketBuilder, SipMessage};
+use sipshield::sig;
+use sipshield_tests::*;
+use xdp_common::*;
+
+fn udp(src: &str, port: u16, payload: &[u8]) -> PacketBuilder {
+    let dst = if src.contains(':') { "2001:db8::2" } else { "198.51.100.2" };
+    PacketBuilder::udp(ip(src), ip(dst), 5070, port).payload(payload)
+}
+
+fn register(ua: &str) -> Vec<u8> {
+    SipMessage::request("REGISTER", "100", "example.com").user_agent(ua).build()
+}
+
+const SCANNERS: &str = "[sip]\nports = [5060, 5080]\n";
+
+#[test]
+fn scanner_table() {
+    if !require_root("scanner_table") {
+        return;
+    }
+    let mut f = filter_with(SCANNERS);
+    use Want::*;
+    let far = SipMessage::request("INVITE", "100", "example.com").user_agent("friendly-scanner").user_agent_at(1200).build();
+    assert!(far.len() > 1200 && far.len() < 1450, "far message is {} bytes", far.len());
+    let far_legit = SipMessage::request("INVITE", "100", "example.com").user_agent("Grandstream GXP2170").user_agent_at(1200).build();
+    let big = SipMessage::request("INVITE", "100", "example.com").user_agent("sipvicious 0.3.4").user_agent_at(100).body(&"v=0\r\n".repeat(200)).build();
+    let frags = udp("203.0.113.5", 5060, &big).build_fragments(600, 9);
+    assert!(frags.len() >= 2);
+    let tail_frags = udp("203.0.113.5", 5060, &SipMessage::request("INVITE", "1", "example.com").user_agent("friendly-scanner").user_agent_at(1200).build()).build_fragments(512, 10);
+    let folded = b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\nUser-Agent  :\r\n\tfriendly-scanner\r\nContent-Length: 0\r\n\r\n".to_vec();
+    let spaced = b"OPTIONS sip:100@example.com SIP/2.0\r\nuser-agent \t:   SIPVicious\r\n\r\n".to_vec();
+    let table: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("scanner UA near the start", udp("203.0.113.5", 5060, &register("friendly-scanner")).build(), Drop(REASON_SCANNER)),
+        ("scanner UA ~1200 bytes in", udp("203.0.113.5", 5060, &far).build(), Drop(REASON_SCANNER)),
+        ("legit UA ~1200 bytes in", udp("203.0.113.5", 5060, &far_legit).build(), Pass(REASON_PASS)),
+        ("sipvicious INVITE", udp("203.0.113.5", 5060, &SipMessage::request("INVITE", "100", "example.com").user_agent("sipvicious").build()).build(), Drop(REASON_SCANNER)),
+        ("OPTIONS sipcli", udp("203.0.113.5", 5060, &SipMessage::request("OPTIONS", "100", "example.com").user_agent("sipcli/v1.8").build()).build(), Drop(REASON_SCANNER)),
+        ("VaxSIPUserAgent mixed case", udp("203.0.113.5", 5060, &register("VaXsIpUsErAgEnT/3.1")).build(), Drop(REASON_SCANNER)),
+        ("compact headers + From display name", udp("203.0.113.5", 5060, &SipMessage::request("INVITE", "100", "example.com").compact().no_user_agent().from_display("sipvicious").build()).build(), Drop(REASON_SCANNER)),
+        ("folded UA value", udp("203.0.113.5", 5060, &folded).build(), Drop(REASON_SCANNER)),
+        ("whitespace before colon", udp("203.0.113.5", 5060, &spaced).build(), Drop(REASON_SCANNER)),
+        ("Yealink", udp("203.0.113.5", 5060, &register("Yealink SIP-T46S 66.86.0.15")).build(), Pass(REASON_PASS)),
+        ("Grandstream", udp("203.0.113.5", 5060, &register("Grandstream GXP2170 1.0.11.3")).build(), Pass(REASON_PASS)),
+        ("Linphone", udp("203.0.113.5", 5060, &register("Linphone/5.2")).build(), Pass(REASON_PASS)),
+        ("Asterisk (spoofed by scanners, but a real product)", udp("203.0.113.5", 5060, &register("Asterisk PBX 18.0.0")).build(), Pass(REASON_PASS)),
+        ("response with scanner UA", udp("203.0.113.5", 5060, &SipMessage::response(200, "OK", "OPTIONS").user_agent("friendly-scanner").build()).build(), Pass(REASON_PASS)),
+        ("scanner to a non-SIP port", udp("203.0.113.5", 9999, &register("friendly-scanner")).build(), Pass(REASON_PASS)),
+        ("scanner to second SIP port", udp("203.0.113.5", 5080, &register("friendly-scanner")).build(), Drop(REASON_SCANNER)),
+        ("scanner over IPv6", udp("2001:db8:77::1", 5060, &register("friendly-scanner")).build(), Drop(REASON_SCANNER)),
+        ("scanner behind 802.1Q", udp("203.0.113.5", 5060, &register("friendly-scanner")).vlan(42).build(), Drop(REASON_SCANNER)),
+        ("scanner over IPv6 + QinQ", udp("2001:db8:77::1", 5060, &register("sipvicious")).qinq(1, 2).build(), Drop(REASON_SCANNER)),
+        ("scanner over TCP", PacketBuilder::tcp(ip("203.0.113.5"), ip("198.51.100.2"), 40000, 5060).payload(&register("friendly-scanner")).build(), Drop(REASON_SCANNER)),
+        ("first fragment carries the UA", frags[0].clone(), Drop(REASON_SCANNER)),
+        ("later fragment: IP checks only", frags[1].clone(), Pass(REASON_PASS)),
+        ("UA only in a later fragment", tail_frags[0].clone(), Pass(REASON_PASS)),
+        ("body mentions a scanner", udp("203.0.113.5", 5060, &SipMessage::request("MESSAGE", "1", "example.com").user_agent("Linphone").body("User-Agent: friendly-scanner").build()).build(), Pass(REASON_PASS)),
+        ("not SIP at all", udp("203.0.113.5", 5060, b"\r\n\r\n").build(), Pass(REASON_PASS)),
+    ];
+    check_table(&mut f, &table);
+}
+
+#[test]
+fn scanners_configurable_and_swappable() {
+    if !require_root("scanners_configurable_and_swappable") {
+        return;
+    }
+    let mut f = filter_with("[scanners]\ndefaults = false\nuser_agent = [\"BadBot\"]\nsubject = [\"spam\"]\n");
+    use Want::*;
+    let bad = udp("203.0.113.5", 5060, &register("badbot 1.0")).build();
+    check(&mut f, "custom UA", &bad, Drop(REASON_SCANNER));
+    check(&mut f, "defaults off", &udp("203.0.113.5", 5060, &register("friendly-scanner")).build(), Pass(REASON_PASS));
+    let subj = SipMessage::request("MESSAGE", "1", "example.com").header("Subject", "SPAM offer").build();
+    check(&mut f, "subject signature", &udp("203.0.113.5", 5060, &subj).build(), Drop(REASON_SCANNER));
+    // Swap in a new set (as `sipshield scanners add/del` does).
+    let mut sigs = sig::read(&f).unwrap();
+    sigs.retain(|s| s.text != "badbot");
+    sigs.push(sig::Signature::new(HDR_USER_AGENT, "friendly-scanner").unwrap());
+    sig::load(&mut f, &sigs).unwrap();
+    check(&mut f, "removed signature", &bad, Pass(REASON_PASS));
+    check(&mut f, "added signature", &udp("203.0.113.5", 5060, &register("friendly-scanner")).build(), Drop(REASON_SCANNER));
+    let mut got = sig::read(&f).unwrap();
+    got.sort();
+    sigs.sort();
+    assert_eq!(got, sigs);
+}
+
+const RL: &str = "[ratelimit]\nipv6_prefix = 64\n[ratelimit.register]\nrate = 5\nburst = 5\nban_after = 10\nwindow = \"10s\"\nban_ttl = \"60s\"\n";
+
+/// Run `frame` with the program's clock at `t` ns; returns the reason counted.
+fn at(f: &mut Filter, t: u64, frame: &[u8]) -> u32 {
+    f.update_config(|c| c.clock_ns = t).unwrap();
+    let before = f.stats().unwrap();
+    f.test_run(frame).unwrap();
+    let after = f.stats().unwrap();
+    (0..NUM_REASONS).find(|r| after.reason_total(*r).packets != before.reason_total(*r).packets).expect("a reason")
+}
+
+#[test]
+fn register_flood_is_limited_then_banned() {
+    if !require_root("register_flood_is_limited_then_banned") {
+        return;
+    }
+    let mut f = filter_with(RL);
+    let t0 = boot_ns();
+    let reg = udp("203.0.113.50", 5060, &register("Linphone/5.2")).build();
+    // Burst of 5 passes, the 6th is excess.
+    for i in 0..5 {
+        assert_eq!(at(&mut f, t0 + i, &reg), REASON_PASS, "burst packet {i}");
+    }
+    assert_eq!(at(&mut f, t0 + 10, &reg), REASON_RATELIMIT);
+    // After 1 s, 5 tokens are back: conforming traffic at exactly the rate passes.
+    let t1 = t0 + 1_000_000_000;
+    for i in 0..5u64 {
+        assert_eq!(at(&mut f, t1 + i * 200_000_000, &reg), REASON_PASS, "refilled packet {i}");
+    }
+    // INVITEs are not limited by the REGISTER rule.
+    let inv = udp("203.0.113.50", 5060, &SipMessage::request("INVITE", "1", "example.com").build()).build();
+    for _ in 0..20 {
+        assert_eq!(at(&mut f, t1 + 1_000_000_000, &inv), REASON_PASS);
+    }
+    // A flood in a fresh window (the excess at t0+10ns belongs to the previous 10 s window):
+    // excess packets accumulate; the 10th excess in the window installs a ban.
+    let t2 = t0 + 11_000_000_000;
+    let mut reasons = vec![];
+    for i in 0..30u64 {
+        reasons.push(at(&mut f, t2 + i * 1000, &reg));
+    }
+    let passed = reasons.iter().filter(|r| **r == REASON_PASS).count();
+    let limited = reasons.iter().filter(|r| **r == REASON_RATELIMIT).count();
+    let banned = reasons.iter().filter(|r| **r == REASON_BANNED).count();
+    assert!(passed <= 5, "{reasons:?}");
+    assert_eq!(limited, 10, "the 10th excess packet triggers the ban: {reasons:?}");
+    assert_eq!(passed + limited + banned, 30);
+    assert!(banned >= 15, "{reasons:?}");
+    let st = f.stats().unwrap();
+    assert_eq!(st.events[EVSTAT_BANS as usize], 1, "one ban installed");
+    // Banned for ban_ttl, for every method; expires by itself.
+    assert_eq!(at(&mut f, t2 + 59_000_000_000, &inv), REASON_BANNED);
+    assert_eq!(at(&mut f, t2 + 61_000_000_000, &inv), REASON_PASS);
+    // Another source is unaffected.
+    let other = udp("203.0.113.51", 5060, &register("Linphone/5.2")).build();
+    assert_eq!(at(&mut f, t2 + 100, &other), REASON_PASS);
+}
+
+#[test]
+fn ipv6_sources_share_a_bucket_per_64() {
+    if !require_root("ipv6_sources_share_a_bucket_per_64") {
+        return;
+    }
+    let mut f = filter_with(RL);
+    let t0 = boot_ns();
+    // Rotating addresses inside one /64 share one bucket.
+    for i in 0..5u64 {
+        let p = udp(&format!("2001:db8:1:2::{:x}", i + 1), 5060, &register("Linphone")).build();
+        assert_eq!(at(&mut f, t0 + i, &p), REASON_PASS);
+    }
+    let p = udp("2001:db8:1:2::ffff", 5060, &register("Linphone")).build();
+    assert_eq!(at(&mut f, t0 + 10, &p), REASON_RATELIMIT);
+    // Another /64 has its own bucket.
+    let q = udp("2001:db8:1:3::1", 5060, &register("Linphone")).build();
+    assert_eq!(at(&mut f, t0 + 11, &q), REASON_PASS);
+    // Ban of the whole /64 after 10 excess packets.
+    for i in 0..12u64 {
+        let p = udp(&format!("2001:db8:1:2::{:x}", 0x100 + i), 5060, &register("Linphone")).build();
+        at(&mut f, t0 + 20 + i, &p);
+    }
+    let p = udp("2001:db8:1:2:aaaa::1", 5060, &SipMessage::request("OPTIONS", "1", "x").build()).build();
+    assert_eq!(at(&mut f, t0 + 100, &p), REASON_BANNED, "the /64 is banned");
+    let bans = sipshield::apply::ban_list(&f).unwrap();
+    assert!(bans.iter().any(|b| b.address == "2001:db8:1:2::" && b.prefix == 64), "{bans:?}");
+}
+
+/// The kernel and the userspace model agree on a spread of generated messages.
+#[test]
+fn kernel_scan_matches_the_model() {
+    if !require_root("kernel_scan_matches_the_model") {
+        return;
+    }
+    let mut f = filter_with("");
+    let sigs = sig::read(&f).unwrap();
+    let uas = ["friendly-scanner", "Friendly-Scanner-2", "friendly-scanne", "sipvicious", "xsipvicious", "SIPScan", "sip-scan", "Zoiper", "pplsip", "smap 0.6", "s", ""];
+    let methods = ["REGISTER", "INVITE", "OPTIONS", "SUBSCRIBE", "NOTIFY", "FOO"];
+    let mut n = 0;
+    for (i, ua) in uas.iter().enumerate() {
+        for (j, m) in methods.iter().enumerate() {
+            for &offset in &[0usize, 300, 700, 1100, 1300] {
+                let mut msg = SipMessage::request(m, "100", "example.com").user_agent(ua);
+                if offset > 0 {
+                    msg = msg.user_agent_at(offset);
+                }
+                if (i + j) % 3 == 0 {
+                    msg = msg.compact();
+                }
+                let payload = msg.build();
+                let (_, want) = sig::model_scan(&payload, &sigs);
+                let frame = udp("203.0.113.9", 5060, &payload).build();
+                let action = f.test_run(&frame).unwrap();
+                let kernel_drop = action == sipshield::filter::XDP_DROP;
+                assert_eq!(kernel_drop, want.is_some(), "method {m} ua {ua:?} offset {offset}: kernel {kernel_drop}, model {want:?}\n{}", String::from_utf8_lossy(&payload));
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n, uas.len() * methods.len() * 5);
+}
