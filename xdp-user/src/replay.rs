@@ -115,14 +115,21 @@ pub fn replay_frames(
     let mut totals = [0u64; NUM_REASONS as usize];
     let mut before = filter.slot0_counts()?;
     for (index, (ts_ns, frame)) in frames.into_iter().enumerate() {
-        // The program's "now" is the capture time (never 0, which means "real clock").
-        filter.update_config(|c| c.clock_ns = ts_ns.max(1))?;
-        let action = filter.test_run(&frame)?;
-        let after = filter.slot0_counts()?;
-        let reason = (0..NUM_REASONS as usize)
-            .find(|r| after[*r] != before[*r])
-            .ok_or_else(|| anyhow!("packet {index}: the program counted no reason"))?;
-        before = after;
+        let (action, reason) = if frame.len() < 14 {
+            // Shorter than an Ethernet header: no NIC hands this to XDP (and test_run refuses
+            // it); the kernel stack would discard it as malformed.
+            (crate::filter::XDP_PASS, REASON_MALFORMED as usize)
+        } else {
+            // The program's "now" is the capture time (never 0, which means "real clock").
+            filter.update_config(|c| c.clock_ns = ts_ns.max(1))?;
+            let action = filter.test_run(&frame)?;
+            let after = filter.slot0_counts()?;
+            let reason = (0..NUM_REASONS as usize)
+                .find(|r| after[*r] != before[*r])
+                .ok_or_else(|| anyhow!("packet {index}: the program counted no reason"))?;
+            before = after;
+            (action, reason)
+        };
         totals[reason] += 1;
         let info = frame_info(&frame);
         each(Verdict {
