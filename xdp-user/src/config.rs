@@ -500,6 +500,15 @@ mod tests {
     }
 
     #[test]
+    fn example_config_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../sipshield.example.toml"));
+        let c = Config::load(path).unwrap();
+        assert_eq!(c.interfaces, vec!["eth1"]);
+        assert_eq!(c.ratelimit.rules["register"].burst, 20);
+        assert_eq!(c.metrics.listen, "127.0.0.1:9610");
+    }
+
+    #[test]
     fn unknown_keys_are_errors_naming_the_key() {
         let e = parse("interfaces = []\nbogus = 1\n").unwrap_err().to_string();
         assert!(e.contains("test.toml") && e.contains("bogus"), "{e}");

@@ -292,6 +292,11 @@ async fn serve(mut d: Daemon, events: aya::maps::Map) -> Result<()> {
     let refresh = d.cfg.blacklist.refresh.min(d.cfg.allowlist.refresh);
     let mut refresh_tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
     let mut gc_tick = tokio::time::interval(Duration::from_secs(30));
+    if d.cfg.metrics.enabled {
+        let addr: std::net::SocketAddr = d.cfg.metrics.listen.parse().context("metrics.listen")?;
+        let listener = crate::metrics::bind(addr).await?;
+        tokio::spawn(crate::metrics::serve(listener, state::pin_dir()));
+    }
     let ring = RingBuf::try_from(events)?;
     #[allow(deprecated)] // AsyncFd::register is unsafe; the ring buffer owns its fd for the task's lifetime
     let mut ring = AsyncFd::new(ring)?;

@@ -10,6 +10,7 @@ pub mod events;
 pub mod filter;
 pub mod geo;
 pub mod lists;
+pub mod metrics;
 pub mod packet;
 pub mod replay;
 pub mod sig;

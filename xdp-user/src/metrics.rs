@@ -1,0 +1,148 @@
+//! Prometheus metrics (text exposition format) rendered from the pinned maps on each scrape,
+//! served on `[metrics] listen` (localhost by default).
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+
+use anyhow::{Context, Result};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use xdp_common::*;
+
+use crate::filter::{Filter, ListKind};
+use crate::state::DaemonState;
+
+type Labels = Vec<(String, String)>;
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Render all metrics of the filter pinned at `filter`.
+pub fn render(filter: &Filter, ds: Option<&DaemonState>) -> Result<String> {
+    let st = filter.stats()?;
+    let cfg = filter.config()?;
+    let mut reg = Registry::default();
+
+    let packets = Family::<Labels, Counter>::default();
+    let bytes = Family::<Labels, Counter>::default();
+    for (slot, row) in st.slots.iter().enumerate() {
+        let iface = ds
+            .and_then(|d| d.iface_of_slot(slot as u32))
+            .map(|i| i.name.clone())
+            .unwrap_or_else(|| if slot == 0 { "other".into() } else { format!("slot{slot}") });
+        if slot != 0 && ds.and_then(|d| d.iface_of_slot(slot as u32)).is_none() && row.iter().all(|c| c.packets == 0) {
+            continue;
+        }
+        for (r, c) in row.iter().enumerate() {
+            let l = labels(&[("reason", REASON_NAMES[r]), ("iface", &iface)]);
+            packets.get_or_create(&l).inc_by(c.packets);
+            bytes.get_or_create(&l).inc_by(c.bytes);
+        }
+    }
+    reg.register("sipshield_packets", "Packets seen by the XDP filter, by verdict reason and interface", packets);
+    reg.register("sipshield_bytes", "Bytes seen by the XDP filter, by verdict reason and interface", bytes);
+
+    let geo = Family::<Labels, Counter>::default();
+    for (i, c) in st.countries.iter().enumerate() {
+        if c.packets > 0 {
+            geo.get_or_create(&labels(&[("country", crate::countries::code_of(i as u8))])).inc_by(c.packets);
+        }
+    }
+    reg.register("sipshield_geo_dropped", "Packets dropped by the GeoIP policy, by source country", geo);
+
+    let bans: Gauge = Gauge::default();
+    bans.set(crate::apply::ban_list(filter)?.len() as i64);
+    reg.register("sipshield_bans_active", "Sources currently in the timed-ban map", bans);
+
+    let entries = Family::<Labels, Gauge>::default();
+    entries.get_or_create(&labels(&[("list", "blacklist")])).set(filter.list_len(ListKind::Blacklist)? as i64);
+    entries.get_or_create(&labels(&[("list", "allowlist")])).set(filter.list_len(ListKind::Allowlist)? as i64);
+    entries.get_or_create(&labels(&[("list", "scanners")])).set(crate::sig::read(filter)?.len() as i64);
+    let last = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let errors = Family::<Labels, Counter>::default();
+    if let Some(d) = ds {
+        for (name, l) in &d.lists {
+            let lb = labels(&[("list", name)]);
+            last.get_or_create(&lb).set(l.last_load_unix);
+            errors.get_or_create(&lb).inc_by(l.errors);
+            if name == "geoip" {
+                entries.get_or_create(&lb).set(l.entries as i64);
+            }
+        }
+    }
+    reg.register("sipshield_list_entries", "Entries in each loaded list", entries);
+    reg.register("sipshield_list_last_load_timestamp_seconds", "Unix time of the last successful load of each list", last);
+    reg.register("sipshield_list_load_errors", "Failed loads/refreshes of each list (the last good list stays)", errors);
+
+    let events = Family::<Labels, Counter>::default();
+    for (kind, idx) in [("emitted", EVSTAT_EMITTED), ("suppressed", EVSTAT_SUPPRESSED), ("ring_full", EVSTAT_RING_FULL)] {
+        events.get_or_create(&labels(&[("kind", kind)])).inc_by(st.events[idx as usize]);
+    }
+    reg.register("sipshield_events", "Drop events: emitted, suppressed by kernel-side sampling, lost to a full ring", events);
+    let auto_bans: Counter = Counter::default();
+    auto_bans.inc_by(st.events[EVSTAT_BANS as usize]);
+    reg.register("sipshield_auto_bans", "Bans installed by the rate limiter", auto_bans);
+
+    let dry: Gauge = Gauge::default();
+    dry.set((cfg.flags & CFG_DRY_RUN != 0) as i64);
+    reg.register("sipshield_dry_run", "1 when the filter only counts (dry-run)", dry);
+
+    let mut out = String::new();
+    encode(&mut out, &reg).context("encoding metrics")?;
+    Ok(out)
+}
+
+/// Bind the metrics listener (done before serving so a bad address fails `run` up front).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics.listen: cannot listen on {addr}"))
+}
+
+/// Serve `GET /metrics` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, pin_dir: PathBuf) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper::{server::conn::http1, service::service_fn, Request, Response, StatusCode};
+    use hyper_util::rt::TokioIo;
+
+    if let Ok(a) = listener.local_addr() {
+        log::info!("metrics on http://{a}/metrics");
+    }
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("metrics: accept: {e}");
+                continue;
+            }
+        };
+        let pin_dir = pin_dir.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let pin_dir = pin_dir.clone();
+                async move {
+                    let resp = if req.uri().path() != "/metrics" {
+                        Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("see /metrics\n")))
+                    } else {
+                        let body = Filter::open_pinned(&pin_dir).and_then(|f| render(&f, DaemonState::load().as_ref()));
+                        match body {
+                            Ok(text) => Response::builder()
+                                .header("Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                                .body(Full::new(Bytes::from(text))),
+                            Err(e) => Response::builder()
+                                .status(StatusCode::SERVICE_UNAVAILABLE)
+                                .body(Full::new(Bytes::from(format!("sipshield: {e:#}\n")))),
+                        }
+                    };
+                    Ok::<_, std::convert::Infallible>(resp.expect("valid response"))
+                }
+            });
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                log::debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
