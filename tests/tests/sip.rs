@@ -208,3 +208,53 @@ fn kernel_scan_matches_the_model() {
     }
     assert_eq!(n, uas.len() * methods.len() * 5);
 }
+
+/// A spoofed flood from a million random sources: the rate-limit state is a fixed-size LRU map
+/// (RL_CAPACITY entries, preallocated), so memory cannot grow; evicted buckets only forget an
+/// attacker's history, and a legitimate client never loses more than its own fresh bucket.
+#[test]
+fn a_million_spoofed_sources_cannot_exhaust_state() {
+    if !require_root("a_million_spoofed_sources_cannot_exhaust_state") {
+        return;
+    }
+    let mut f = filter_with(RL);
+    let t0 = boot_ns();
+    let payload = register("Linphone");
+    let mut frame = udp("10.0.0.1", 5060, &payload).build();
+    let legit = udp("198.51.100.10", 5060, &register("Yealink SIP-T46S 66.86.0.15")).build();
+    let mut x: u32 = 0x1234_5678;
+    f.update_config(|c| c.clock_ns = t0).unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..1_000_000u32 {
+        // xorshift: pseudo-random, never repeating within the run
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        frame[14 + 12..14 + 16].copy_from_slice(&x.to_be_bytes());
+        // IPv4 checksum is not checked by the program; keep the frame otherwise identical.
+        let a = f.test_run(&frame).unwrap();
+        assert_eq!(a, sipshield::filter::XDP_PASS, "spoofed source {i} (one packet each) must not be limited");
+        if i % 100_000 == 0 {
+            // The legitimate phone registers once a second (program clock), during the flood.
+            f.update_config(|c| c.clock_ns = t0 + (i as u64 / 100_000) * 1_000_000_000).unwrap();
+            assert_eq!(f.test_run(&legit).unwrap(), sipshield::filter::XDP_PASS, "legit client during the flood");
+        }
+    }
+    let elapsed = t.elapsed();
+    let rl: aya::maps::HashMap<_, RateKey, RateState> = aya::maps::HashMap::try_from(f.map("RL_STATE").unwrap()).unwrap();
+    let entries = rl.keys().count();
+    eprintln!("1M spoofed sources in {:.2}s: rate-limit map holds {entries} entries (capacity {RL_CAPACITY})", elapsed.as_secs_f64());
+    assert!(entries <= RL_CAPACITY as usize, "LRU map exceeded its capacity");
+    assert!(entries > RL_CAPACITY as usize / 2, "the map should be full of the flood's buckets");
+    // The legitimate client is still served, and a real flooder is still caught afterwards.
+    f.update_config(|c| c.clock_ns = t0 + 20_000_000_000).unwrap();
+    assert_eq!(f.test_run(&legit).unwrap(), sipshield::filter::XDP_PASS);
+    let flooder = udp("203.0.113.99", 5060, &payload).build();
+    let mut limited = 0;
+    for _ in 0..10 {
+        if f.test_run(&flooder).unwrap() == sipshield::filter::XDP_DROP {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 5, "burst of 5 then limited, even with the map full");
+}

@@ -145,6 +145,12 @@ struct Daemon {
     config_path: PathBuf,
     state: DaemonState,
     sigs: Vec<crate::sig::Signature>,
+    /// Modification time of the GeoIP database last loaded.
+    geo_mtime: Option<std::time::SystemTime>,
+}
+
+fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
 impl Daemon {
@@ -156,6 +162,7 @@ impl Daemon {
         let report = apply::apply(&mut self.filter, &cfg, &prepared)?;
         self.record(&report);
         self.sigs = prepared.signatures.clone();
+        self.geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
         self.cfg = cfg;
         info!("configuration reloaded: {}", serde_json::to_string(&report)?);
         Ok(())
@@ -172,6 +179,41 @@ impl Daemon {
         }
         for s in &r.skipped_lines {
             warn!("skipped invalid list line {s}");
+        }
+        let _ = self.state.save();
+    }
+
+    /// `[geoip] reload = true`: reload the database when its file changes. A bad new file is
+    /// rejected and the previous database stays.
+    fn check_geo_file(&mut self) {
+        let Some(g) = self.cfg.geoip.clone() else { return };
+        if !g.reload {
+            return;
+        }
+        let now = mtime(&g.database);
+        if now.is_none() || now == self.geo_mtime {
+            return;
+        }
+        self.geo_mtime = now;
+        let policy = crate::geo::GeoPolicy {
+            allow: g.allow_countries.clone(),
+            deny: g.deny_countries.clone(),
+            unknown_drop: g.unknown == crate::config::Unknown::Drop,
+        };
+        let res = crate::geo::read_db(&g.database).and_then(|db| crate::geo::load_geo(&mut self.filter, &db, &policy));
+        let entry = self.state.lists.entry("geoip".into()).or_default();
+        match res {
+            Ok(r) => {
+                info!("GeoIP database {} changed: reloaded {} networks in {:.3}s", g.database.display(), r.v4_networks + r.v6_networks, r.load_secs);
+                let errors = entry.errors;
+                *entry = list_state(r.v4_networks + r.v6_networks, r.load_secs);
+                entry.errors = errors;
+            }
+            Err(e) => {
+                error!("GeoIP database {} changed but was rejected, keeping the previous one: {e:#}", g.database.display());
+                entry.errors += 1;
+                entry.last_error = Some(format!("{e:#}"));
+            }
         }
         let _ = self.state.save();
     }
@@ -255,7 +297,8 @@ pub fn run(opts: RunOpts) -> Result<()> {
     }
     st.program_id = filter.program().ok().and_then(|p| p.info().ok()).map(|i| i.id());
     let events = filter.take_map("EVENTS")?;
-    let mut d = Daemon { filter, cfg, config_path: opts.config.clone(), state: st, sigs: prepared.signatures.clone() };
+    let geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
+    let mut d = Daemon { filter, cfg, config_path: opts.config.clone(), state: st, sigs: prepared.signatures.clone(), geo_mtime };
     d.record(&report);
     info!("sipshield running: {}", serde_json::to_string(&report)?);
     notify_ready();
@@ -292,6 +335,7 @@ async fn serve(mut d: Daemon, events: aya::maps::Map) -> Result<()> {
     let refresh = d.cfg.blacklist.refresh.min(d.cfg.allowlist.refresh);
     let mut refresh_tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
     let mut gc_tick = tokio::time::interval(Duration::from_secs(30));
+    let mut geo_tick = tokio::time::interval(Duration::from_secs(2));
     if d.cfg.metrics.enabled {
         let addr: std::net::SocketAddr = d.cfg.metrics.listen.parse().context("metrics.listen")?;
         let listener = crate::metrics::bind(addr).await?;
@@ -313,6 +357,7 @@ async fn serve(mut d: Daemon, events: aya::maps::Map) -> Result<()> {
             }
             _ = usr1.recv() => d.refresh_lists(),
             _ = refresh_tick.tick() => d.refresh_lists(),
+            _ = geo_tick.tick() => d.check_geo_file(),
             _ = gc_tick.tick() => {
                 if let Err(e) = apply::ban_gc(&mut d.filter) { warn!("ban expiry sweep failed: {e:#}"); }
             }
