@@ -1082,6 +1082,29 @@ pub fn sipshield(ctx: XdpContext) -> u32 {
     }
 }
 
+// ------------------------------------------------------------------------------------------
+// Benchmark helpers (never attached by the controller).
+// ------------------------------------------------------------------------------------------
+
+/// Target ifindex of `sipshield_gen`.
+#[map]
+static GEN_IFINDEX: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Traffic generator for benchmarks: run with BPF_PROG_TEST_RUN + live frames, it redirects
+/// every frame out of the interface in `GEN_IFINDEX`.
+#[xdp]
+pub fn sipshield_gen(_ctx: XdpContext) -> u32 {
+    let ifindex = GEN_IFINDEX.get(0).copied().unwrap_or(0);
+    unsafe { aya_ebpf::helpers::bpf_redirect(ifindex, 0) as u32 }
+}
+
+/// The empty program: the baseline of per-packet cost ratios, and the XDP program that gives
+/// a veth NAPI for redirected frames when a peer (nftables, iptables) is measured instead.
+#[xdp]
+pub fn sipshield_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

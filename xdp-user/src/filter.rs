@@ -32,7 +32,7 @@ pub const MAP_NAMES: &[&str] = &[
     "AL_NET4_1", "AL_NET6_0", "AL_NET6_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1",
     "BL_NET6_0", "BL_NET6_1", "BANS_V4", "BANS_V6", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
     "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "RL_RULES", "RL_STATE", "EVENTS",
-    "EVENT_STATS", "EVENT_TAT", "SCRATCH",
+    "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX",
 ];
 
 /// Which address list.
@@ -175,6 +175,17 @@ impl Filter {
     pub fn program(&mut self) -> Result<&mut Xdp> {
         let ebpf = self.ebpf.as_mut().ok_or_else(|| anyhow!("the program is not loaded by this process"))?;
         Ok(ebpf.program_mut(PROGRAM_NAME).expect("checked at load").try_into()?)
+    }
+
+    /// Another program of the object (`sipshield_gen`, `sipshield_pass`: benchmark helpers),
+    /// loaded on first use.
+    pub fn aux_program(&mut self, name: &str) -> Result<&mut Xdp> {
+        let ebpf = self.ebpf.as_mut().ok_or_else(|| anyhow!("the program is not loaded by this process"))?;
+        let prog: &mut Xdp = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
+        if prog.fd().is_err() {
+            prog.load()?;
+        }
+        Ok(prog)
     }
 
     pub fn map(&self, name: &str) -> Result<&Map> {
