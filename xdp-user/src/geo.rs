@@ -19,7 +19,7 @@
 //! Two record shapes are understood (see [`Schema`]): MaxMind GeoIP2/GeoLite2 country or city
 //! records (`country.iso_code`, falling back to `registered_country.iso_code`) and the flat
 //! records of ip-location-db / DB-IP lite country files (`country_code`).
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsFd;
@@ -30,8 +30,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapError};
 use maxminddb::{LookupResult, MaxMindDbError, PathElement, Reader, WithinOptions};
 use xdp_common::{
-    Config, GeoRow, CFG_GEO_UNKNOWN_DROP, GEO_COUNTRIES, GEO_NET_V4_CAPACITY, GEO_SPLIT, GEO_UNKNOWN,
-    GEO_V4_ROWS, GEO_V6_CAPACITY,
+    Config, GeoRow, CFG_GEO_UNKNOWN_DROP, GEO_COUNTRIES, GEO_NET_V4_CAPACITY, GEO_SPLIT, GEO_UNKNOWN, GEO_V4_ROWS,
+    GEO_V6_CAPACITY,
 };
 
 use crate::bpfsys;
@@ -144,62 +144,317 @@ const V6_ALIASES: [([u8; 16], u8); 2] = [
 
 /// Read every network of the country database at `path`.
 ///
-/// Fails, naming the file, when it cannot be read, is not a valid MaxMind DB, or its records
-/// carry no country in either known [`Schema`].
+/// Fails, naming the file, when it cannot be read, is not a valid MaxMind DB (including a
+/// damaged search tree), or its records carry no country in either known [`Schema`].
 pub fn read_db(path: &Path) -> Result<GeoDb> {
-    let reader = open(path)?;
-    // The reader indexes the file without bounds checks in a few places; a damaged file that
-    // slipped past the size checks must become an error, not take the controller down.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_networks(&reader, path))).unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| p.downcast_ref::<&str>().copied())
-            .unwrap_or("unknown panic");
-        Err(anyhow!("{}: corrupt MaxMind DB (reader failed: {msg})", path.display()))
-    })
+    let buf = read_file(path)?;
+    guarded(path, || read_networks(&open(path, &buf)?, path))
 }
 
 /// Country index of `ip` according to the database at `path`, looked up directly in its search
 /// tree (independently of [`read_db`]'s iteration); 0 when the database has no country for it.
 pub fn lookup_file(path: &Path, ip: IpAddr) -> Result<u8> {
-    let reader = open(path)?;
-    let schema = detect_schema(&reader, path)?;
-    if ip.is_ipv6() && reader.metadata.ip_version == 4 {
-        return Ok(GEO_UNKNOWN);
-    }
-    let r = reader.lookup(ip).map_err(|e| db_err(path, e))?;
-    country_of_record(&r, schema).map_err(|e| db_err(path, e))
+    let buf = read_file(path)?;
+    guarded(path, || {
+        let reader = open(path, &buf)?;
+        let schema = detect_schema(&reader, path)?;
+        if ip.is_ipv6() && reader.metadata.ip_version == 4 {
+            return Ok(GEO_UNKNOWN);
+        }
+        let r = reader.lookup(ip).map_err(|e| db_err(path, e))?;
+        country_of_record(&r, schema).map_err(|e| db_err(path, e))
+    })
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{}: cannot read the GeoIP database", path.display()))
+}
+
+/// Run `f` on a database, turning a panic of the reader into an error. `open` checks the file
+/// so that the reader's unchecked indexing stays in bounds; this is the last line of defence
+/// against damage those checks miss, so that it cannot take the controller down.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| p.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        Err(anyhow!("{}: corrupt MaxMind DB (the reader failed: {msg})", path.display()))
+    })
 }
 
 fn db_err(path: &Path, e: MaxMindDbError) -> anyhow::Error {
     anyhow!("{}: corrupt MaxMind DB: {e}", path.display())
 }
 
-/// Open and sanity-check a database file.
-fn open(path: &Path) -> Result<Reader<Vec<u8>>> {
-    let buf = std::fs::read(path).with_context(|| format!("{}: cannot read the GeoIP database", path.display()))?;
-    let len = buf.len();
+/// Open the database in `buf` and check that its search tree can be walked safely.
+fn open<'a>(path: &Path, buf: &'a [u8]) -> Result<Reader<&'a [u8]>> {
+    // The metadata is decoded by `from_source` (pointers relative to its start): check it first.
+    const METADATA_MARKER: &[u8] = b"\xab\xcd\xefMaxMind.com";
+    if let Some(pos) = buf.windows(METADATA_MARKER.len()).rposition(|w| w == METADATA_MARKER) {
+        DataCheck::run(&buf[pos + METADATA_MARKER.len()..], &[0])
+            .map_err(|e| anyhow!("{}: not a valid MaxMind DB (.mmdb) file: metadata: {e}", path.display()))?;
+    }
     let reader = Reader::from_source(buf)
         .map_err(|e| anyhow!("{}: not a valid MaxMind DB (.mmdb) file: {e}", path.display()))?;
     let m = &reader.metadata;
-    if m.ip_version != 4 && m.ip_version != 6 {
-        bail!("{}: not a valid MaxMind DB: ip_version is {}", path.display(), m.ip_version);
-    }
-    // The search tree and the 16-byte separator must fit in the file, so that walking any node
+    let depth = match m.ip_version {
+        4 => 32,
+        6 => 128,
+        v => bail!("{}: not a valid MaxMind DB: ip_version is {v}", path.display()),
+    };
+    // The search tree and the 16-byte separator must fit in the file, so that reading any node
     // below node_count stays in bounds.
     let tree = m.node_count as usize * m.record_size as usize / 4;
-    if tree.saturating_add(16) > len {
+    if tree.saturating_add(16) > buf.len() {
         bail!(
-            "{}: corrupt or truncated MaxMind DB: the metadata announces a {tree}-byte search tree but the file has {len} bytes",
-            path.display()
+            "{}: corrupt or truncated MaxMind DB: the metadata announces a {tree}-byte search tree but the file has {} bytes",
+            path.display(),
+            buf.len()
         );
     }
+    check_tree(buf, m.node_count as usize, m.record_size, depth)
+        .and_then(|records| DataCheck::run(&buf[tree + 16..], &records))
+        .map_err(|e| anyhow!("{}: corrupt MaxMind DB: {e}", path.display()))?;
     Ok(reader)
 }
 
+/// Record `side` (0 = left, 1 = right) of search tree node `n` (`n < node_count`, in bounds).
+fn read_record(buf: &[u8], record_size: u16, n: usize, side: usize) -> usize {
+    let b = |i: usize| buf[i] as usize;
+    match record_size {
+        24 => {
+            let o = n * 6 + side * 3;
+            b(o) << 16 | b(o + 1) << 8 | b(o + 2)
+        }
+        28 => {
+            let base = n * 7;
+            let middle = if side == 0 { b(base + 3) >> 4 } else { b(base + 3) & 0x0f };
+            let o = base + side * 4;
+            middle << 24 | b(o) << 16 | b(o + 1) << 8 | b(o + 2)
+        }
+        _ => {
+            let o = n * 8 + side * 4;
+            b(o) << 24 | b(o + 1) << 16 | b(o + 2) << 8 | b(o + 3)
+        }
+    }
+}
+
+/// Check the shape of the search tree before the reader's iterators walk it (they trust it):
+/// no cycles, no path deeper than the address width, data pointers inside the file, and a
+/// bounded number of root-to-node paths (nodes may be shared, as the IPv4 alias subtrees are,
+/// and the iterators visit a shared node once per path). Returns the distinct data-section
+/// offsets of the records the tree points to.
+fn check_tree(buf: &[u8], node_count: usize, record_size: u16, depth: usize) -> Result<Vec<usize>, String> {
+    if node_count == 0 {
+        return Ok(Vec::new());
+    }
+    let data_len = buf.len() - node_count * record_size as usize / 4;
+    let mut records = Vec::new();
+    // Child node of record `side` of node `n`, if it is one; data pointers are collected.
+    let mut child = |n: usize, side: usize, collect: bool| -> Result<Option<usize>, String> {
+        let r = read_record(buf, record_size, n, side);
+        if r < node_count {
+            return Ok(Some(r));
+        }
+        if r > node_count {
+            // A data pointer, offset by the 16-byte separator, must land inside the file.
+            let off = r - node_count;
+            if !(16..data_len).contains(&off) {
+                return Err(format!("node {n} has a data pointer ({r}) outside the data section"));
+            }
+            if collect {
+                records.push(off - 16);
+            }
+        }
+        Ok(None)
+    };
+    // Iterative depth-first search: heights and cycle detection, nodes in post-order.
+    const NEW: u8 = 0;
+    const OPEN: u8 = 1;
+    let mut state = vec![NEW; node_count];
+    let mut height = vec![0u8; node_count];
+    let mut order = Vec::new();
+    let mut stack = vec![(0usize, 0usize)];
+    state[0] = OPEN;
+    while let Some(top) = stack.last_mut() {
+        let (n, side) = *top;
+        if side < 2 {
+            top.1 += 1;
+            if let Some(c) = child(n, side, false)? {
+                match state[c] {
+                    NEW => {
+                        state[c] = OPEN;
+                        stack.push((c, 0));
+                    }
+                    OPEN => return Err(format!("the search tree has a cycle (node {n} points back to node {c})")),
+                    _ => {}
+                }
+            }
+            continue;
+        }
+        stack.pop();
+        let mut h = 0u8;
+        for side in 0..2 {
+            if let Some(c) = child(n, side, true)? {
+                h = h.max(height[c]);
+            }
+        }
+        if h as usize >= depth {
+            return Err(format!("the search tree is deeper than {depth} bits"));
+        }
+        height[n] = h + 1;
+        state[n] = 2;
+        order.push(n);
+    }
+    // Paths from the root to each node, in topological (reverse post-) order.
+    let mut paths = vec![0u64; node_count];
+    paths[0] = 1;
+    let mut total = 0u64;
+    let limit = 16 * node_count as u64 + 1024;
+    for &n in order.iter().rev() {
+        total = total.saturating_add(paths[n]);
+        if total > limit {
+            return Err(format!("the search tree expands to more than {limit} nodes when walked"));
+        }
+        for side in 0..2 {
+            if let Some(c) = child(n, side, false)? {
+                paths[c] = paths[c].saturating_add(paths[n]);
+            }
+        }
+    }
+    records.sort_unstable();
+    records.dedup();
+    Ok(records)
+}
+
+/// Nesting (maps, arrays and pointer hops) accepted in a data record; real databases use < 10.
+const MAX_DATA_DEPTH: u32 = 32;
+/// Values a record may expand to with its pointers followed; country records have < 100.
+const MAX_RECORD_VALUES: u64 = 1 << 16;
+
+/// Structural check of the data records: the reader (0.27) follows pointers recursively and
+/// without a depth limit when it skips values, so a pointer cycle in a damaged file would
+/// overflow the stack. Every record the tree points to is walked here first, with pointer
+/// targets checked once (memoised), cycles and excessive nesting or expansion rejected.
+struct DataCheck<'a> {
+    data: &'a [u8],
+    /// Checked pointer targets: offset → (nesting height, values when expanded).
+    done: HashMap<usize, (u32, u64)>,
+    /// Pointer targets being checked (cycle detection).
+    active: HashSet<usize>,
+}
+
+impl DataCheck<'_> {
+    fn run(data: &[u8], records: &[usize]) -> Result<(), String> {
+        let mut c = DataCheck { data, done: HashMap::new(), active: HashSet::new() };
+        for &r in records {
+            c.target(r, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Check the value at `off` reached through a pointer (or from the tree) at nesting `depth`.
+    fn target(&mut self, off: usize, depth: u32) -> Result<(u32, u64), String> {
+        let (h, n) = match self.done.get(&off) {
+            Some(&v) => v,
+            None => {
+                if !self.active.insert(off) {
+                    return Err(format!("data pointer cycle at offset {off}"));
+                }
+                let (_, h, n) = self.value(off, depth)?;
+                self.active.remove(&off);
+                self.done.insert(off, (h, n));
+                (h, n)
+            }
+        };
+        if depth + h > MAX_DATA_DEPTH {
+            return Err(format!("data nested deeper than {MAX_DATA_DEPTH} levels at offset {off}"));
+        }
+        Ok((h, n))
+    }
+
+    /// Check the value at `off`; returns (offset after it, nesting height, expanded values).
+    fn value(&mut self, off: usize, depth: u32) -> Result<(usize, u32, u64), String> {
+        if depth >= MAX_DATA_DEPTH {
+            return Err(format!("data nested deeper than {MAX_DATA_DEPTH} levels at offset {off}"));
+        }
+        let data = self.data;
+        let byte = |i: usize| {
+            data.get(i)
+                .map(|&b| b as usize)
+                .ok_or_else(|| format!("data at offset {off} runs past the end of the file"))
+        };
+        let ctrl = byte(off)?;
+        let mut p = off + 1;
+        let mut ty = ctrl >> 5;
+        if ty == 1 {
+            // Pointer: 1..4 bytes after the control byte, with bias per size.
+            let len = (ctrl >> 3 & 3) + 1;
+            let mut v = if len == 4 { 0 } else { ctrl & 7 };
+            for i in 0..len {
+                v = v << 8 | byte(p + i)?;
+            }
+            v += [0, 0, 2048, 526_336, 0][len];
+            let (h, n) = self.target(v, depth + 1)?;
+            return Ok((p + len, h + 1, n + 1));
+        }
+        if ty == 0 {
+            ty = 7 + byte(p)?;
+            p += 1;
+        }
+        let (size, p) = match ctrl & 0x1f {
+            29 => (29 + byte(p)?, p + 1),
+            30 => (285 + (byte(p)? << 8 | byte(p + 1)?), p + 2),
+            31 => (65_821 + (byte(p)? << 16 | byte(p + 1)? << 8 | byte(p + 2)?), p + 3),
+            s => (s, p),
+        };
+        let scalar = |ok: bool| -> Result<(usize, u32, u64), String> {
+            if !ok {
+                return Err(format!("invalid value of type {ty} and size {size} at offset {off}"));
+            }
+            let end = p + if ty == 14 { 0 } else { size };
+            if end > data.len() {
+                return Err(format!("data at offset {off} runs past the end of the file"));
+            }
+            Ok((end, 1, 1))
+        };
+        match ty {
+            2 | 4 => scalar(true),
+            3 => scalar(size == 8),
+            15 => scalar(size == 4),
+            5 => scalar(size <= 2),
+            6 | 8 => scalar(size <= 4),
+            9 => scalar(size <= 8),
+            10 => scalar(size <= 16),
+            14 => scalar(size <= 1),
+            7 | 11 => {
+                let items = if ty == 7 { 2 * size } else { size };
+                let (mut p, mut h, mut n) = (p, 0u32, 1u64);
+                for _ in 0..items {
+                    let (end, ch, cn) = self.value(p, depth + 1)?;
+                    p = end;
+                    h = h.max(ch);
+                    n = n.saturating_add(cn);
+                    if n > MAX_RECORD_VALUES {
+                        return Err(format!(
+                            "the record at offset {off} expands to more than {MAX_RECORD_VALUES} values"
+                        ));
+                    }
+                }
+                Ok((p, h + 1, n))
+            }
+            _ => Err(format!("unknown data type {ty} at offset {off}")),
+        }
+    }
+}
+
 /// The country code of a record according to `schema` (`None` when it has none).
-fn code_of_record<'a>(r: &LookupResult<'a, Vec<u8>>, schema: Schema) -> Result<Option<&'a str>, MaxMindDbError> {
+fn code_of_record<'a, S: AsRef<[u8]>>(
+    r: &LookupResult<'a, S>,
+    schema: Schema,
+) -> Result<Option<&'a str>, MaxMindDbError> {
     use PathElement::Key as K;
     Ok(match schema {
         Schema::MaxMind => match r.decode_path::<&str>(&[K("country"), K("iso_code")])? {
@@ -210,7 +465,7 @@ fn code_of_record<'a>(r: &LookupResult<'a, Vec<u8>>, schema: Schema) -> Result<O
     })
 }
 
-fn country_of_record(r: &LookupResult<'_, Vec<u8>>, schema: Schema) -> Result<u8, MaxMindDbError> {
+fn country_of_record<S: AsRef<[u8]>>(r: &LookupResult<'_, S>, schema: Schema) -> Result<u8, MaxMindDbError> {
     Ok(match code_of_record(r, schema)? {
         Some(c) if !c.trim().is_empty() => countries::index_or_other(c.trim()),
         _ => GEO_UNKNOWN,
@@ -218,13 +473,13 @@ fn country_of_record(r: &LookupResult<'_, Vec<u8>>, schema: Schema) -> Result<u8
 }
 
 /// Which schema a record follows, if it tells.
-fn schema_of_record(r: &LookupResult<'_, Vec<u8>>) -> Option<Schema> {
+fn schema_of_record<S: AsRef<[u8]>>(r: &LookupResult<'_, S>) -> Option<Schema> {
     [Schema::MaxMind, Schema::Flat].into_iter().find(|&s| matches!(code_of_record(r, s), Ok(Some(_))))
 }
 
 /// Recognise the schema from the first distinct records of the database.
-fn detect_schema(reader: &Reader<Vec<u8>>, path: &Path) -> Result<Schema> {
-    let mut seen = std::collections::HashSet::new();
+fn detect_schema<S: AsRef<[u8]>>(reader: &Reader<S>, path: &Path) -> Result<Schema> {
+    let mut seen = HashSet::new();
     let mut sample: Option<String> = None;
     for r in reader.networks(WithinOptions::default()).map_err(|e| db_err(path, e))? {
         let r = r.map_err(|e| db_err(path, e))?;
@@ -238,11 +493,11 @@ fn detect_schema(reader: &Reader<Vec<u8>>, path: &Path) -> Result<Schema> {
         if sample.is_none() {
             let net = r.network().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
             let keys = match r.decode::<BTreeMap<String, serde::de::IgnoredAny>>() {
-                Ok(Some(m)) => format!("top-level keys [{}]", m.into_keys().collect::<Vec<_>>().join(", ")),
-                Ok(None) => "no data".into(),
-                Err(e) => format!("not a map ({e})"),
+                Ok(Some(m)) => format!("has top-level keys [{}]", m.into_keys().collect::<Vec<_>>().join(", ")),
+                Ok(None) => "has no data".into(),
+                Err(e) => format!("is not a map ({e})"),
             };
-            sample = Some(format!("the record for {net} has {keys}"));
+            sample = Some(format!("the record for {net} {keys}"));
         }
         if seen.len() >= SCHEMA_SAMPLE {
             break;
@@ -257,7 +512,7 @@ fn detect_schema(reader: &Reader<Vec<u8>>, path: &Path) -> Result<Schema> {
     )
 }
 
-fn read_networks(reader: &Reader<Vec<u8>>, path: &Path) -> Result<GeoDb> {
+fn read_networks<S: AsRef<[u8]>>(reader: &Reader<S>, path: &Path) -> Result<GeoDb> {
     let schema = detect_schema(reader, path)?;
     let mut db = GeoDb {
         v4: Vec::new(),
@@ -268,7 +523,7 @@ fn read_networks(reader: &Reader<Vec<u8>>, path: &Path) -> Result<GeoDb> {
     };
     // Records are shared by many networks: decode each one once.
     let mut cache: HashMap<usize, u8> = HashMap::new();
-    let mut country = |r: &LookupResult<'_, Vec<u8>>| -> Result<u8> {
+    let mut country = |r: &LookupResult<'_, S>| -> Result<u8> {
         let Some(off) = r.offset() else { return Ok(GEO_UNKNOWN) };
         if let Some(&c) = cache.get(&off) {
             return Ok(c);
@@ -310,6 +565,9 @@ fn read_networks(reader: &Reader<Vec<u8>>, path: &Path) -> Result<GeoDb> {
             let net = r.network().map_err(|e| db_err(path, e))?;
             let IpAddr::V6(a) = net.ip() else { continue };
             let a = a.octets();
+            if a == [0; 16] && net.prefix() < 96 {
+                continue; // the network containing `::`, handled above
+            }
             if V6_ALIASES.iter().any(|(alias, len)| net.prefix() >= *len && mask16(a, *len) == *alias) {
                 continue;
             }
@@ -385,11 +643,8 @@ pub fn build_tables(db: &GeoDb) -> GeoTables {
             *cell = GEO_SPLIT;
         }
     }
-    let mut net4: Vec<([u8; 4], u8, u32)> = split
-        .iter()
-        .filter(|(_, &c)| c != GEO_UNKNOWN)
-        .map(|(&a, &c)| (a.to_be_bytes(), 24, c as u32))
-        .collect();
+    let mut net4: Vec<([u8; 4], u8, u32)> =
+        split.iter().filter(|(_, &c)| c != GEO_UNKNOWN).map(|(&a, &c)| (a.to_be_bytes(), 24, c as u32)).collect();
     net4.extend(long.iter().map(|&(a, len, c)| (a.to_be_bytes(), len, c as u32)));
 
     let v6 = db
@@ -570,10 +825,9 @@ pub fn load_geo(filter: &mut Filter, db: &GeoDb, policy: &GeoPolicy) -> Result<G
     if let Err(e) = written {
         let _ = clear_trie::<[u8; 4]>(filter, &nn4);
         let _ = clear_trie::<[u8; 16]>(filter, &n6);
-        return Err(e.context(format!(
-            "loading GeoIP tables from {}; the filter keeps its previous ones",
-            db.path.display()
-        )));
+        return Err(
+            e.context(format!("loading GeoIP tables from {}; the filter keeps its previous ones", db.path.display()))
+        );
     }
     filter.update_config(|c: &mut Config| {
         c.geo_gen = next;
@@ -585,9 +839,12 @@ pub fn load_geo(filter: &mut Filter, db: &GeoDb, policy: &GeoPolicy) -> Result<G
     })?;
     let load_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
+    // The new tables are live: a failure to release the old ones is not a failed load (the next
+    // load empties that generation before filling it anyway).
     let (_, old4, old6) = names(live);
-    clear_trie::<[u8; 4]>(filter, &old4)?;
-    clear_trie::<[u8; 16]>(filter, &old6)?;
+    if let Err(e) = clear_trie::<[u8; 4]>(filter, &old4).and_then(|_| clear_trie::<[u8; 16]>(filter, &old6)) {
+        log::warn!("GeoIP: releasing generation {live} after the swap: {e:#}");
+    }
     Ok(GeoReport {
         v4_networks: db.v4.len(),
         v6_networks: db.v6.len(),
@@ -644,8 +901,20 @@ mod tests {
             (a.parse::<Ipv6Addr>().unwrap().octets(), l.parse().unwrap())
         };
         GeoDb {
-            v4: v4.iter().map(|(n, c)| { let (a, l) = parse4(n); (a, l, *c) }).collect(),
-            v6: v6.iter().map(|(n, c)| { let (a, l) = parse6(n); (a, l, *c) }).collect(),
+            v4: v4
+                .iter()
+                .map(|(n, c)| {
+                    let (a, l) = parse4(n);
+                    (a, l, *c)
+                })
+                .collect(),
+            v6: v6
+                .iter()
+                .map(|(n, c)| {
+                    let (a, l) = parse6(n);
+                    (a, l, *c)
+                })
+                .collect(),
             schema: Schema::Flat,
             path: "mem".into(),
             database_type: "test".into(),
@@ -655,7 +924,13 @@ mod tests {
     #[test]
     fn tables_model_longest_prefix() {
         let d = db(
-            &[("10.0.0.0/8", 1), ("10.1.2.0/25", 2), ("10.1.2.200/32", 3), ("192.168.0.0/23", 4), ("172.16.5.64/26", 5)],
+            &[
+                ("10.0.0.0/8", 1),
+                ("10.1.2.0/25", 2),
+                ("10.1.2.200/32", 3),
+                ("192.168.0.0/23", 4),
+                ("172.16.5.64/26", 5),
+            ],
             &[("2001:db8::/32", 6), ("2001:db8:1::/48", 7)],
         );
         let t = build_tables(&d);
