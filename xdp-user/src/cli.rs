@@ -247,6 +247,7 @@ pub fn ban(cmd: &str, ip: Option<&str>, ttl: Duration, json_out: bool) -> Result
 /// records the change so reloads and restarts keep it.
 pub fn allow(cmd: &str, entry: Option<&str>, json_out: bool) -> Result<()> {
     let mut f = open()?;
+    let _lock = f.write_lock()?;
     let mut list = f.read_list(ListKind::Allowlist)?;
     match cmd {
         "add" | "del" => {
@@ -349,6 +350,7 @@ pub fn blacklist(cmd: &str, json_out: bool) -> Result<()> {
 
 pub fn scanners(cmd: &str, header: Option<&str>, text: Option<&str>, json_out: bool) -> Result<()> {
     let mut f = open()?;
+    let _lock = f.write_lock()?;
     let mut sigs = crate::sig::read(&f)?;
     match cmd {
         "add" | "del" => {

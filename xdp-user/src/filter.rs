@@ -102,6 +102,35 @@ impl Stats {
     }
 }
 
+#[derive(Default)]
+struct LockState {
+    depth: u32,
+    file: Option<std::fs::File>,
+}
+
+thread_local! {
+    static WRITE_LOCK: std::cell::RefCell<LockState> = std::cell::RefCell::new(LockState::default());
+}
+
+/// Guard of `Filter::write_lock`.
+pub struct WriteLock {
+    held: bool,
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        if self.held {
+            WRITE_LOCK.with(|l| {
+                let mut l = l.borrow_mut();
+                l.depth -= 1;
+                if l.depth == 0 {
+                    l.file = None; // closing the file releases the flock
+                }
+            });
+        }
+    }
+}
+
 pub struct Filter {
     maps: BTreeMap<String, Map>,
     /// The loaded object (owns the program) when loaded by this process.
@@ -212,6 +241,29 @@ impl Filter {
         Ok(())
     }
 
+    /// Exclusive lock for writers of a pinned filter (daemon, CLI verbs), held across a whole
+    /// generation swap. Re-entrant within a thread; a no-op for private filters.
+    pub fn write_lock(&self) -> Result<WriteLock> {
+        let Some(dir) = &self.pin_dir else { return Ok(WriteLock { held: false }) };
+        WRITE_LOCK.with(|l| {
+            let mut l = l.borrow_mut();
+            if l.depth == 0 {
+                let name: String = dir.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+                let path = std::env::temp_dir().join(format!("sipshield-writer{name}.lock"));
+                let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+                    .with_context(|| format!("{}: cannot open lock file", path.display()))?;
+                use std::os::fd::AsRawFd;
+                // SAFETY: valid fd; blocks until other writers finish.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+                    bail!("{}: flock: {}", path.display(), std::io::Error::last_os_error());
+                }
+                l.file = Some(file);
+            }
+            l.depth += 1;
+            Ok(WriteLock { held: true })
+        })
+    }
+
     // ---------------------------------------------------------------- config
 
     pub fn config(&self) -> Result<Config> {
@@ -224,7 +276,10 @@ impl Filter {
         a.set(0, c, 0).map_err(|e| map_err("CONFIG", e))
     }
 
+    /// Read-modify-write of the config under the writer lock, so a concurrent writer (the
+    /// daemon flipping a generation, the CLI toggling dry-run) is never lost.
     pub fn update_config(&mut self, f: impl FnOnce(&mut Config)) -> Result<Config> {
+        let _lock = self.write_lock()?;
         let mut c = self.config()?;
         f(&mut c);
         self.set_config(&c)?;
@@ -364,6 +419,7 @@ impl Filter {
     /// config write, then release the previous generation. Capacity is checked first, so an
     /// over-full list never touches the live generation.
     pub fn swap_list(&mut self, kind: ListKind, list: &IpList) -> Result<LoadReport> {
+        let _lock = self.write_lock()?;
         let t0 = Instant::now();
         let (c4, c6, cn4, cn6) = kind.capacity();
         let checks = [

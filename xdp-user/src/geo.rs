@@ -797,6 +797,7 @@ fn write_generation(filter: &mut Filter, g: u32, t: &GeoTables, policy: &[u32; 2
 /// write that flips the generation. (Enabling GeoIP and its scope are config flags, not part of
 /// the tables.)
 pub fn load_geo(filter: &mut Filter, db: &GeoDb, policy: &GeoPolicy) -> Result<GeoReport> {
+    let _lock = filter.write_lock()?;
     let t0 = Instant::now();
     check_policy(policy)?;
     let tables = build_tables(db);

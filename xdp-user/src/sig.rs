@@ -97,6 +97,7 @@ pub fn load(filter: &mut Filter, sigs: &[Signature]) -> Result<()> {
     if sigs.len() > SIG_MAX as usize {
         bail!("{} signatures exceed the capacity of {SIG_MAX}", sigs.len());
     }
+    let _lock = filter.write_lock()?;
     let live = filter.config()?.sig_gen & 1;
     let next = 1 - live;
     clear(filter, next)?;
