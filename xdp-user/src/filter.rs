@@ -248,8 +248,12 @@ impl Filter {
         WRITE_LOCK.with(|l| {
             let mut l = l.borrow_mut();
             if l.depth == 0 {
-                let name: String = dir.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-                let path = std::env::temp_dir().join(format!("sipshield-writer{name}.lock"));
+                // In the state directory (/run/sipshield), which the daemon (even with systemd's
+                // PrivateTmp) and the CLI share.
+                let _ = dir;
+                let state = crate::state::state_dir();
+                std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+                let path = state.join("writer.lock");
                 let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)
                     .with_context(|| format!("{}: cannot open lock file", path.display()))?;
                 use std::os::fd::AsRawFd;
