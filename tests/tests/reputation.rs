@@ -164,6 +164,46 @@ fn lists_fetch_over_http() {
 }
 
 #[test]
+fn table_overflow_path() {
+    if !require_root("table_overflow_path") {
+        return;
+    }
+    // 0.0.0.0 cannot live in the bucket table (0 marks an empty slot): it takes the overflow
+    // hash, which the program then consults.
+    let mut f = filter_with("[blacklist]\nentries = [\"0.0.0.0\", \"203.0.113.1\"]\n");
+    assert_eq!(f.config().unwrap().bl4_overflow, 1);
+    check(&mut f, "0.0.0.0 via overflow", &from("0.0.0.0"), Want::Drop(REASON_BLACKLISTED));
+    check(&mut f, "table entry", &from("203.0.113.1"), Want::Drop(REASON_BLACKLISTED));
+    let l = f.read_list(ListKind::Blacklist).unwrap();
+    assert_eq!(l.v4.len(), 2);
+    // Swapping to a list without overflow clears the flag.
+    let l = lists::parse_list("203.0.113.2\n", "x", false).unwrap();
+    f.swap_list(ListKind::Blacklist, &l).unwrap();
+    assert_eq!(f.config().unwrap().bl4_overflow, 0);
+    check(&mut f, "0.0.0.0 gone", &from("0.0.0.0"), Want::Pass(REASON_PASS));
+}
+
+#[test]
+fn bucket_table_places_every_address() {
+    let mut x: u32 = 0x9e37_79b9;
+    let addrs: Vec<[u8; 4]> = (0..BL4_TABLE_CAPACITY)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_be_bytes()
+        })
+        .collect();
+    let (t, overflow) = sipshield::filter::build_table4(addrs.iter().copied());
+    assert!(overflow.len() < 16, "{} of {} overflowed", overflow.len(), addrs.len());
+    for a in addrs.iter().step_by(97) {
+        let k = u32::from_ne_bytes(*a);
+        let found = [bl4_hash1(k), bl4_hash2(k)].iter().any(|b| t[*b as usize].keys.contains(&k)) || overflow.contains(a);
+        assert!(found, "{a:?} lost");
+    }
+}
+
+#[test]
 fn a_million_entries_fit() {
     if !require_root("a_million_entries_fit") {
         return;
@@ -179,6 +219,9 @@ fn a_million_entries_fit() {
     }
     let r = f.swap_list(ListKind::Blacklist, &l).unwrap();
     assert_eq!(r.v4, 1_000_000);
+    // All of them fit the bucket table (no overflow at this load).
+    assert_eq!(f.config().unwrap().bl4_overflow, 0);
+    assert_eq!(f.read_list(ListKind::Blacklist).unwrap().v4.len(), 1_000_000);
     f.set_sip_ports(&[5060]).unwrap();
     let listed = std::net::Ipv4Addr::from(0x2000_0000u32 + 999_999 * 7).to_string();
     check(&mut f, "last of 1M", &from(&listed), Want::Drop(REASON_BLACKLISTED));

@@ -105,6 +105,10 @@ pub struct Config {
     /// When non-zero, the program uses this as "now" instead of the boot clock
     /// (deterministic `sipshield replay` with capture timestamps and tests).
     pub clock_ns: u64,
+    /// Non-zero when some blacklisted IPv4 addresses did not fit their two table buckets and
+    /// live in the `BL_V4_{gen}` overflow hash map (rare; checked only then).
+    pub bl4_overflow: u32,
+    pub _pad: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,13 +235,45 @@ pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
 /// Capacities (max entries) of the list maps, per generation.
-pub const BL_V4_CAPACITY: u32 = 1 << 20;
+/// Overflow hash of the IPv4 table (addresses whose two buckets are full).
+pub const BL_V4_CAPACITY: u32 = 1 << 16;
 pub const BL_V6_CAPACITY: u32 = 1 << 18;
 pub const BL_NET_CAPACITY: u32 = 1 << 16;
 pub const AL_CAPACITY: u32 = 1 << 16;
 pub const AL_NET_CAPACITY: u32 = 1 << 14;
 pub const BAN_CAPACITY: u32 = 1 << 18;
 pub const RL_CAPACITY: u32 = 1 << 18;
+
+/// The blacklist's exact IPv4 addresses live in a bucketized hash table inside an mmap-able
+/// array (per generation): `BL4_BUCKETS` buckets of `BL4_SLOTS` addresses, each address in one
+/// of its two candidate buckets (`bl4_hash1`, `bl4_hash2`). Userspace builds the whole table and
+/// copies it in at memory speed; the program scans at most two 64-byte buckets. Slot value 0 is
+/// empty (0.0.0.0 is stored as a /32 range instead).
+pub const BL4_BUCKET_BITS: u32 = 17;
+pub const BL4_BUCKETS: u32 = 1 << BL4_BUCKET_BITS;
+pub const BL4_SLOTS: usize = 16;
+/// Capacity of the table (at most half full, so two-choice placement practically never overflows).
+pub const BL4_TABLE_CAPACITY: u32 = BL4_BUCKETS * BL4_SLOTS as u32 / 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bucket4 {
+    pub keys: [u32; BL4_SLOTS],
+}
+
+/// First candidate bucket of an IPv4 key (`u32::from_ne_bytes(octets)`).
+#[inline(always)]
+pub const fn bl4_hash1(k: u32) -> u32 {
+    k.wrapping_mul(0x9E37_79B1) >> (32 - BL4_BUCKET_BITS)
+}
+
+/// Second candidate bucket (an independent multiply-shift of a mixed key).
+#[inline(always)]
+pub const fn bl4_hash2(k: u32) -> u32 {
+    let x = (k ^ (k >> 16)).wrapping_mul(0x7FEB_352D);
+    let x = (x ^ (x >> 15)).wrapping_mul(0x846C_A68B);
+    x >> (32 - BL4_BUCKET_BITS)
+}
 
 /// Value stored for an IPv6 ban: expiry plus the prefix it covers (128, or the rate-limit
 /// prefix for bans made by the rate limiter). Keys are the address masked to that prefix.
@@ -315,7 +351,7 @@ pub struct Event {
 // ---------------------------------------------------------------------------------------------
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 56);
+    assert!(core::mem::size_of::<Config>() == 64);
     assert!(core::mem::size_of::<SigKeyData>() == 36);
     assert!(core::mem::size_of::<SigName>() == 40);
     assert!(core::mem::size_of::<RateRule>() == 40);
@@ -323,6 +359,7 @@ const _: () = {
     assert!(core::mem::size_of::<RateState>() == 24);
     assert!(core::mem::size_of::<BanKey6>() == 20);
     assert!(core::mem::size_of::<GeoRow>() == 256);
+    assert!(core::mem::size_of::<Bucket4>() == 64);
     assert!(core::mem::size_of::<Event>() == 56);
 };
 
@@ -340,6 +377,7 @@ mod pod {
     unsafe impl aya::Pod for RateState {}
     unsafe impl aya::Pod for BanKey6 {}
     unsafe impl aya::Pod for GeoRow {}
+    unsafe impl aya::Pod for Bucket4 {}
     unsafe impl aya::Pod for Event {}
 }
 

@@ -11,7 +11,7 @@ use core::ffi::c_void;
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_NO_PREALLOC},
+    bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     helpers::{bpf_ktime_get_boot_ns, bpf_loop, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
@@ -57,6 +57,12 @@ static AL_NET6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(AL_NET_CAPA
 static BL_V4_0: HashMap<[u8; 4], u32> = HashMap::with_max_entries(BL_V4_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
 static BL_V4_1: HashMap<[u8; 4], u32> = HashMap::with_max_entries(BL_V4_CAPACITY, BPF_F_NO_PREALLOC);
+/// Exact IPv4 addresses: bucketized table (see `xdp_common::Bucket4`), written by userspace
+/// through mmap.
+#[map]
+static BL_TAB4_0: Array<Bucket4> = Array::with_max_entries(BL4_BUCKETS, BPF_F_MMAPABLE);
+#[map]
+static BL_TAB4_1: Array<Bucket4> = Array::with_max_entries(BL4_BUCKETS, BPF_F_MMAPABLE);
 #[map]
 static BL_V6_0: HashMap<[u8; 16], u32> = HashMap::with_max_entries(BL_V6_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]
@@ -390,12 +396,52 @@ fn allowlisted(cfg: &Config, pkt: &Pkt) -> bool {
     }
 }
 
+/// Is `k` in one of its two buckets?
+#[inline(always)]
+fn in_tab4(tab: &Array<Bucket4>, k: u32) -> bool {
+    if k == 0 {
+        return false;
+    }
+    for h in [bl4_hash1(k), bl4_hash2(k)] {
+        if let Some(b) = tab.get(h) {
+            let mut i = 0;
+            while i < BL4_SLOTS {
+                if b.keys[i] == k {
+                    return true;
+                }
+                i += 1;
+            }
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn blacklisted_in(
+    cfg: &Config,
+    pkt: &Pkt,
+    tab: &Array<Bucket4>,
+    e4: &HashMap<[u8; 4], u32>,
+    n4: &LpmTrie<[u8; 4], u32>,
+    e6: &HashMap<[u8; 16], u32>,
+    n6: &LpmTrie<[u8; 16], u32>,
+) -> bool {
+    if pkt.family == FAMILY_V4 {
+        let a = v4(pkt);
+        in_tab4(tab, u32::from_ne_bytes(a))
+            || (cfg.bl4_overflow != 0 && unsafe { e4.get(&a) }.is_some())
+            || n4.get(Key::new(32, a)).is_some()
+    } else {
+        unsafe { e6.get(&pkt.src) }.is_some() || n6.get(Key::new(128, pkt.src)).is_some()
+    }
+}
+
 #[inline(always)]
 fn blacklisted(cfg: &Config, pkt: &Pkt) -> bool {
     if cfg.blacklist_gen == 0 {
-        in_set(pkt, &BL_V4_0, &BL_NET4_0, &BL_V6_0, &BL_NET6_0)
+        blacklisted_in(cfg, pkt, &BL_TAB4_0, &BL_V4_0, &BL_NET4_0, &BL_V6_0, &BL_NET6_0)
     } else {
-        in_set(pkt, &BL_V4_1, &BL_NET4_1, &BL_V6_1, &BL_NET6_1)
+        blacklisted_in(cfg, pkt, &BL_TAB4_1, &BL_V4_1, &BL_NET4_1, &BL_V6_1, &BL_NET6_1)
     }
 }
 

@@ -118,3 +118,40 @@ pub fn drain_hash(map: BorrowedFd<'_>, key_size: usize, value_size: usize) -> io
         token_in = token_out;
     }
 }
+
+/// A shared mapping of a `BPF_F_MMAPABLE` array map: userspace reads and writes the map's
+/// memory directly (whole tables are copied in at memory speed).
+pub struct MmapRegion {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl MmapRegion {
+    pub fn map(fd: BorrowedFd<'_>, len: usize, writable: bool) -> io::Result<MmapRegion> {
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // SAFETY: mapping a map fd as the kernel documents for BPF_F_MMAPABLE arrays.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(MmapRegion { ptr, len })
+    }
+
+    /// View as a slice of `T` (plain old data).
+    pub fn slice<T: Copy>(&self) -> &[T] {
+        // SAFETY: the mapping is len bytes, page aligned, and lives as long as self.
+        unsafe { std::slice::from_raw_parts(self.ptr as *const T, self.len / std::mem::size_of::<T>()) }
+    }
+
+    pub fn slice_mut<T: Copy>(&mut self) -> &mut [T] {
+        // SAFETY: as above; mapped writable by the caller's choice.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut T, self.len / std::mem::size_of::<T>()) }
+    }
+}
+
+impl Drop for MmapRegion {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what was mapped.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
+}

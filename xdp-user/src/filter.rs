@@ -30,7 +30,7 @@ pub const PROGRAM_NAME: &str = "sipshield";
 pub const MAP_NAMES: &[&str] = &[
     "CONFIG", "STATS", "IFACE_SLOT", "SIP_PORTS", "AL_V4_0", "AL_V4_1", "AL_V6_0", "AL_V6_1", "AL_NET4_0",
     "AL_NET4_1", "AL_NET6_0", "AL_NET6_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1",
-    "BL_NET6_0", "BL_NET6_1", "BANS_V4", "BANS_V6", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
+    "BL_NET6_0", "BL_NET6_1", "BL_TAB4_0", "BL_TAB4_1", "BANS_V4", "BANS_V6", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
     "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "RL_RULES", "RL_STATE", "EVENTS",
     "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX",
 ];
@@ -58,7 +58,7 @@ impl ListKind {
     /// (v4 exact, v6 exact, v4 ranges, v6 ranges) capacities.
     pub fn capacity(self) -> (u32, u32, u32, u32) {
         match self {
-            ListKind::Blacklist => (BL_V4_CAPACITY, BL_V6_CAPACITY, BL_NET_CAPACITY, BL_NET_CAPACITY),
+            ListKind::Blacklist => (BL4_TABLE_CAPACITY, BL_V6_CAPACITY, BL_NET_CAPACITY, BL_NET_CAPACITY),
             ListKind::Allowlist => (AL_CAPACITY, AL_CAPACITY, AL_NET_CAPACITY, AL_NET_CAPACITY),
         }
     }
@@ -452,11 +452,27 @@ impl Filter {
             [format!("{p}_V4_{g}"), format!("{p}_V6_{g}"), format!("{p}_NET4_{g}"), format!("{p}_NET6_{g}")]
         };
         let [n4, n6, nn4, nn6] = names(next);
+        // Blacklist IPv4 addresses go to the bucket table, the rare ones whose two buckets are
+        // full to the overflow hash; the allowlist uses the hash only.
+        let (table, keys4) = match kind {
+            ListKind::Blacklist => {
+                let (t, overflow) = build_table4(list.v4.iter().copied());
+                if overflow.len() > BL_V4_CAPACITY as usize {
+                    bail!("blacklist: {} IPv4 addresses overflow the table (capacity {BL_V4_CAPACITY}); the filter keeps its previous blacklist", overflow.len());
+                }
+                (Some(t), overflow)
+            }
+            ListKind::Allowlist => (None, list.v4.iter().copied().collect::<Vec<[u8; 4]>>()),
+        };
         // The inactive generation is normally empty; make sure.
-        self.clear_list_gen(&names(next))?;
+        self.clear_list_gen(kind, next)?;
         let fill = (|| -> Result<()> {
-            let ones4 = vec![1u32; list.v4.len()];
-            let keys4: Vec<[u8; 4]> = list.v4.iter().copied().collect();
+            if let Some(t) = &table {
+                let name = format!("BL_TAB4_{next}");
+                let mut m = self.mmap_table4(&name)?;
+                m.slice_mut::<Bucket4>()[..t.len()].copy_from_slice(t);
+            }
+            let ones4 = vec![1u32; keys4.len()];
             bpfsys::update_batch(self.map(&n4)?.fd_borrowed(), &keys4, &ones4).map_err(|e| map_err(&n4, e))?;
             let keys6: Vec<[u8; 16]> = list.v6.iter().copied().collect();
             let ones6 = vec![1u32; keys6.len()];
@@ -475,16 +491,25 @@ impl Filter {
         })();
         if let Err(e) = fill {
             // Leave the live generation alone and release what was written.
-            let _ = self.clear_list_gen(&names(next));
+            let _ = self.clear_list_gen(kind, next);
             return Err(e.context(format!("loading the new {}; the filter keeps its previous one", kind.name())));
+        }
+        let overflow = (table.is_some() && !keys4.is_empty()) as u32;
+        if kind == ListKind::Blacklist && overflow > cfg.bl4_overflow {
+            // Enable the overflow check before the switch, so no reader can see the new
+            // generation without it.
+            self.update_config(|c| c.bl4_overflow = 1)?;
         }
         self.update_config(|c| match kind {
             ListKind::Blacklist => c.blacklist_gen = next,
             ListKind::Allowlist => c.allowlist_gen = next,
         })?;
+        if kind == ListKind::Blacklist {
+            self.update_config(|c| c.bl4_overflow = overflow)?;
+        }
         let load_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        self.clear_list_gen(&names(live))?;
+        self.clear_list_gen(kind, live)?;
         Ok(LoadReport {
             v4: list.v4.len(),
             v6: list.v6.len(),
@@ -496,7 +521,18 @@ impl Filter {
         })
     }
 
-    fn clear_list_gen(&mut self, names: &[String; 4]) -> Result<()> {
+    fn mmap_table4(&self, name: &str) -> Result<bpfsys::MmapRegion> {
+        let len = BL4_BUCKETS as usize * std::mem::size_of::<Bucket4>();
+        bpfsys::MmapRegion::map(self.map(name)?.fd_borrowed(), len, true).map_err(|e| map_err(name, format!("mmap: {e}")))
+    }
+
+    fn clear_list_gen(&mut self, kind: ListKind, g: u32) -> Result<()> {
+        let p = kind.prefix();
+        let names = [format!("{p}_V4_{g}"), format!("{p}_V6_{g}"), format!("{p}_NET4_{g}"), format!("{p}_NET6_{g}")];
+        if kind == ListKind::Blacklist {
+            let mut m = self.mmap_table4(&format!("BL_TAB4_{g}"))?;
+            m.slice_mut::<u64>().fill(0);
+        }
         bpfsys::drain_hash(self.map(&names[0])?.fd_borrowed(), 4, 4).map_err(|e| map_err(&names[0], e))?;
         bpfsys::drain_hash(self.map(&names[1])?.fd_borrowed(), 16, 4).map_err(|e| map_err(&names[1], e))?;
         clear_lpm::<[u8; 4]>(self.map_mut(&names[2])?).map_err(|e| map_err(&names[2], e))?;
@@ -513,6 +549,13 @@ impl Filter {
         } & 1;
         let p = kind.prefix();
         let mut out = IpList::default();
+        if kind == ListKind::Blacklist {
+            let m = self.mmap_table4(&format!("BL_TAB4_{g}"))?;
+            let mut v: Vec<[u8; 4]> =
+                m.slice::<u32>().iter().filter(|k| **k != 0).map(|k| k.to_ne_bytes()).collect();
+            v.sort_unstable();
+            out.v4 = v.into_iter().collect();
+        }
         let h4: HashMap<_, [u8; 4], u32> = HashMap::try_from(self.map(&format!("{p}_V4_{g}"))?)?;
         for k in h4.keys() {
             out.v4.insert(k?);
@@ -538,6 +581,31 @@ impl Filter {
     pub fn list_len(&self, kind: ListKind) -> Result<usize> {
         Ok(self.read_list(kind)?.len())
     }
+}
+
+/// Place IPv4 addresses in the bucket table: each goes to the less loaded of its two buckets
+/// (at most half full, so both being full is rare); returns the table and the overflow.
+/// 0.0.0.0 cannot be stored (0 marks an empty slot) and goes to the overflow hash.
+pub fn build_table4(addrs: impl Iterator<Item = [u8; 4]>) -> (Vec<Bucket4>, Vec<[u8; 4]>) {
+    let mut t = vec![Bucket4 { keys: [0; BL4_SLOTS] }; BL4_BUCKETS as usize];
+    let mut fill = vec![0u8; BL4_BUCKETS as usize];
+    let mut overflow = vec![];
+    for a in addrs {
+        let k = u32::from_ne_bytes(a);
+        if k == 0 {
+            overflow.push(a);
+            continue;
+        }
+        let (b1, b2) = (bl4_hash1(k) as usize, bl4_hash2(k) as usize);
+        let b = if fill[b2] < fill[b1] { b2 } else { b1 };
+        if (fill[b] as usize) < BL4_SLOTS {
+            t[b].keys[fill[b] as usize] = k;
+            fill[b] += 1;
+        } else {
+            overflow.push(a);
+        }
+    }
+    (t, overflow)
 }
 
 fn clear_lpm<K: aya::Pod>(m: &mut Map) -> Result<()> {
