@@ -577,9 +577,29 @@ impl Filter {
         Ok(out)
     }
 
-    /// Entry counts of the live generation of `kind`, from the kernel.
+    /// Number of entries in the live generation of `kind` (counted, without building the list:
+    /// cheap enough for every metrics scrape).
     pub fn list_len(&self, kind: ListKind) -> Result<usize> {
-        Ok(self.read_list(kind)?.len())
+        let cfg = self.config()?;
+        let g = match kind {
+            ListKind::Blacklist => cfg.blacklist_gen,
+            ListKind::Allowlist => cfg.allowlist_gen,
+        } & 1;
+        let p = kind.prefix();
+        let mut n = 0;
+        if kind == ListKind::Blacklist {
+            let m = self.mmap_table4(&format!("BL_TAB4_{g}"))?;
+            n += m.slice::<u32>().iter().filter(|k| **k != 0).count();
+        }
+        let h4: HashMap<_, [u8; 4], u32> = HashMap::try_from(self.map(&format!("{p}_V4_{g}"))?)?;
+        n += h4.keys().count();
+        let h6: HashMap<_, [u8; 16], u32> = HashMap::try_from(self.map(&format!("{p}_V6_{g}"))?)?;
+        n += h6.keys().count();
+        let t4: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map(&format!("{p}_NET4_{g}"))?)?;
+        n += t4.keys().count();
+        let t6: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map(&format!("{p}_NET6_{g}"))?)?;
+        n += t6.keys().count();
+        Ok(n)
     }
 }
 
