@@ -16,7 +16,7 @@ use sipshield::countries::{code_of, index_of};
 use sipshield::filter::{Filter, XDP_DROP, XDP_PASS};
 use sipshield::geo::{self, GeoDb, GeoPolicy, Schema};
 use sipshield::packet::PacketBuilder;
-use sipshield_tests::{ip, require_root};
+use sipshield_tests::{ip, packets, require_root, Controller, NetnsPair};
 use xdp_common::{CFG_GEO_ENABLED, CFG_GEO_SCOPE_ALL, CFG_GEO_UNKNOWN_DROP, REASON_GEO};
 
 const SIP_PORT: u16 = 5060;
@@ -812,4 +812,70 @@ fn load_500k_networks() {
         assert!(first <= 2.0 && second <= 2.0, "read+build+load took {first:.3}s / {second:.3}s (limit 2s)");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The controller: [geoip] config, `geo lookup`, per-country stats, reload on file change.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn controller_geo_policy_lookup_and_file_reload() {
+    if !require_root("controller_geo_policy_lookup_and_file_reload") {
+        return;
+    }
+    let dir = scratch("daemon");
+    let db = write_db(&dir, "country.mmdb", Shape::MaxMind, IpVersion::V6, FIXTURE);
+    let net = NetnsPair::new("geo");
+    net.add_client_addr("203.0.113.5/24");
+    let cfg = dir.join("s.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interfaces = [\"vsrv\"]\n[metrics]\nenabled = false\n[events]\nstdout = false\n[geoip]\ndatabase = \"{}\"\nallow_countries = [\"FR\"]\nunknown = \"drop\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let pin = PathBuf::from(format!("/sys/fs/bpf/sipshield-test-geo-{}", std::process::id()));
+    let ctl = Controller::start(&net.server, &cfg, &dir.join("state"), &pin);
+    let out = ctl.cli(&["geo", "lookup", "198.51.100.1"]);
+    assert!(out.contains("country FR -> pass"), "{out}");
+    let out = ctl.cli(&["geo", "lookup", "203.0.113.5"]);
+    assert!(out.contains("country CN -> drop (geo)"), "{out}");
+    let out = ctl.cli(&["geo", "lookup", "203.0.113.200"]);
+    assert!(out.contains("country -- -> drop (geo)"), "unknown follows unknown = drop: {out}");
+
+    // Live packets from a CN source to the SIP port are dropped and counted per country;
+    // a non-SIP port is left alone (scope = "sip").
+    let sip = b"OPTIONS sip:a@x SIP/2.0\r\n\r\n".to_vec();
+    net.send_udp("203.0.113.5".parse().unwrap(), "198.51.100.2".parse().unwrap(), SIP_PORT, vec![sip.clone(); 3]);
+    net.send_udp("203.0.113.5".parse().unwrap(), "198.51.100.2".parse().unwrap(), 2222, vec![sip.clone(); 2]);
+    let st = ctl.stats();
+    assert_eq!(packets(&st, "geo"), 3, "{st}");
+    assert_eq!(st["countries"]["CN"]["packets"], 3, "{st}");
+    let table = ctl.cli(&["stats"]);
+    assert!(table.contains("geo drops by country: CN=3"), "{table}");
+
+    // The database file changes: reloaded within seconds (203.0.113.0/25 becomes FR).
+    let mut changed: Vec<(&str, &str)> = FIXTURE.to_vec();
+    changed.push(("203.0.113.0/25", "FR"));
+    let tmp = write_db(&dir, "new.mmdb", Shape::Flat, IpVersion::V6, &changed);
+    std::fs::rename(&tmp, &db).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !ctl.cli(&["geo", "lookup", "203.0.113.5"]).contains("country FR -> pass") {
+        assert!(std::time::Instant::now() < deadline, "database change not picked up:\n{}", std::fs::read_to_string(&ctl.log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A corrupt replacement is rejected; the previous database stays live.
+    std::fs::write(&db, b"\x00\x01garbage, not an mmdb").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !std::fs::read_to_string(&ctl.log).unwrap().contains("was rejected, keeping the previous one") {
+        assert!(std::time::Instant::now() < deadline, "corrupt database not reported:\n{}", std::fs::read_to_string(&ctl.log).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(ctl.cli(&["geo", "lookup", "203.0.113.5"]).contains("country FR -> pass"));
+    assert!(ctl.cli(&["geo", "lookup", "198.51.100.9"]).contains("country FR -> pass"));
+    let status: serde_json::Value = serde_json::from_str(&ctl.cli(&["status", "--json"])).unwrap();
+    assert_eq!(status["lists"]["loads"]["geoip"]["errors"], 1, "{status}");
+    ctl.cli(&["detach"]);
 }

@@ -80,6 +80,17 @@ fn packets_cross_the_veth_and_are_counted() {
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["attached"], serde_json::json!(["vsrv"]), "{status}");
     assert_eq!(status["controller"], "running");
+    // stats --watch: one JSON document per period, with rates from the second one on.
+    let mut cmd = std::process::Command::new(sipshield_bin());
+    cmd.args(["stats", "--json", "--watch", "1"]).stdout(std::process::Stdio::piped());
+    Controller::env(&mut cmd, &d.state, &d.pin);
+    let mut watch = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let docs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert!(docs.len() >= 2, "{docs:?}");
+    assert!(docs[1]["rates_per_second"]["pass"].is_number(), "{}", docs[1]);
     ctl.cli(&["detach"]);
     assert!(!d.pin.exists(), "detach removes the pins");
 }
