@@ -1,6 +1,6 @@
-//! Side measurements that explain the headline numbers: /proc/slabinfo deltas, where the
-//! swap time goes, and two alternative kernel layouts for the /32 set (built with raw
-//! `BPF_MAP_CREATE`, outside the sipshield object) so a proposed fix has numbers behind it.
+//! Side measurements that explain the headline numbers: /proc/slabinfo deltas, a preallocated
+//! hash for the design comparison (built with raw `BPF_MAP_CREATE`, outside the sipshield
+//! object), and a lean parser as a reference for the parse time.
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Value};
 
 // ------------------------------------------------------------------------------ slabinfo
@@ -115,86 +115,6 @@ pub fn prealloc_hash(keys: &[[u8; 4]], capacity: u32) -> Result<Value> {
         "memlock_bytes": ml,
         "memlock_bytes_per_entry_one_generation": ml as f64 / keys.len() as f64,
         "memlock_bytes_per_entry_two_generations": 2.0 * ml as f64 / keys.len() as f64,
-    }))
-}
-
-/// Slots per bucket (one 64-byte cache line of u32 keys).
-const SLOTS: usize = 16;
-
-fn hash32(a: u32, seed: u32) -> u32 {
-    // murmur3 finalizer; cheap in BPF too.
-    let mut h = a ^ seed;
-    h ^= h >> 16;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-/// The layout proposed as the fix: a bucketised two-choice hash table of u32 keys in an
-/// mmapable BPF array (one bucket = one array element = 16 keys = one cache line; a lookup reads
-/// at most 2 buckets). Userspace builds it in memory and copies it into the inactive
-/// generation's mmap; the kernel does no per-entry work.
-/// Sized, like a BPF map must be, for `capacity` keys (not for this list): ≤ 50% slot load.
-pub fn mmap_table(keys: &[[u8; 4]], capacity: usize) -> Result<Value> {
-    let n = keys.len();
-    let buckets = (capacity.max(n).div_ceil(SLOTS) * 2).next_power_of_two().max(1024);
-    let mask = (buckets - 1) as u32;
-    let t = Instant::now();
-    let fd = map_create(BPF_MAP_TYPE_ARRAY, 4, (SLOTS * 4) as u32, buckets as u32, BPF_F_MMAPABLE, "sb_table")?;
-    let create = t.elapsed().as_secs_f64();
-    let len = buckets * SLOTS * 4;
-    // SAFETY: mapping a BPF_F_MMAPABLE array of exactly `len` bytes.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
-    if p == libc::MAP_FAILED {
-        bail!("mmap of the array map: {}", std::io::Error::last_os_error());
-    }
-    // Build in userspace (0 = empty slot; 0.0.0.0 is never listed).
-    let t = Instant::now();
-    let mut table = vec![0u32; buckets * SLOTS];
-    let mut fill = vec![0u8; buckets];
-    let mut overflow = 0usize;
-    for k in keys {
-        let a = u32::from_be_bytes(*k);
-        let b1 = (hash32(a, 0x9747_b28c) & mask) as usize;
-        let b2 = (hash32(a, 0x2f69_3b5d) & mask) as usize;
-        let b = if fill[b1] <= fill[b2] { b1 } else { b2 };
-        if fill[b] as usize >= SLOTS {
-            overflow += 1;
-            continue;
-        }
-        table[b * SLOTS + fill[b] as usize] = a;
-        fill[b] += 1;
-    }
-    let build = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    // SAFETY: p is a writable mapping of len bytes; table has len bytes.
-    unsafe { std::ptr::copy_nonoverlapping(table.as_ptr() as *const u8, p as *mut u8, len) };
-    let copy = t.elapsed().as_secs_f64();
-    // Spot check: look the first key up the way the BPF program would, in the map's memory.
-    let probe = u32::from_be_bytes(keys[0]);
-    // SAFETY: p maps buckets*SLOTS u32s.
-    let kernel = unsafe { std::slice::from_raw_parts(p as *const u32, buckets * SLOTS) };
-    let seen = [hash32(probe, 0x9747_b28c), hash32(probe, 0x2f69_3b5d)]
-        .iter()
-        .any(|h| { let b = (h & mask) as usize; kernel[b * SLOTS..b * SLOTS + SLOTS].contains(&probe) });
-    unsafe { libc::munmap(p, len) };
-    let ml = fd_memlock(&fd);
-    let max_fill = fill.iter().copied().max().unwrap_or(0);
-    Ok(json!({
-        "what": "BPF_MAP_TYPE_ARRAY | BPF_F_MMAPABLE, 16 u32 keys per element, 2-choice buckets, built in userspace + memcpy",
-        "buckets": buckets,
-        "capacity": capacity,
-        "create_secs": create,
-        "build_secs": build,
-        "copy_secs": copy,
-        "load_secs": build + copy,
-        "overflow_keys": overflow,
-        "max_bucket_fill": max_fill,
-        "probe_found": seen,
-        "memlock_bytes": ml,
-        "memlock_bytes_per_entry_one_generation": ml as f64 / n as f64,
-        "memlock_bytes_per_entry_two_generations": 2.0 * ml as f64 / n as f64,
     }))
 }
 

@@ -2,12 +2,16 @@
 //!
 //! `sipshield-bench blacklist` generates a deterministic blacklist (N public-looking IPv4
 //! addresses plus ~1% /16../24 ranges), then measures in one run:
-//! * sipshield: parse time, swap (load-until-live) time, cleanup time, a second swap (reload),
-//!   kernel memory per entry (/proc/meminfo Slab/SUnreclaim deltas and the maps' `memlock`);
+//! * sipshield: parse time, swap (load-until-live) time, cleanup time, a reload (parse + swap
+//!   again), kernel memory per entry (/proc/meminfo Slab/SUnreclaim/VmallocUsed deltas and the
+//!   `memlock` of every blacklist map, both generations);
 //! * peers on the same list, inside a throwaway network namespace: `ipset restore`
 //!   (hash:ip + hash:net) and `nft -f` (plain set + interval set);
-//! * per-packet cost with `BPF_PROG_TEST_RUN`: empty list, sipshield's hash+LPM layout, and the
-//!   rejected all-in-LPM layout;
+//! * per-packet cost with `BPF_PROG_TEST_RUN`: empty list, sipshield's layout (/32s in the
+//!   bucketized table `BL_TAB4_g`, ranges in the LPM trie), the previous layout (/32s in a
+//!   no-prealloc hash) and the rejected all-in-LPM layout;
+//! * a design comparison of the /32 store (table vs no-prealloc hash vs preallocated hash):
+//!   fill time and kernel bytes per entry for the same keys.
 //!
 //! It prints a table (and with `--json` one JSON object) with ratios and pass/fail targets.
 mod experiments;
@@ -27,10 +31,11 @@ use aya::maps::{lpm_trie::Key, LpmTrie, Map};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{json, Value};
-use sipshield::filter::{map_data, Filter, ListKind, EBPF_OBJECT, PROGRAM_NAME};
+use sipshield::bpfsys::MmapRegion;
+use sipshield::filter::{build_table4, map_data, Filter, ListKind, EBPF_OBJECT, PROGRAM_NAME};
 use sipshield::lists::{read_list_file, IpList};
 use sipshield::packet::{PacketBuilder, SipMessage};
-use xdp_common::{BL_NET_CAPACITY, BL_V4_CAPACITY};
+use xdp_common::{Bucket4, Config, BL4_BUCKETS, BL4_SLOTS, BL4_TABLE_CAPACITY, BL_NET_CAPACITY, BL_V4_CAPACITY};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -39,6 +44,15 @@ const XDP_PASS: u32 = 2;
 const TARGET_LOAD_SECS_PER_1M: f64 = 0.7;
 const TARGET_SPEEDUP: f64 = 2.5;
 const TARGET_BYTES_PER_ENTRY: f64 = 100.0;
+
+/// `max_entries` of the previous design's exact-IPv4 hash (`BL_V4_CAPACITY` before the table);
+/// also the capacity of the stand-alone hashes of the design comparison.
+const PREV_BL_V4_CAPACITY: u32 = 1 << 20;
+
+/// Every blacklist map of the object (both generations).
+const BL_MAPS: [&str; 10] = [
+    "BL_TAB4_0", "BL_TAB4_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1", "BL_NET6_0", "BL_NET6_1",
+];
 
 #[derive(Parser)]
 #[command(name = "sipshield-bench", about = "Benchmarks for sipshield (run as root)")]
@@ -61,8 +75,9 @@ struct HashFillArgs {
     /// Keys to insert.
     #[arg(long, default_value_t = 1_000_000)]
     entries: usize,
-    /// max_entries of the map (its bucket array is sized from this).
-    #[arg(long, default_value_t = BL_V4_CAPACITY)]
+    /// max_entries of the map (its bucket array is sized from this); the default is the
+    /// previous design's BL_V4 capacity.
+    #[arg(long, default_value_t = PREV_BL_V4_CAPACITY)]
     capacity: u32,
     /// Preallocated map (flags 0) instead of BPF_F_NO_PREALLOC.
     #[arg(long)]
@@ -109,7 +124,8 @@ struct BlArgs {
     /// Skip the ipset / nft measurements.
     #[arg(long)]
     skip_peers: bool,
-    /// Skip the full-size all-in-LPM comparison (separate program instance).
+    /// Skip the second program instance (full-size all-in-LPM and previous hash design rows,
+    /// the hash fill/drain timings of the design comparison).
     #[arg(long)]
     skip_lpm_full: bool,
     /// Wait before reading /proc/meminfo after a change, milliseconds.
@@ -433,6 +449,9 @@ fn make_probes(g: &Generated, count: usize, seed: u64) -> Result<Probes> {
 #[derive(Clone, Debug)]
 struct Lookup {
     scenario: String,
+    /// 1 = the sipshield filter (with its 8 MB table per generation, always probed), 2 = the
+    /// second instance (BL_TAB4_* shrunk to one bucket: practically no table probe).
+    instance: u8,
     entries: usize,
     probe: &'static str,
     hot1_ns: f64,
@@ -464,9 +483,10 @@ impl Lookup {
     fn ok(&self) -> bool {
         self.actions.len() == 1 && self.actions.contains_key(&self.expected)
     }
-    fn json(&self, empty_cold: f64, empty_hotk: f64) -> Value {
+    fn json(&self, empty_cold: f64, empty_hotk: f64, base_cold: Option<f64>) -> Value {
         json!({
             "scenario": self.scenario,
+            "instance": self.instance,
             "entries": self.entries,
             "probe": self.probe,
             "action": self.action(),
@@ -480,6 +500,7 @@ impl Lookup {
             "cold_sources": self.cold_sources,
             "hot_k_minus_empty_ns": self.hotk_ns - empty_hotk,
             "cold_median_minus_empty_ns": self.cold_ns - empty_cold,
+            "cold_median_minus_no_table_base_ns": base_cold.map(|b| self.cold_ns - b),
         })
     }
 }
@@ -492,8 +513,10 @@ type RunFn<'a> = dyn FnMut(&[u8], u32) -> Result<(u32, f64)> + 'a;
 /// * cold: up to `cold` distinct frames, one run per syscall (the syscall evicts most of L1/L2
 ///   between lookups, and the map elements of many sources do not stay cached), averaged.
 ///   Includes the kernel timer overhead of a single run; compare with the empty-list row.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     run: &mut RunFn<'_>,
+    instance: u8,
     scenario: &str,
     entries: usize,
     probe: &'static str,
@@ -529,6 +552,7 @@ fn measure(
     let pct = |p: f64| cold[((c - 1) as f64 * p).round() as usize];
     let l = Lookup {
         scenario: scenario.to_string(),
+        instance,
         entries,
         probe,
         hot1_ns: hot1,
@@ -542,7 +566,7 @@ fn measure(
         expected,
     };
     eprintln!(
-        "  {:<34} {:<6} {:>6.1} ns hot, {:>6.1} ns hot×{}, {:>6.1} ns cold×{} (median)  {}",
+        "  {:<40} {:<6} {:>6.1} ns hot, {:>6.1} ns hot×{}, {:>6.1} ns cold×{} (median)  {}",
         scenario,
         probe,
         l.hot1_ns,
@@ -835,12 +859,64 @@ fn v4_entries(list: &IpList) -> Vec<([u8; 4], u32)> {
     list.net4.iter().map(|(a, l)| (*a, *l as u32)).chain(list.v4.iter().map(|a| (*a, 32))).collect()
 }
 
+/// `memlock` of every blacklist map of the filter.
+fn bl_memlock(filter: &Filter) -> BTreeMap<&'static str, u64> {
+    BL_MAPS.iter().map(|m| (*m, filter_memlock(filter, m))).collect()
+}
+
+/// Sum over both generations of one blacklist map (`prefix` = name without `_0`/`_1`).
+fn bl_group(m: &BTreeMap<&'static str, u64>, prefix: &str) -> u64 {
+    m.iter().filter(|(k, _)| k.len() > 2 && &k[..k.len() - 2] == prefix).map(|(_, v)| *v).sum()
+}
+
+/// The blacklist map groups, in report order: (name prefix, what it holds).
+const BL_GROUPS: [(&str, &str); 5] = [
+    ("BL_TAB4", "/32 table (mmap-able array, vmalloc)"),
+    ("BL_V4", "IPv4 overflow hash (no-prealloc)"),
+    ("BL_NET4", "IPv4 range LPM trie"),
+    ("BL_V6", "IPv6 hash (no-prealloc)"),
+    ("BL_NET6", "IPv6 range LPM trie"),
+];
+
+/// Where the table's memory comes from: create one array shaped like `BL_TAB4_g` on its own
+/// and read the meminfo deltas and its memlock.
+fn table_array_check(settle: Duration) -> Result<Value> {
+    let before = Mem::settled(settle)?;
+    let fd = experiments::map_create(
+        experiments::BPF_MAP_TYPE_ARRAY,
+        4,
+        std::mem::size_of::<Bucket4>() as u32,
+        BL4_BUCKETS,
+        experiments::BPF_F_MMAPABLE,
+        "sb_tab4",
+    )?;
+    let m = Mem::settled(settle)?.minus(before);
+    let ml = experiments::fd_memlock(&fd);
+    drop(fd);
+    Ok(json!({
+        "what": "one BPF_MAP_TYPE_ARRAY | BPF_F_MMAPABLE of BL4_BUCKETS × 64 B, created alone",
+        "vmalloc_delta_bytes": m.vmalloc,
+        "slab_delta_bytes": m.slab,
+        "memlock_bytes": ml,
+    }))
+}
+
+/// Read-modify-write of CONFIG in a raw `Ebpf` instance (the second instance).
+fn ebpf_update_config(ebpf: &mut aya::Ebpf, f: impl FnOnce(&mut Config)) -> Result<()> {
+    let mut arr: aya::maps::Array<_, Config> =
+        aya::maps::Array::try_from(ebpf.map_mut("CONFIG").ok_or_else(|| anyhow!("no map CONFIG"))?)?;
+    let mut c = arr.get(&0, 0)?;
+    f(&mut c);
+    arr.set(0, c, 0)?;
+    Ok(())
+}
+
 fn blacklist(a: BlArgs) -> Result<()> {
     if a.entries == 0 {
         bail!("--entries must be at least 1");
     }
-    if a.entries > BL_V4_CAPACITY as usize {
-        bail!("--entries {} exceeds the blacklist's IPv4 capacity of {BL_V4_CAPACITY}", a.entries);
+    if a.entries > BL4_TABLE_CAPACITY as usize {
+        bail!("--entries {} exceeds the blacklist's IPv4 table capacity of {BL4_TABLE_CAPACITY} (BL4_TABLE_CAPACITY)", a.entries);
     }
     let n_ranges = ((a.entries as f64 * a.range_percent / 100.0).round() as usize).min(BL_NET_CAPACITY as usize / 2);
     let settle = Duration::from_millis(a.settle_ms);
@@ -865,6 +941,7 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     fs::write(&list_path, &text).with_context(|| format!("writing {}", list_path.display()))?;
     let gen_secs = t.elapsed().as_secs_f64();
     let total = g.total();
+    let n_addrs = g.addrs.len();
     eprintln!(
         "generated {} addresses + {} ranges = {total} entries in {gen_secs:.2} s → {} ({:.1} MB)",
         g.addrs.len(),
@@ -875,21 +952,26 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     drop(text);
     let probe_count = a.cold.max(a.diverse).max(1);
     let probes = make_probes(&g, probe_count, a.seed)?;
+    let has_ranges = !probes.range.is_empty();
 
-    // 2. sipshield.
+    // 2. sipshield. The table arrays (BL_TAB4_0/1, 8 MB each) are vmalloc'd here, at map
+    // creation, not during a list load.
     let mem0 = Mem::settled(Duration::from_millis(200))?;
     let t = Instant::now();
     let mut filter = Filter::load_private()?;
     let program_load_secs = t.elapsed().as_secs_f64();
     let mem_prog = Mem::settled(settle)?.minus(mem0);
-    let bl_maps = ["BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1", "BL_NET6_0", "BL_NET6_1"];
-    let bl_fixed_memlock: u64 = bl_maps.iter().map(|m| filter_memlock(&filter, m)).sum();
-    eprintln!("sipshield program + maps loaded in {program_load_secs:.3} s; lookups with the empty blacklist:");
+    let ml_empty = bl_memlock(&filter);
+    eprintln!(
+        "sipshield program + maps loaded in {program_load_secs:.3} s (VmallocUsed {:+.1} MB, BL_TAB4_0+1 memlock {:.1} MB); lookups with the empty blacklist:",
+        mem_prog.vmalloc as f64 / 1e6,
+        bl_group(&ml_empty, "BL_TAB4") as f64 / 1e6
+    );
 
     let mut lookups: Vec<Lookup> = vec![];
     {
         let mut run = |f: &[u8], r: u32| filter.test_run_repeat(f, r);
-        lookups.push(measure(&mut run, "empty blacklist", 0, "miss", &probes.miss, XDP_PASS, a)?);
+        lookups.push(measure(&mut run, 1, "empty blacklist", 0, "miss", &probes.miss, XDP_PASS, a)?);
     }
 
     eprintln!("sipshield: parse + swap of {total} entries ...");
@@ -909,46 +991,111 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let slab_top = experiments::slab_top(&slab_before, &slab_after, 5);
     let cg_delta = experiments::slab_cg_delta(&slab_before, &slab_after);
     let mem_load = after.minus(before);
-    let live = filter.config()?.blacklist_gen & 1;
-    let live_v4 = filter_memlock(&filter, &format!("BL_V4_{live}"));
-    let idle_v4 = filter_memlock(&filter, &format!("BL_V4_{}", 1 - live));
-    let live_n4 = filter_memlock(&filter, &format!("BL_NET4_{live}"));
-    let idle_n4 = filter_memlock(&filter, &format!("BL_NET4_{}", 1 - live));
-    let memlock_entries = (live_v4 + live_n4) as i64 - (idle_v4 + idle_n4) as i64;
-    let bl_total_memlock: u64 = bl_maps.iter().map(|m| filter_memlock(&filter, m)).sum();
+    let ml_loaded = bl_memlock(&filter);
+    let cfg1 = filter.config()?;
+    let live1 = cfg1.blacklist_gen & 1;
     eprintln!(
-        "  parse {parse_secs:.3} s, swap (until live) {:.3} s, cleanup {:.4} s; SUnreclaim +{:.1} B/entry, Slab +{:.1} B/entry",
+        "  parse {parse_secs:.3} s, swap (until live) {:.3} s, cleanup {:.4} s; SUnreclaim {:+.1} B/entry, Slab {:+.1} B/entry, VmallocUsed {:+.1} B/entry",
         r1.load_secs,
         r1.cleanup_secs,
         mem_load.sunreclaim as f64 / total as f64,
-        mem_load.slab as f64 / total as f64
+        mem_load.slab as f64 / total as f64,
+        mem_load.vmalloc as f64 / total as f64
     );
     if filter.list_len(ListKind::Blacklist)? != total {
         bail!("the kernel holds a different number of entries than loaded");
     }
-
-    let range_hit_expected = if probes.range.is_empty() { None } else { Some(()) };
     {
         let mut run = |f: &[u8], r: u32| filter.test_run_repeat(f, r);
-        let sc = "sipshield: hash /32 + LPM ranges";
-        lookups.push(measure(&mut run, sc, total, "miss", &probes.miss, XDP_PASS, a)?);
-        lookups.push(measure(&mut run, sc, total, "hit/32", &probes.hit, XDP_DROP, a)?);
-        if range_hit_expected.is_some() {
-            lookups.push(measure(&mut run, sc, total, "range", &probes.range, XDP_DROP, a)?);
+        let sc = "table /32 + LPM ranges";
+        lookups.push(measure(&mut run, 1, sc, total, "miss", &probes.miss, XDP_PASS, a)?);
+        lookups.push(measure(&mut run, 1, sc, total, "hit/32", &probes.hit, XDP_DROP, a)?);
+        if has_ranges {
+            lookups.push(measure(&mut run, 1, sc, total, "range", &probes.range, XDP_DROP, a)?);
         }
     }
 
-    // Reload: both generations are full until the old one is drained.
-    eprintln!("sipshield: reload (second swap of the same list) ...");
+    // Reload from the file: parse again, swap into the other generation while the first one
+    // is live, then clear the first one.
+    eprintln!("sipshield: reload (parse + second swap of the same list) ...");
     let t = Instant::now();
-    let r2 = filter.swap_list(ListKind::Blacklist, &list)?;
-    let swap2_wall = t.elapsed().as_secs_f64();
-    let after_reload = Mem::settled(settle)?;
-    let mem_reload = after_reload.minus(before);
-    eprintln!("  reload swap {:.3} s, cleanup {:.3} s", r2.load_secs, r2.cleanup_secs);
+    let list2 = read_list_file(&list_path, false).map_err(|e| anyhow!("{e}"))?;
+    let reparse_secs = t.elapsed().as_secs_f64();
+    let r2 = filter.swap_list(ListKind::Blacklist, &list2)?;
+    let reload_wall = t.elapsed().as_secs_f64();
+    drop(list2);
+    let mem_reload = Mem::settled(settle)?.minus(before);
+    eprintln!("  reload parse {reparse_secs:.3} s, swap {:.3} s, cleanup {:.3} s", r2.load_secs, r2.cleanup_secs);
 
-    // Capped comparison inside the filter's own maps (BL_NET4 holds at most BL_NET_CAPACITY).
-    let cap_v4 = (BL_NET_CAPACITY as usize).saturating_sub(g.ranges.len()).min(g.addrs.len());
+    // Swap breakdown: the steps of swap_list for the /32s, timed one by one on the idle
+    // generation (the reload's cleanup emptied it; swap_list clears it again before a fill).
+    let idle = 1 - (r2.generation & 1);
+    let t = Instant::now();
+    let (table, overflow) = build_table4(list.v4.iter().copied());
+    let build_secs = t.elapsed().as_secs_f64();
+    let fills: Vec<usize> = table.iter().map(|b| b.keys.iter().filter(|k| **k != 0).count()).collect();
+    let max_fill = fills.iter().copied().max().unwrap_or(0);
+    let full_buckets = fills.iter().filter(|f| **f == BL4_SLOTS).count();
+    let stored: usize = fills.iter().sum();
+    let tab_name = format!("BL_TAB4_{idle}");
+    let tab_len = BL4_BUCKETS as usize * std::mem::size_of::<Bucket4>();
+    let (copy_secs, zero_secs) = {
+        let fd = map_data(filter.map(&tab_name)?).fd().as_fd();
+        let mut region = MmapRegion::map(fd, tab_len, true).map_err(|e| anyhow!("mmap of {tab_name}: {e}"))?;
+        let t = Instant::now();
+        region.slice_mut::<Bucket4>()[..table.len()].copy_from_slice(&table);
+        let copy = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        region.slice_mut::<u64>().fill(0);
+        (copy, t.elapsed().as_secs_f64())
+    };
+    drop(table);
+    let ranges: Vec<([u8; 4], u32)> = list.net4.iter().map(|(a, l)| (*a, *l as u32)).collect();
+    let n4_idle = format!("BL_NET4_{idle}");
+    let t = Instant::now();
+    {
+        let mut tr: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(filter.map_mut(&n4_idle)?)?;
+        for (a4, l) in &ranges {
+            tr.insert(&Key::new(*l, *a4), 1, 0)?;
+        }
+    }
+    let lpm_single_secs = t.elapsed().as_secs_f64();
+    let rkeys: Vec<LpmKey4> = ranges.iter().map(|(a4, l)| LpmKey4 { prefixlen: *l, addr: *a4 }).collect();
+    let t = Instant::now();
+    let lpm_delete = sipshield::bpfsys::delete_batch(map_data(filter.map(&n4_idle)?).fd().as_fd(), &rkeys);
+    let lpm_delete_batch_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let lpm_batch = lpm_fill(filter.map_mut(&n4_idle)?, &ranges);
+    let lpm_batch_secs = t.elapsed().as_secs_f64();
+    let breakdown = json!({
+        "build_table4_secs": build_secs,
+        "mmap_copy_secs": copy_secs,
+        "mmap_zero_secs": zero_secs,
+        "table_buckets": BL4_BUCKETS,
+        "table_slots_per_bucket": BL4_SLOTS,
+        "table_capacity": BL4_TABLE_CAPACITY,
+        "table_keys_stored": stored,
+        "table_load_factor": stored as f64 / (BL4_BUCKETS as f64 * BL4_SLOTS as f64),
+        "table_max_bucket_fill": max_fill,
+        "table_full_buckets": full_buckets,
+        "overflow_keys": overflow.len(),
+        "config_bl4_overflow_after_load": cfg1.bl4_overflow,
+        "ranges": ranges.len(),
+        "lpm_ranges_single_insert_secs": lpm_single_secs,
+        "lpm_ranges_delete_batch_secs": lpm_delete.as_ref().map(|_| lpm_delete_batch_secs).ok(),
+        "lpm_ranges_delete_batch_error": lpm_delete.err().map(|e| e.to_string()),
+        "lpm_ranges_batch_insert_secs": lpm_batch.as_ref().map(|_| lpm_batch_secs).ok(),
+        "lpm_ranges_batch_insert_method": lpm_batch.as_ref().ok(),
+    });
+    eprintln!(
+        "  breakdown: build_table4 {build_secs:.3} s, mmap copy {copy_secs:.3} s, zero {zero_secs:.3} s; overflow {} keys, max bucket fill {max_fill}/{BL4_SLOTS}; {} ranges one by one {lpm_single_secs:.3} s",
+        overflow.len(),
+        ranges.len()
+    );
+
+    // 3. The three layouts at the same 65,536 entries, in the filter's own maps (the range trie
+    // and the overflow hash hold at most 65,536 entries): table, previous hash, all-in-LPM.
+    let cap_v4 = (BL_NET_CAPACITY as usize).saturating_sub(g.ranges.len()).min(g.addrs.len()).min(BL_V4_CAPACITY as usize);
     let mut capped = IpList::default();
     for a4 in probes.hit_srcs.iter().chain(g.addrs.iter()) {
         if capped.v4.len() >= cap_v4 {
@@ -960,47 +1107,80 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let cap_total = capped.len();
     let cap_hits: Vec<Vec<u8>> =
         probes.hit.iter().zip(&probes.hit_srcs).filter(|(_, s)| capped.v4.contains(&s.to_be_bytes())).map(|(f, _)| f.clone()).collect();
-    eprintln!("capped comparison at {cap_total} entries (BL_NET_CAPACITY = {BL_NET_CAPACITY}) ...");
+    eprintln!("capped comparison at {cap_total} entries (BL_NET_CAPACITY = BL_V4_CAPACITY = {BL_NET_CAPACITY}) ...");
     let rc = filter.swap_list(ListKind::Blacklist, &capped)?;
     {
         let mut run = |f: &[u8], r: u32| filter.test_run_repeat(f, r);
-        let sc = "sipshield layout, capped";
-        lookups.push(measure(&mut run, sc, cap_total, "miss", &probes.miss, XDP_PASS, a)?);
-        lookups.push(measure(&mut run, sc, cap_total, "hit/32", &cap_hits, XDP_DROP, a)?);
-        if range_hit_expected.is_some() {
-            lookups.push(measure(&mut run, sc, cap_total, "range", &probes.range, XDP_DROP, a)?);
+        let sc = "table /32 + LPM, capped";
+        lookups.push(measure(&mut run, 1, sc, cap_total, "miss", &probes.miss, XDP_PASS, a)?);
+        lookups.push(measure(&mut run, 1, sc, cap_total, "hit/32", &cap_hits, XDP_DROP, a)?);
+        if has_ranges {
+            lookups.push(measure(&mut run, 1, sc, cap_total, "range", &probes.range, XDP_DROP, a)?);
+        }
+    }
+    // Previous design in the filter's own maps: the ranges through swap_list (so the live
+    // table is empty), then the /32s straight into that generation's overflow hash BL_V4_g
+    // (no-prealloc, capacity BL_V4_CAPACITY) and bl4_overflow = 1. The program still probes
+    // the (empty) table first, as it always does.
+    let ranges_only = IpList { net4: list.net4.clone(), ..Default::default() };
+    let ro = filter.swap_list(ListKind::Blacklist, &ranges_only)?;
+    let hname = format!("BL_V4_{}", ro.generation & 1);
+    let hkeys: Vec<[u8; 4]> = capped.v4.iter().copied().collect();
+    let hones = vec![1u32; hkeys.len()];
+    let t = Instant::now();
+    sipshield::bpfsys::update_batch(map_data(filter.map(&hname)?).fd().as_fd(), &hkeys, &hones)
+        .with_context(|| format!("filling {hname}"))?;
+    let hash_cap_fill_secs = t.elapsed().as_secs_f64();
+    filter.update_config(|c| c.bl4_overflow = 1)?;
+    {
+        let mut run = |f: &[u8], r: u32| filter.test_run_repeat(f, r);
+        let sc = "previous: hash /32 + LPM, capped";
+        lookups.push(measure(&mut run, 1, sc, cap_total, "miss", &probes.miss, XDP_PASS, a)?);
+        lookups.push(measure(&mut run, 1, sc, cap_total, "hit/32", &cap_hits, XDP_DROP, a)?);
+        if has_ranges {
+            lookups.push(measure(&mut run, 1, sc, cap_total, "range", &probes.range, XDP_DROP, a)?);
         }
     }
     // Rejected design in the filter's own maps: every /32 as a prefix in the (empty) other
-    // generation's BL_NET4 trie, its BL_V4 hash left empty, then switch the program to it.
+    // generation's BL_NET4 trie, its table and hash empty, then switch the program to it.
     let idle = 1 - (filter.config()?.blacklist_gen & 1);
     let t = Instant::now();
     let method_cap = lpm_fill(filter.map_mut(&format!("BL_NET4_{idle}"))?, &v4_entries(&capped))?;
     let lpm_cap_fill_secs = t.elapsed().as_secs_f64();
-    filter.update_config(|c| c.blacklist_gen = idle)?;
+    filter.update_config(|c| {
+        c.blacklist_gen = idle;
+        c.bl4_overflow = 0;
+    })?;
     {
         let mut run = |f: &[u8], r: u32| filter.test_run_repeat(f, r);
         let sc = "rejected: all in LPM, capped";
-        lookups.push(measure(&mut run, sc, cap_total, "miss", &probes.miss, XDP_PASS, a)?);
-        lookups.push(measure(&mut run, sc, cap_total, "hit/32", &cap_hits, XDP_DROP, a)?);
-        if range_hit_expected.is_some() {
-            lookups.push(measure(&mut run, sc, cap_total, "range", &probes.range, XDP_DROP, a)?);
+        lookups.push(measure(&mut run, 1, sc, cap_total, "miss", &probes.miss, XDP_PASS, a)?);
+        lookups.push(measure(&mut run, 1, sc, cap_total, "hit/32", &cap_hits, XDP_DROP, a)?);
+        if has_ranges {
+            lookups.push(measure(&mut run, 1, sc, cap_total, "range", &probes.range, XDP_DROP, a)?);
         }
     }
     drop(filter);
 
-    // Rejected design at full size: a second instance of the same object whose BL_NET4_0 trie
-    // is created with room for every entry (EbpfLoader::set_max_entries); CONFIG is all zero,
-    // so the program uses generation 0, whose BL_V4_0 hash stays empty.
+    // 4. Second instance of the same object, with map sizes changed at load time
+    // (EbpfLoader::map_max_entries; the program code is identical):
+    // * BL_TAB4_0/1 shrunk to one bucket: the table probe is two out-of-range array lookups
+    //   (a bounds check each), so this instance is the program without the table;
+    // * generation 0: every entry in BL_NET4_0 (sized for all of them): rejected all-in-LPM;
+    // * generation 1: the previous design at full size, the /32s in the no-prealloc hash
+    //   BL_V4_1 with its old capacity (1<<20), the ranges in BL_NET4_1.
     let mut lpm_full: Option<Value> = None;
-    let mut breakdown: Option<Value> = None;
+    let mut prev_hash: Option<Value> = None;
     if !a.skip_lpm_full {
-        eprintln!("rejected design at full size: {total} entries in one LPM trie (separate instance) ...");
+        eprintln!("second instance (no table; all-in-LPM in generation 0, previous hash design in generation 1) ...");
         let cap = (total as u32).max(BL_NET_CAPACITY);
         let mut ebpf = aya::EbpfLoader::new()
             .map_max_entries("BL_NET4_0", cap)
+            .map_max_entries("BL_V4_1", PREV_BL_V4_CAPACITY)
+            .map_max_entries("BL_TAB4_0", 1)
+            .map_max_entries("BL_TAB4_1", 1)
             .load(EBPF_OBJECT)
-            .context("loading a second instance with a large BL_NET4_0")?;
+            .context("loading a second instance")?;
         {
             let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).ok_or_else(|| anyhow!("no program"))?.try_into()?;
             prog.load().map_err(|e| anyhow!("loading the XDP program: {e:#}"))?;
@@ -1008,83 +1188,27 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
         {
             let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into()?;
             let mut run = |f: &[u8], r: u32| xdp_run(prog, f, r);
-            lookups.push(measure(&mut run, "empty (2nd instance)", 0, "miss", &probes.miss, XDP_PASS, a)?);
+            lookups.push(measure(&mut run, 2, "empty (2nd instance, no table)", 0, "miss", &probes.miss, XDP_PASS, a)?);
         }
         let entries = v4_entries(&list);
         let before = Mem::settled(settle)?;
         let t = Instant::now();
         let method = lpm_fill(ebpf.map_mut("BL_NET4_0").ok_or_else(|| anyhow!("no BL_NET4_0"))?, &entries)?;
         let fill_secs = t.elapsed().as_secs_f64();
+        drop(entries);
         let mem = Mem::settled(settle)?.minus(before);
         let ml = ebpf.map("BL_NET4_0").and_then(memlock).unwrap_or(0);
-        eprintln!("  filled in {fill_secs:.3} s ({method}); SUnreclaim +{:.1} B/entry", mem.sunreclaim as f64 / total as f64);
+        eprintln!("  all-in-LPM filled in {fill_secs:.3} s ({method}); SUnreclaim {:+.1} B/entry", mem.sunreclaim as f64 / total as f64);
         {
             let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into()?;
             let mut run = |f: &[u8], r: u32| xdp_run(prog, f, r);
             let sc = "rejected: all in LPM, full size";
-            lookups.push(measure(&mut run, sc, total, "miss", &probes.miss, XDP_PASS, a)?);
-            lookups.push(measure(&mut run, sc, total, "hit/32", &probes.hit, XDP_DROP, a)?);
-            if range_hit_expected.is_some() {
-                lookups.push(measure(&mut run, sc, total, "range", &probes.range, XDP_DROP, a)?);
+            lookups.push(measure(&mut run, 2, sc, total, "miss", &probes.miss, XDP_PASS, a)?);
+            lookups.push(measure(&mut run, 2, sc, total, "hit/32", &probes.hit, XDP_DROP, a)?);
+            if has_ranges {
+                lookups.push(measure(&mut run, 2, sc, total, "range", &probes.range, XDP_DROP, a)?);
             }
         }
-        // Where the swap time goes: the same steps as swap_list, timed one by one on the
-        // (empty) generation-1 maps of this instance.
-        let t = Instant::now();
-        let keys4: Vec<[u8; 4]> = list.v4.iter().copied().collect();
-        let ones4 = vec![1u32; keys4.len()];
-        let collect_secs = t.elapsed().as_secs_f64();
-        let fd_of = |e: &aya::Ebpf, n: &str| -> Result<std::os::fd::OwnedFd> {
-            let m = e.map(n).ok_or_else(|| anyhow!("no map {n}"))?;
-            Ok(map_data(m).fd().as_fd().try_clone_to_owned()?)
-        };
-        let h1 = fd_of(&ebpf, "BL_V4_1")?;
-        let t = Instant::now();
-        sipshield::bpfsys::update_batch(h1.as_fd(), &keys4, &ones4).context("hash fill")?;
-        let hash_fill_secs = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let drained = sipshield::bpfsys::drain_hash(h1.as_fd(), 4, 4)?;
-        let hash_drain_secs = t.elapsed().as_secs_f64();
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
-        let (par_fill_secs, par_drain_secs) = parallel_fill_drain(h1.as_fd(), &keys4, threads)?;
-        let ranges: Vec<([u8; 4], u32)> = list.net4.iter().map(|(a, l)| (*a, *l as u32)).collect();
-        let t = Instant::now();
-        {
-            let mut tr: LpmTrie<_, [u8; 4], u32> =
-                LpmTrie::try_from(ebpf.map_mut("BL_NET4_1").ok_or_else(|| anyhow!("no BL_NET4_1"))?)?;
-            for (a4, l) in &ranges {
-                tr.insert(&Key::new(*l, *a4), 1, 0)?;
-            }
-        }
-        let lpm_single_secs = t.elapsed().as_secs_f64();
-        let n1 = fd_of(&ebpf, "BL_NET4_1")?;
-        let rkeys: Vec<LpmKey4> = ranges.iter().map(|(a4, l)| LpmKey4 { prefixlen: *l, addr: *a4 }).collect();
-        let t = Instant::now();
-        let lpm_delete = sipshield::bpfsys::delete_batch(n1.as_fd(), &rkeys);
-        let lpm_delete_batch_secs = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let lpm_batch = lpm_fill(ebpf.map_mut("BL_NET4_1").ok_or_else(|| anyhow!("no BL_NET4_1"))?, &ranges);
-        let lpm_batch_secs = t.elapsed().as_secs_f64();
-        breakdown = Some(json!({
-            "collect_keys_secs": collect_secs,
-            "hash_update_batch_secs": hash_fill_secs,
-            "hash_update_batch_ns_per_entry": hash_fill_secs * 1e9 / keys4.len().max(1) as f64,
-            "hash_drain_secs": hash_drain_secs,
-            "hash_drained": drained,
-            "threads": threads,
-            "hash_update_batch_parallel_secs": par_fill_secs,
-            "hash_delete_batch_parallel_secs": par_drain_secs,
-            "lpm_ranges_single_insert_secs": lpm_single_secs,
-            "lpm_ranges_delete_batch_secs": lpm_delete.as_ref().map(|_| lpm_delete_batch_secs).ok(),
-            "lpm_ranges_delete_batch_error": lpm_delete.err().map(|e| e.to_string()),
-            "lpm_ranges_batch_insert_secs": lpm_batch.as_ref().map(|_| lpm_batch_secs).ok(),
-            "lpm_ranges_batch_insert_method": lpm_batch.as_ref().ok(),
-            "ranges": ranges.len(),
-        }));
-        eprintln!(
-            "  breakdown: collect {collect_secs:.3} s, hash batch fill {hash_fill_secs:.3} s, drain {hash_drain_secs:.3} s, {} ranges one by one {lpm_single_secs:.3} s",
-            ranges.len()
-        );
         lpm_full = Some(json!({
             "entries": total,
             "max_entries": cap,
@@ -1094,18 +1218,84 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
             "memlock_bytes": ml,
             "memlock_bytes_per_entry": ml as f64 / total as f64,
         }));
+
+        // The previous design: one BPF_MAP_UPDATE_BATCH of all /32s into the no-prealloc hash
+        // (what the previous swap_list did), the ranges one insert each.
+        let h1 = map_data(ebpf.map("BL_V4_1").ok_or_else(|| anyhow!("no BL_V4_1"))?).fd().as_fd().try_clone_to_owned()?;
+        let hash_fixed = ebpf.map("BL_V4_1").and_then(memlock).unwrap_or(0);
+        let keys4: Vec<[u8; 4]> = list.v4.iter().copied().collect();
+        let ones4 = vec![1u32; keys4.len()];
+        let before = Mem::settled(settle)?;
+        let t = Instant::now();
+        sipshield::bpfsys::update_batch(h1.as_fd(), &keys4, &ones4).context("previous design: hash fill")?;
+        let hash_fill_secs = t.elapsed().as_secs_f64();
+        let hmem = Mem::settled(settle)?.minus(before);
+        let hash_loaded = ebpf.map("BL_V4_1").and_then(memlock).unwrap_or(0);
+        {
+            let mut tr: LpmTrie<_, [u8; 4], u32> =
+                LpmTrie::try_from(ebpf.map_mut("BL_NET4_1").ok_or_else(|| anyhow!("no BL_NET4_1"))?)?;
+            for (a4, l) in &ranges {
+                tr.insert(&Key::new(*l, *a4), 1, 0)?;
+            }
+        }
+        ebpf_update_config(&mut ebpf, |c| {
+            c.blacklist_gen = 1;
+            c.bl4_overflow = 1;
+        })?;
+        eprintln!(
+            "  previous design: {} /32s into the no-prealloc hash in {hash_fill_secs:.3} s; Slab {:+.1} B per /32, memlock {:.1} MB empty → {:.1} MB",
+            keys4.len(),
+            hmem.slab as f64 / keys4.len() as f64,
+            hash_fixed as f64 / 1e6,
+            hash_loaded as f64 / 1e6
+        );
+        {
+            let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into()?;
+            let mut run = |f: &[u8], r: u32| xdp_run(prog, f, r);
+            let sc = "previous: hash /32 + LPM, full size";
+            lookups.push(measure(&mut run, 2, sc, total, "miss", &probes.miss, XDP_PASS, a)?);
+            lookups.push(measure(&mut run, 2, sc, total, "hit/32", &probes.hit, XDP_DROP, a)?);
+            if has_ranges {
+                lookups.push(measure(&mut run, 2, sc, total, "range", &probes.range, XDP_DROP, a)?);
+            }
+        }
+        // Its reload cleanup (drain), and the same fill/delete from several threads.
+        let t = Instant::now();
+        let drained = sipshield::bpfsys::drain_hash(h1.as_fd(), 4, 4)?;
+        let hash_drain_secs = t.elapsed().as_secs_f64();
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+        let (par_fill_secs, par_del_secs) = parallel_fill_drain(h1.as_fd(), &keys4, threads)?;
+        eprintln!("  drain {hash_drain_secs:.3} s; {threads} threads: fill {par_fill_secs:.3} s, delete {par_del_secs:.3} s");
+        prev_hash = Some(json!({
+            "what": "BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC, max_entries 1<<20 (the previous BL_V4_g), one BPF_MAP_UPDATE_BATCH",
+            "keys": keys4.len(),
+            "capacity": PREV_BL_V4_CAPACITY,
+            "fill_secs": hash_fill_secs,
+            "fill_ns_per_key": hash_fill_secs * 1e9 / keys4.len().max(1) as f64,
+            "drain_secs": hash_drain_secs,
+            "drained": drained,
+            "threads": threads,
+            "parallel_fill_secs": par_fill_secs,
+            "parallel_delete_batch_secs": par_del_secs,
+            "memory": hmem.json(keys4.len()),
+            "memlock_empty_bytes": hash_fixed,
+            "memlock_loaded_bytes": hash_loaded,
+        }));
         drop(ebpf);
     }
-    // Candidate fixes, measured on stand-alone maps with the same keys.
-    eprintln!("fix candidates: preallocated hash, mmapable array table, lean parser ...");
+
+    // 5. Design comparison: a preallocated hash (stand-alone map, same capacity, same keys).
+    eprintln!("design comparison: preallocated hash (stand-alone, max_entries {PREV_BL_V4_CAPACITY}) ...");
     let keys4: Vec<[u8; 4]> = list.v4.iter().copied().collect();
-    let fix_prealloc = experiments::prealloc_hash(&keys4, BL_V4_CAPACITY).unwrap_or_else(|e| json!({"error": e.to_string()}));
-    let fix_table = experiments::mmap_table(&keys4, BL_V4_CAPACITY as usize).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    let prealloc = experiments::prealloc_hash(&keys4, PREV_BL_V4_CAPACITY).unwrap_or_else(|e| json!({"error": e.to_string()}));
     drop(keys4);
-    let lean = experiments::lean_parse(&list_path).map(|(s, a4, n4)| json!({"secs": s, "v4": a4, "net4": n4})).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    let tab_check = table_array_check(settle).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    let lean = experiments::lean_parse(&list_path)
+        .map(|(s, a4, n4)| json!({"secs": s, "v4": a4, "net4": n4}))
+        .unwrap_or_else(|e| json!({"error": e.to_string()}));
     drop(list);
 
-    // 4. Peers. The maps dropped above are freed by the kernel in the background (RCU,
+    // 6. Peers. The maps dropped above are freed by the kernel in the background (RCU,
     // deferred vfree); let that finish before the peers' memory baselines.
     if !a.skip_peers {
         std::thread::sleep(settle * 2);
@@ -1120,12 +1310,22 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     // ----------------------------------------------------------------------------- report
     let sip_load = r1.load_secs;
     let sip_total = parse_secs + r1.load_secs;
+    let reload_total = reparse_secs + r2.load_secs;
     let target_load = TARGET_LOAD_SECS_PER_1M * a.entries as f64 / 1e6;
-    let per_entry_sunreclaim = mem_load.sunreclaim as f64 / total as f64;
-    let per_entry_slab = mem_load.slab as f64 / total as f64;
-    let per_entry_cg = cg_delta as f64 / total as f64;
-    let per_entry_memlock = memlock_entries as f64 / total as f64;
-    let per_entry_amortized = (bl_total_memlock as f64) / total as f64;
+    let per = |v: f64| v / total as f64;
+    let per_entry_sunreclaim = per(mem_load.sunreclaim as f64);
+    let per_entry_slab = per(mem_load.slab as f64);
+    let per_entry_vmalloc = per(mem_load.vmalloc as f64);
+    let per_entry_cg = per(cg_delta as f64);
+    // The slab part of the total: the larger of the two meminfo deltas (conservative).
+    let slab_part = mem_load.slab.max(mem_load.sunreclaim);
+    let ml_loaded_sum: u64 = ml_loaded.values().sum();
+    let ml_empty_sum: u64 = ml_empty.values().sum();
+    let tab_ml = bl_group(&ml_loaded, "BL_TAB4");
+    let total_bytes = slab_part as f64 + ml_loaded_sum as f64;
+    let per_entry_total = per(total_bytes);
+    let per_entry_total_nodup = per(slab_part as f64 + ml_empty_sum as f64);
+    let pass_mem = per_entry_total <= TARGET_BYTES_PER_ENTRY;
     let peer = |n: &str| peers.iter().find(|p| p.name == n);
     let ratio = |p: Option<&PeerResult>, base: f64| p.map(|p| p.load_secs / base);
     let r_ipset_load = ratio(peer("ipset"), sip_load);
@@ -1135,33 +1335,96 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let pass_ratio = |r: Option<f64>| r.map(|r| r >= TARGET_SPEEDUP);
     let empty_cold = lookups[0].cold_ns;
     let empty_hotk = lookups[0].hotk_ns;
-    let empty2 = lookups.iter().find(|l| l.scenario == "empty (2nd instance)").map(|l| (l.cold_ns, l.hotk_ns));
+    let empty2 = lookups.iter().find(|l| l.instance == 2 && l.entries == 0).map(|l| (l.cold_ns, l.hotk_ns));
+    let base_cold = empty2.map(|e| e.0);
 
     let targets = json!({
         "load_secs_max": target_load,
+        "load_pass": sip_total <= target_load,
+        "load_counts": "parse + load (read_list_file + swap_list until live)",
         "load_pass_swap_only": sip_load <= target_load,
-        "load_pass_parse_plus_swap": sip_total <= target_load,
         "speedup_min": TARGET_SPEEDUP,
+        "faster_than_ipset_pass": pass_ratio(r_ipset_total),
+        "faster_than_nft_pass": pass_ratio(r_nft_total),
+        "speedup_counts": "peer time / sipshield parse + load",
         "faster_than_ipset_pass_swap_only": pass_ratio(r_ipset_load),
         "faster_than_nft_pass_swap_only": pass_ratio(r_nft_load),
-        "faster_than_ipset_pass_parse_plus_swap": pass_ratio(r_ipset_total),
-        "faster_than_nft_pass_parse_plus_swap": pass_ratio(r_nft_total),
         "bytes_per_entry_max": TARGET_BYTES_PER_ENTRY,
-        "memory_pass_sunreclaim": per_entry_sunreclaim <= TARGET_BYTES_PER_ENTRY,
-        "memory_pass_slab": per_entry_slab <= TARGET_BYTES_PER_ENTRY,
-        "memory_pass_including_fixed_map_overhead": per_entry_amortized <= TARGET_BYTES_PER_ENTRY,
+        "memory_pass": pass_mem,
+        "memory_counts": "max(Slab, SUnreclaim) delta of the load + memlock of all 10 BL maps (both generations, loaded), / entries",
+        "memory_total_bytes_per_entry": per_entry_total,
+        "memory_pass_slab_delta_only": per_entry_slab.max(per_entry_sunreclaim) <= TARGET_BYTES_PER_ENTRY,
     });
     let lookups_json: Vec<Value> = lookups
         .iter()
         .map(|l| {
-            let (c, h) = if l.scenario.contains("full size") || l.scenario.contains("2nd instance") {
-                empty2.unwrap_or((empty_cold, empty_hotk))
-            } else {
-                (empty_cold, empty_hotk)
-            };
-            l.json(c, h)
+            let (c, h) = if l.instance == 2 { empty2.unwrap_or((empty_cold, empty_hotk)) } else { (empty_cold, empty_hotk) };
+            l.json(c, h, base_cold)
         })
         .collect();
+
+    // Design comparison rows: (design, fill s, cleanup s, fixed bytes for two generations,
+    // per-element slab bytes, note). Per /32 key.
+    let nk = n_addrs as f64;
+    let mut design: Vec<Value> = vec![];
+    design.push(json!({
+        "design": "chosen: table in mmap array (swap_list, whole list)",
+        "fill_secs": r1.load_secs,
+        "cleanup_secs": r2.cleanup_secs,
+        "fixed_bytes_two_generations": tab_ml,
+        "element_slab_bytes": slab_part,
+        "note": "fill = swap_list until live (includes the ranges and zeroing the generation first); slab = the whole load's delta (the ranges' trie nodes)",
+    }));
+    design.push(json!({
+        "design": "chosen: table, /32 part (build_table4 + mmap copy)",
+        "fill_secs": build_secs + copy_secs,
+        "cleanup_secs": zero_secs,
+        "fixed_bytes_two_generations": tab_ml,
+        "element_slab_bytes": 0,
+        "note": "cleanup = zeroing the 8 MB generation through the mmap",
+    }));
+    if let Some(h) = &prev_hash {
+        let fixed = 2 * h["memlock_empty_bytes"].as_u64().unwrap_or(0);
+        let m = &h["memory"];
+        let slab = m["slab_delta_bytes"].as_i64().unwrap_or(0).max(m["sunreclaim_delta_bytes"].as_i64().unwrap_or(0));
+        design.push(json!({
+            "design": "previous: no-prealloc hash, one BPF_MAP_UPDATE_BATCH",
+            "fill_secs": h["fill_secs"],
+            "cleanup_secs": h["drain_secs"],
+            "fixed_bytes_two_generations": fixed,
+            "element_slab_bytes": slab,
+            "note": format!("fixed = 2 × the empty map's memlock (bucket array); the loaded map's memlock is {:.1} MB", h["memlock_loaded_bytes"].as_u64().unwrap_or(0) as f64 / 1e6),
+        }));
+        design.push(json!({
+            "design": format!("no-prealloc hash, {} threads (disjoint chunks)", h["threads"]),
+            "fill_secs": h["parallel_fill_secs"],
+            "cleanup_secs": h["parallel_delete_batch_secs"],
+            "fixed_bytes_two_generations": fixed,
+            "element_slab_bytes": slab,
+            "note": "cleanup = BPF_MAP_DELETE_BATCH of the known keys from the same threads",
+        }));
+    }
+    if prealloc.get("error").is_none() {
+        let ml = prealloc["memlock_bytes"].as_u64().unwrap_or(0);
+        design.push(json!({
+            "design": "preallocated hash, one BPF_MAP_UPDATE_BATCH",
+            "fill_secs": prealloc["fill_secs"],
+            "create_secs": prealloc["create_secs"],
+            "cleanup_secs": Value::Null,
+            "fixed_bytes_two_generations": 2 * ml,
+            "element_slab_bytes": 0,
+            "note": "all elements preallocated at map creation (counted in memlock)",
+        }));
+    }
+    for d in &mut design {
+        let fixed = d["fixed_bytes_two_generations"].as_f64().unwrap_or(0.0);
+        let slab = d["element_slab_bytes"].as_f64().unwrap_or(0.0);
+        d["fixed_bytes_per_key"] = json!(fixed / nk);
+        d["element_slab_bytes_per_key"] = json!(slab / nk);
+        d["total_bytes_per_key"] = json!((fixed + slab) / nk);
+    }
+
+    let memlock_json = |m: &BTreeMap<&'static str, u64>| m.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>();
     let out = json!({
         "benchmark": "blacklist",
         "kernel": kernel_release(),
@@ -1173,26 +1436,37 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
         "list_file_bytes": fs::metadata(&list_path).map(|m| m.len()).unwrap_or(0),
         "generate_secs": gen_secs,
         "sipshield": {
+            "ipv4_layout": "exact /32s: bucketized two-choice hash table in BL_TAB4_g (mmap-able array, written through mmap); overflow in BL_V4_g; ranges in BL_NET4_g",
             "program_load_secs": program_load_secs,
             "program_load_memory": mem_prog.json(0),
+            "vmalloc_delta_program_load_bytes": mem_prog.vmalloc,
             "parse_secs": parse_secs,
             "load_secs": r1.load_secs,
             "total_secs": sip_total,
             "swap_wall_secs": swap1_wall,
             "cleanup_secs": r1.cleanup_secs,
+            "reload_parse_secs": reparse_secs,
             "reload_load_secs": r2.load_secs,
+            "reload_total_secs": reload_total,
             "reload_cleanup_secs": r2.cleanup_secs,
-            "reload_wall_secs": swap2_wall,
+            "reload_wall_secs": reload_wall,
             "capped_swap_load_secs": rc.load_secs,
+            "live_generation_after_load": live1,
             "memory": mem_load.json(total),
             "memory_after_reload": mem_reload.json(total),
+            "vmalloc_delta_load_bytes": mem_load.vmalloc,
             "kmalloc_cg_slab_delta_bytes": cg_delta,
             "kmalloc_cg_slab_bytes_per_entry": per_entry_cg,
-            "memlock_live_entries_bytes": memlock_entries,
-            "memlock_bytes_per_entry": per_entry_memlock,
-            "memlock_bl_maps_empty_bytes": bl_fixed_memlock,
-            "memlock_bl_maps_loaded_bytes": bl_total_memlock,
-            "bytes_per_entry_including_fixed_map_overhead": per_entry_amortized,
+            "memlock_bl_maps_empty": memlock_json(&ml_empty),
+            "memlock_bl_maps_loaded": memlock_json(&ml_loaded),
+            "memlock_bl_maps_empty_bytes": ml_empty_sum,
+            "memlock_bl_maps_loaded_bytes": ml_loaded_sum,
+            "memlock_bl_tab4_bytes": tab_ml,
+            "memlock_bl_maps_bytes_per_entry": per(ml_loaded_sum as f64),
+            "slab_part_bytes": slab_part,
+            "total_kernel_bytes": total_bytes,
+            "total_kernel_bytes_per_entry": per_entry_total,
+            "total_kernel_bytes_per_entry_without_double_count": per_entry_total_nodup,
         },
         "peers": peers.iter().map(|p| (p.name.to_string(), json!({
             "what": p.what,
@@ -1209,14 +1483,22 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
         },
         "lookup": lookups_json,
         "lpm_only_full": lpm_full,
+        "previous_hash_full": prev_hash,
         "swap_breakdown": breakdown,
         "slab_top_growth_during_load": slab_top.iter().map(|(k, v)| json!({"cache": k, "bytes": v})).collect::<Vec<_>>(),
-        "fix_candidates": {
-            "prealloc_hash": fix_prealloc,
-            "mmap_array_table": fix_table,
-            "lean_parse": lean,
+        "design_comparison": {
+            "keys": n_addrs,
+            "rows": design,
+            "prealloc_hash": prealloc,
         },
-        "lpm_only_capped": {"entries": cap_total, "fill_secs": lpm_cap_fill_secs, "fill_method": method_cap},
+        "lean_parse": lean,
+        "table_array_check": tab_check,
+        "capped": {
+            "entries": cap_total,
+            "lpm_fill_secs": lpm_cap_fill_secs,
+            "lpm_fill_method": method_cap,
+            "overflow_hash_fill_secs": hash_cap_fill_secs,
+        },
         "targets": targets,
     });
 
@@ -1225,38 +1507,73 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let pf = |b: bool| if b { "PASS" } else { "FAIL" };
     let pfo = |b: Option<bool>| b.map(pf).unwrap_or("n/a");
     let fx = |r: Option<f64>| r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "n/a".into());
+    let f = |v: &Value| v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
+    let mb = |b: u64| b as f64 / 1e6;
     let _ = writeln!(s, "\nsipshield-bench blacklist — kernel {}, {} CPUs, seed {:#x}", out["kernel"].as_str().unwrap_or(""), out["cpus"], a.seed);
     let _ = writeln!(s, "list: {} addresses + {} ranges (/16../24) = {total} entries, {:.1} MB", g.addrs.len(), g.ranges.len(), out["list_file_bytes"].as_u64().unwrap_or(0) as f64 / 1e6);
+    let _ = writeln!(s, "sipshield IPv4 layout: /32s in a bucketized table (BL_TAB4_g, {BL4_BUCKETS} × {BL4_SLOTS} slots), ranges in an LPM trie");
     let _ = writeln!(s, "\nLOAD TIME                                              seconds");
     let _ = writeln!(s, "  sipshield parse (read_list_file)                     {parse_secs:>8.3}");
     let _ = writeln!(s, "  sipshield load  (swap_list until live)               {:>8.3}", r1.load_secs);
     let _ = writeln!(s, "  sipshield total (parse + load)                       {sip_total:>8.3}");
     let _ = writeln!(s, "  sipshield cleanup of the old (empty) generation      {:>8.3}", r1.cleanup_secs);
+    let _ = writeln!(s, "  sipshield reload: parse                              {reparse_secs:>8.3}");
     let _ = writeln!(s, "  sipshield reload: load (2nd swap, until live)        {:>8.3}", r2.load_secs);
-    let _ = writeln!(s, "  sipshield reload: cleanup (drain old generation)     {:>8.3}", r2.cleanup_secs);
+    let _ = writeln!(s, "  sipshield reload: total (parse + load)               {reload_total:>8.3}");
+    let _ = writeln!(s, "  sipshield reload: cleanup (clear old generation)     {:>8.3}", r2.cleanup_secs);
     for p in &peers {
         let label = if p.name == "ipset" { "ipset restore (hash:ip + hash:net)" } else { "nft -f (plain set + interval set)" };
         let _ = writeln!(s, "  {label:<52} {:>8.3}   (delete {:.3} s)", p.load_secs, p.delete_secs);
+    }
+    if let Some(h) = &prev_hash {
+        let _ = writeln!(s, "  {:<52} {:>8}   (drain {} s)", "previous: /32s into the no-prealloc hash (batch)", f(&h["fill_secs"]), f(&h["drain_secs"]));
     }
     if let Some(l) = &lpm_full {
         let label = format!("rejected all-in-LPM fill ({})", l["fill_method"].as_str().unwrap_or(""));
         let _ = writeln!(s, "  {label:<52} {:>8.3}", l["fill_secs"].as_f64().unwrap_or(0.0));
     }
-    let _ = writeln!(s, "\nRATIOS (peer / sipshield)             vs load   vs parse+load");
-    let _ = writeln!(s, "  ipset_restore_secs / sipshield        {:>7}   {:>7}", fx(r_ipset_load), fx(r_ipset_total));
-    let _ = writeln!(s, "  nft_secs / sipshield                  {:>7}   {:>7}", fx(r_nft_load), fx(r_nft_total));
-    let _ = writeln!(s, "\nMEMORY (kernel, after {} ms settle)          bytes/entry", a.settle_ms);
-    let _ = writeln!(s, "  sipshield SUnreclaim delta                       {per_entry_sunreclaim:>8.1}");
-    let _ = writeln!(s, "  sipshield Slab delta                             {per_entry_slab:>8.1}");
-    let _ = writeln!(s, "  sipshield kmalloc-cg-* caches only (slabinfo)    {per_entry_cg:>8.1}   (map objects; excludes their memcg obj_exts in kmalloc-512)");
-    let _ = writeln!(s, "  sipshield map memlock (kernel accounting)        {per_entry_memlock:>8.1}");
+    let _ = writeln!(s, "\nRATIOS (peer / sipshield)             vs parse+load (fair)   vs load only");
+    let _ = writeln!(s, "  ipset_restore_secs / sipshield        {:>20}   {:>12}", fx(r_ipset_total), fx(r_ipset_load));
+    let _ = writeln!(s, "  nft_secs / sipshield                  {:>20}   {:>12}", fx(r_nft_total), fx(r_nft_load));
+    let _ = writeln!(s, "  (ipset restore and nft -f parse their own text input, so parse + load is the like-for-like figure)");
+
+    let _ = writeln!(s, "\nMEMORY (kernel, after {} ms settle; per entry = / {total} entries)   bytes/entry", a.settle_ms);
+    let _ = writeln!(s, "  load: SUnreclaim delta                                   {per_entry_sunreclaim:>8.1}");
+    let _ = writeln!(s, "  load: Slab delta                                         {per_entry_slab:>8.1}");
+    let _ = writeln!(s, "  load: kmalloc-cg-* caches only (slabinfo)                {per_entry_cg:>8.1}");
+    let _ = writeln!(s, "  load: VmallocUsed delta                                  {per_entry_vmalloc:>8.1}   (the table memory exists before the load)");
     let _ = writeln!(
         s,
-        "  sipshield all 8 BL maps incl. fixed buckets       {per_entry_amortized:>8.1}   ({:.1} MB fixed when empty, {:.1} MB loaded)",
-        bl_fixed_memlock as f64 / 1e6,
-        bl_total_memlock as f64 / 1e6
+        "  program load: VmallocUsed delta {:.1} MB (all vmalloc'd maps of the whole object, not only the blacklist)",
+        mem_prog.vmalloc as f64 / 1e6
     );
-    let _ = writeln!(s, "  sipshield SUnreclaim delta after reload+drain    {:>8.1}", mem_reload.sunreclaim as f64 / total as f64);
+    if tab_check.get("error").is_none() {
+        let _ = writeln!(
+            s,
+            "  one BL_TAB4-shaped array created alone: VmallocUsed {:+.2} MB, Slab {:+.2} MB, memlock {:.2} MB",
+            tab_check["vmalloc_delta_bytes"].as_i64().unwrap_or(0) as f64 / 1e6,
+            tab_check["slab_delta_bytes"].as_i64().unwrap_or(0) as f64 / 1e6,
+            tab_check["memlock_bytes"].as_u64().unwrap_or(0) as f64 / 1e6
+        );
+    }
+    let _ = writeln!(s, "  memlock of the blacklist maps, both generations, loaded (empty → loaded):");
+    for (p, what) in BL_GROUPS {
+        let e = bl_group(&ml_empty, p);
+        let l = bl_group(&ml_loaded, p);
+        let _ = writeln!(s, "    {:<12} {what:<40} {:>8.1}   ({:.2} → {:.2} MB)", format!("{p}_0+1"), per(l as f64), mb(e), mb(l));
+    }
+    let _ = writeln!(s, "    {:<53} {:>8.1}   ({:.2} → {:.2} MB)", "all 10 BL maps", per(ml_loaded_sum as f64), mb(ml_empty_sum), mb(ml_loaded_sum));
+    let _ = writeln!(
+        s,
+        "  TOTAL = max(Slab, SUnreclaim) delta + all BL maps' memlock  {per_entry_total:>8.1}   {} (target ≤ {TARGET_BYTES_PER_ENTRY}; {:.1} MB)",
+        pf(pass_mem),
+        total_bytes / 1e6
+    );
+    let _ = writeln!(
+        s,
+        "  (memlock of the loaded maps also counts the ranges' trie nodes that are in the slab delta; without that: {per_entry_total_nodup:.1})"
+    );
+    let _ = writeln!(s, "  after reload + clear: SUnreclaim delta vs before the load {:>8.1}", mem_reload.sunreclaim as f64 / total as f64);
     for p in &peers {
         let _ = writeln!(
             s,
@@ -1280,13 +1597,19 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
             l["memlock_bytes_per_entry"].as_f64().unwrap_or(0.0)
         );
     }
+
     let _ = writeln!(s, "\nLOOKUP (BPF_PROG_TEST_RUN, ns per packet; UDP → :5060)");
     let _ = writeln!(s, "  hot×1 = 1 source × {} runs; hot×K = K sources × repeat/K; cold = median over K sources × 1 run per syscall", a.repeat);
-    let _ = writeln!(s, "  {:<34} {:>8} {:<7} {:<6} {:>8} {:>8} {:>8} {:>10}", "scenario", "entries", "probe", "action", "hot×1", "hot×K", "cold", "cold−empty");
+    let _ = writeln!(s, "  −empty = cold − the empty row of the same instance; −base = cold − \"empty (2nd instance, no table)\"");
+    let _ = writeln!(
+        s,
+        "  {:<40} {:>8} {:<7} {:<6} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "scenario", "entries", "probe", "action", "hot×1", "hot×K", "cold", "−empty", "−base"
+    );
     for (l, j) in lookups.iter().zip(&lookups_json) {
         let _ = writeln!(
             s,
-            "  {:<34} {:>8} {:<7} {:<6} {:>8.1} {:>8.1} {:>8.1} {:>10.1}{}",
+            "  {:<40} {:>8} {:<7} {:<6} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8}{}",
             l.scenario,
             l.entries,
             l.probe,
@@ -1295,85 +1618,129 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
             l.hotk_ns,
             l.cold_ns,
             j["cold_median_minus_empty_ns"].as_f64().unwrap_or(0.0),
+            j["cold_median_minus_no_table_base_ns"].as_f64().map(|v| format!("{v:.1}")).unwrap_or_else(|| "n/a".into()),
             if l.ok() { "" } else { "  <-- unexpected action" }
         );
     }
     let _ = writeln!(s, "  (K = {} for hot×K, {} for cold; capped rows hold {cap_total} entries = BL_NET_CAPACITY)", lookups[0].hotk_sources, lookups[0].cold_sources);
-    let f = |v: &Value| v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
-    if let Some(b) = out["swap_breakdown"].as_object() {
-        let _ = writeln!(s, "\nSWAP BREAKDOWN (same steps as swap_list, timed separately)        seconds");
-        let rows = [
-            (format!("collect {} keys from the BTreeSet into a Vec", g.addrs.len()), f(&b["collect_keys_secs"]), String::new()),
-            (
-                "BPF_MAP_UPDATE_BATCH into an empty BL_V4 hash (NO_PREALLOC)".to_string(),
-                f(&b["hash_update_batch_secs"]),
-                format!("   ({:.0} ns/entry)", b["hash_update_batch_ns_per_entry"].as_f64().unwrap_or(0.0)),
-            ),
-            ("drain it (BPF_MAP_LOOKUP_AND_DELETE_BATCH) = reload cleanup".to_string(), f(&b["hash_drain_secs"]), String::new()),
-            (
-                format!("the same fill from {} threads, disjoint key chunks", b["threads"]),
-                f(&b["hash_update_batch_parallel_secs"]),
-                String::new(),
-            ),
-            (
-                format!("delete with BPF_MAP_DELETE_BATCH of the known keys, {} threads", b["threads"]),
-                f(&b["hash_delete_batch_parallel_secs"]),
-                String::new(),
-            ),
-            (format!("{} ranges into the LPM trie, one syscall each", b["ranges"]), f(&b["lpm_ranges_single_insert_secs"]), String::new()),
-            ("the same ranges with one BPF_MAP_UPDATE_BATCH".to_string(), f(&b["lpm_ranges_batch_insert_secs"]), String::new()),
-        ];
-        for (l, v, x) in rows {
-            let _ = writeln!(s, "  {l:<64} {v:>8}{x}");
+    let _ = writeln!(s, "  instance 1 = the sipshield filter: its 8 MB table is probed on every IPv4 packet, even when empty.");
+    let _ = writeln!(s, "  \"previous: hash /32 + LPM, capped\": the /32s in the overflow hash BL_V4_g (no-prealloc, at most {BL_V4_CAPACITY}), the");
+    let _ = writeln!(s, "    table empty but still probed first; it measures a hash lookup at {} /32s, not at 1M.", capped.v4.len());
+    let _ = writeln!(s, "  instance 2 = the same object with BL_TAB4_* shrunk to 1 bucket (no table probe): previous design at full size");
+    let _ = writeln!(s, "    (1M /32s in a no-prealloc hash of max_entries {PREV_BL_V4_CAPACITY}) and the rejected all-in-LPM layout.");
+
+    // Summary: cold medians side by side.
+    let find = |sc: &str, probe: &str| lookups.iter().find(|l| l.scenario == sc && l.probe == probe);
+    let _ = writeln!(s, "\nLOOKUP SUMMARY (cold median ns, and − the no-table base)        miss               hit/32             range");
+    let rows = [
+        "empty blacklist",
+        "table /32 + LPM ranges",
+        "previous: hash /32 + LPM, full size",
+        "rejected: all in LPM, full size",
+        "table /32 + LPM, capped",
+        "previous: hash /32 + LPM, capped",
+        "rejected: all in LPM, capped",
+        "empty (2nd instance, no table)",
+    ];
+    for sc in rows {
+        if !lookups.iter().any(|l| l.scenario == sc) {
+            continue;
         }
+        let mut line = format!("  {sc:<61}");
+        for probe in ["miss", "hit/32", "range"] {
+            let cell = match find(sc, probe) {
+                Some(l) => match base_cold {
+                    Some(b) => format!("{:>7.1} ({:>+7.1})", l.cold_ns, l.cold_ns - b),
+                    None => format!("{:>7.1}", l.cold_ns),
+                },
+                None => format!("{:>7}", "-"),
+            };
+            let _ = write!(line, " {cell:<18}");
+        }
+        let _ = writeln!(s, "{}", line.trim_end());
     }
+
+    let b = &out["swap_breakdown"];
+    let _ = writeln!(s, "\nSWAP BREAKDOWN (the /32 steps of swap_list, timed separately on the idle generation)   seconds");
+    let brows = [
+        (format!("build_table4: place {} /32s in the userspace table", g.addrs.len()), f(&b["build_table4_secs"])),
+        (format!("copy the table into BL_TAB4_g through mmap ({:.1} MB)", tab_len as f64 / 1e6), f(&b["mmap_copy_secs"])),
+        ("zero BL_TAB4_g through mmap (as clear_list_gen does)".to_string(), f(&b["mmap_zero_secs"])),
+        (format!("{} ranges into the LPM trie, one syscall each (as swap_list does)", ranges.len()), f(&b["lpm_ranges_single_insert_secs"])),
+        ("the same ranges with one BPF_MAP_UPDATE_BATCH".to_string(), f(&b["lpm_ranges_batch_insert_secs"])),
+    ];
+    for (l, v) in brows {
+        let _ = writeln!(s, "  {l:<78} {v:>8}");
+    }
+    let _ = writeln!(
+        s,
+        "  table: load factor {:.3}, max bucket fill {max_fill}/{BL4_SLOTS}, {full_buckets} full buckets, overflow {} keys (bl4_overflow = {})",
+        b["table_load_factor"].as_f64().unwrap_or(0.0),
+        overflow.len(),
+        cfg1.bl4_overflow
+    );
+    let _ = writeln!(s, "  reference: lean IPv4 parser (Vec + sort + dedup): {} s vs read_list_file {parse_secs:.3} s", f(&lean["secs"]));
+
+    let _ = writeln!(s, "\nDESIGN COMPARISON: the /32 store, {n_addrs} keys (bytes per key; fixed = two generations' maps)");
+    let _ = writeln!(s, "  {:<52} {:>14} {:>9} {:>8} {:>8} {:>8}", "design", "fill s", "cleanup s", "fixed B", "slab B", "total B");
+    for d in &design {
+        let fill = match d.get("create_secs").and_then(|v| v.as_f64()) {
+            Some(c) => format!("{c:.3}+{}", f(&d["fill_secs"])),
+            None => f(&d["fill_secs"]),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<52} {:>14} {:>9} {:>8.1} {:>8.1} {:>8.1}",
+            d["design"].as_str().unwrap_or(""),
+            fill,
+            f(&d["cleanup_secs"]),
+            d["fixed_bytes_per_key"].as_f64().unwrap_or(0.0),
+            d["element_slab_bytes_per_key"].as_f64().unwrap_or(0.0),
+            d["total_bytes_per_key"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let _ = writeln!(s, "  (preallocated hash: create+fill; slab B = max(Slab, SUnreclaim) delta of the fill; all hashes max_entries {PREV_BL_V4_CAPACITY})");
+    if let Some(e) = prealloc.get("error") {
+        let _ = writeln!(s, "  preallocated hash: {e}");
+    }
+
     if !slab_top.is_empty() {
         let _ = writeln!(s, "\nSLAB CACHES THAT GREW DURING THE LOAD (/proc/slabinfo)");
         for (k, v) in &slab_top {
             let _ = writeln!(s, "  {k:<28} {:>+9.1} MB  ({:+.1} B/entry)", *v as f64 / 1e6, *v as f64 / total as f64);
         }
     }
-    let fc = &out["fix_candidates"];
-    let _ = writeln!(s, "\nFIX CANDIDATES (stand-alone maps, same {} keys)", g.addrs.len());
-    let p = &fc["prealloc_hash"];
-    if p.get("error").is_none() {
-        let _ = writeln!(
-            s,
-            "  preallocated hash: fill {} s (create {} s); memlock {:.1} B/entry per generation, {:.1} for two",
-            f(&p["fill_secs"]),
-            f(&p["create_secs"]),
-            p["memlock_bytes_per_entry_one_generation"].as_f64().unwrap_or(0.0),
-            p["memlock_bytes_per_entry_two_generations"].as_f64().unwrap_or(0.0)
-        );
-    } else {
-        let _ = writeln!(s, "  preallocated hash: {}", p["error"]);
-    }
-    let t = &fc["mmap_array_table"];
-    if t.get("error").is_none() {
-        let _ = writeln!(
-            s,
-            "  mmap array table:  build {} s + copy {} s = {} s; {:.1} B/entry per generation, {:.1} for two; overflow {} keys",
-            f(&t["build_secs"]),
-            f(&t["copy_secs"]),
-            f(&t["load_secs"]),
-            t["memlock_bytes_per_entry_one_generation"].as_f64().unwrap_or(0.0),
-            t["memlock_bytes_per_entry_two_generations"].as_f64().unwrap_or(0.0),
-            t["overflow_keys"]
-        );
-    } else {
-        let _ = writeln!(s, "  mmap array table:  {}", t["error"]);
-    }
-    let _ = writeln!(s, "  lean IPv4 parser (Vec + sort + dedup): {} s vs read_list_file {parse_secs:.3} s", f(&fc["lean_parse"]["secs"]));
-    let _ = writeln!(s, "\nTARGETS");
-    let _ = writeln!(s, "  load ≤ {target_load:.2} s:            load {:.3} s {}   parse+load {:.3} s {}", sip_load, pf(sip_load <= target_load), sip_total, pf(sip_total <= target_load));
-    let _ = writeln!(s, "  ≥ {TARGET_SPEEDUP}× faster than ipset:   {} {}   parse+load {} {}", fx(r_ipset_load), pfo(pass_ratio(r_ipset_load)), fx(r_ipset_total), pfo(pass_ratio(r_ipset_total)));
-    let _ = writeln!(s, "  ≥ {TARGET_SPEEDUP}× faster than nft:     {} {}   parse+load {} {}", fx(r_nft_load), pfo(pass_ratio(r_nft_load)), fx(r_nft_total), pfo(pass_ratio(r_nft_total)));
+
+    let _ = writeln!(s, "\nTARGETS (pass/fail on parse + load and on total kernel memory)");
     let _ = writeln!(
         s,
-        "  ≤ {TARGET_BYTES_PER_ENTRY} B/entry:           SUnreclaim {per_entry_sunreclaim:.1} {}   Slab {per_entry_slab:.1} {}   incl. fixed map overhead {per_entry_amortized:.1} {}",
-        pf(per_entry_sunreclaim <= TARGET_BYTES_PER_ENTRY),
-        pf(per_entry_slab <= TARGET_BYTES_PER_ENTRY),
-        pf(per_entry_amortized <= TARGET_BYTES_PER_ENTRY)
+        "  load ≤ {target_load:.2} s:              parse+load {sip_total:.3} s {}   (load only {sip_load:.3} s {}; reload parse+load {reload_total:.3} s)",
+        pf(sip_total <= target_load),
+        pf(sip_load <= target_load)
+    );
+    let _ = writeln!(
+        s,
+        "  ≥ {TARGET_SPEEDUP}× faster than ipset:   parse+load {} {}   (load only {} {})",
+        fx(r_ipset_total),
+        pfo(pass_ratio(r_ipset_total)),
+        fx(r_ipset_load),
+        pfo(pass_ratio(r_ipset_load))
+    );
+    let _ = writeln!(
+        s,
+        "  ≥ {TARGET_SPEEDUP}× faster than nft:     parse+load {} {}   (load only {} {})",
+        fx(r_nft_total),
+        pfo(pass_ratio(r_nft_total)),
+        fx(r_nft_load),
+        pfo(pass_ratio(r_nft_load))
+    );
+    let _ = writeln!(
+        s,
+        "  ≤ {TARGET_BYTES_PER_ENTRY} B/entry:           total {per_entry_total:.1} {}   = slab delta {:.1} + BL maps' memlock {:.1} (of which table {:.1})",
+        pf(pass_mem),
+        per(slab_part as f64),
+        per(ml_loaded_sum as f64),
+        per(tab_ml as f64)
     );
     if a.entries != 1_000_000 {
         let _ = writeln!(s, "  (load target scaled linearly from {TARGET_LOAD_SECS_PER_1M} s per 1M addresses)");
