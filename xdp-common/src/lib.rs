@@ -108,7 +108,8 @@ pub struct Config {
     /// Non-zero when some blacklisted IPv4 addresses did not fit their two table buckets and
     /// live in the `BL_V4_{gen}` overflow hash map (rare; checked only then).
     pub bl4_overflow: u32,
-    pub _pad: u32,
+    /// Non-zero when the live IPv4 table holds addresses (an empty table is not probed).
+    pub bl4_table: u32,
 }
 
 // ---------------------------------------------------------------------------------------------

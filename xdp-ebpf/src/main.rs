@@ -428,7 +428,7 @@ fn blacklisted_in(
 ) -> bool {
     if pkt.family == FAMILY_V4 {
         let a = v4(pkt);
-        in_tab4(tab, u32::from_ne_bytes(a))
+        (cfg.bl4_table != 0 && in_tab4(tab, u32::from_ne_bytes(a)))
             || (cfg.bl4_overflow != 0 && unsafe { e4.get(&a) }.is_some())
             || n4.get(Key::new(32, a)).is_some()
     } else {

@@ -495,17 +495,24 @@ impl Filter {
             return Err(e.context(format!("loading the new {}; the filter keeps its previous one", kind.name())));
         }
         let overflow = (table.is_some() && !keys4.is_empty()) as u32;
-        if kind == ListKind::Blacklist && overflow > cfg.bl4_overflow {
-            // Enable the overflow check before the switch, so no reader can see the new
-            // generation without it.
-            self.update_config(|c| c.bl4_overflow = 1)?;
+        let in_table = (table.is_some() && list.v4.len() > keys4.len()) as u32;
+        if kind == ListKind::Blacklist && (overflow > cfg.bl4_overflow || in_table > cfg.bl4_table) {
+            // Enable the extra checks before the switch, so no reader can see the new
+            // generation without them (checking an old, empty structure is harmless).
+            self.update_config(|c| {
+                c.bl4_overflow |= overflow;
+                c.bl4_table |= in_table;
+            })?;
         }
         self.update_config(|c| match kind {
             ListKind::Blacklist => c.blacklist_gen = next,
             ListKind::Allowlist => c.allowlist_gen = next,
         })?;
         if kind == ListKind::Blacklist {
-            self.update_config(|c| c.bl4_overflow = overflow)?;
+            self.update_config(|c| {
+                c.bl4_overflow = overflow;
+                c.bl4_table = in_table;
+            })?;
         }
         let load_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
