@@ -110,7 +110,21 @@ pub struct Config {
     pub bl4_overflow: u32,
     /// Non-zero when the live IPv4 table holds addresses (an empty table is not probed).
     pub bl4_table: u32,
+    /// `PRESENT_*` bits: which list structures of the live generations hold entries (empty
+    /// ones are not looked up).
+    pub present: u32,
+    pub _pad: u32,
 }
+
+pub const PRESENT_AL_V4: u32 = 1 << 0;
+pub const PRESENT_AL_NET4: u32 = 1 << 1;
+pub const PRESENT_AL_V6: u32 = 1 << 2;
+pub const PRESENT_AL_NET6: u32 = 1 << 3;
+pub const PRESENT_BL_V6: u32 = 1 << 4;
+pub const PRESENT_BL_NET4: u32 = 1 << 5;
+pub const PRESENT_BL_NET6: u32 = 1 << 6;
+pub const PRESENT_AL_ALL: u32 = PRESENT_AL_V4 | PRESENT_AL_NET4 | PRESENT_AL_V6 | PRESENT_AL_NET6;
+pub const PRESENT_BL_ALL: u32 = PRESENT_BL_V6 | PRESENT_BL_NET4 | PRESENT_BL_NET6;
 
 // ---------------------------------------------------------------------------------------------
 // SIP.
@@ -352,7 +366,7 @@ pub struct Event {
 // ---------------------------------------------------------------------------------------------
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 64);
+    assert!(core::mem::size_of::<Config>() == 72);
     assert!(core::mem::size_of::<SigKeyData>() == 36);
     assert!(core::mem::size_of::<SigName>() == 40);
     assert!(core::mem::size_of::<RateRule>() == 40);

@@ -373,26 +373,31 @@ fn v4(pkt: &Pkt) -> [u8; 4] {
 
 #[inline(always)]
 fn in_set(
+    cfg: &Config,
     pkt: &Pkt,
     e4: &HashMap<[u8; 4], u32>,
     n4: &LpmTrie<[u8; 4], u32>,
     e6: &HashMap<[u8; 16], u32>,
     n6: &LpmTrie<[u8; 16], u32>,
 ) -> bool {
+    // Only the allowlist uses this; empty structures are skipped.
+    let p = cfg.present;
     if pkt.family == FAMILY_V4 {
         let a = v4(pkt);
-        unsafe { e4.get(&a) }.is_some() || n4.get(Key::new(32, a)).is_some()
+        (p & PRESENT_AL_V4 != 0 && unsafe { e4.get(&a) }.is_some())
+            || (p & PRESENT_AL_NET4 != 0 && n4.get(Key::new(32, a)).is_some())
     } else {
-        unsafe { e6.get(&pkt.src) }.is_some() || n6.get(Key::new(128, pkt.src)).is_some()
+        (p & PRESENT_AL_V6 != 0 && unsafe { e6.get(&pkt.src) }.is_some())
+            || (p & PRESENT_AL_NET6 != 0 && n6.get(Key::new(128, pkt.src)).is_some())
     }
 }
 
 #[inline(always)]
 fn allowlisted(cfg: &Config, pkt: &Pkt) -> bool {
     if cfg.allowlist_gen == 0 {
-        in_set(pkt, &AL_V4_0, &AL_NET4_0, &AL_V6_0, &AL_NET6_0)
+        in_set(cfg, pkt, &AL_V4_0, &AL_NET4_0, &AL_V6_0, &AL_NET6_0)
     } else {
-        in_set(pkt, &AL_V4_1, &AL_NET4_1, &AL_V6_1, &AL_NET6_1)
+        in_set(cfg, pkt, &AL_V4_1, &AL_NET4_1, &AL_V6_1, &AL_NET6_1)
     }
 }
 
@@ -430,9 +435,10 @@ fn blacklisted_in(
         let a = v4(pkt);
         (cfg.bl4_table != 0 && in_tab4(tab, u32::from_ne_bytes(a)))
             || (cfg.bl4_overflow != 0 && unsafe { e4.get(&a) }.is_some())
-            || n4.get(Key::new(32, a)).is_some()
+            || (cfg.present & PRESENT_BL_NET4 != 0 && n4.get(Key::new(32, a)).is_some())
     } else {
-        unsafe { e6.get(&pkt.src) }.is_some() || n6.get(Key::new(128, pkt.src)).is_some()
+        (cfg.present & PRESENT_BL_V6 != 0 && unsafe { e6.get(&pkt.src) }.is_some())
+            || (cfg.present & PRESENT_BL_NET6 != 0 && n6.get(Key::new(128, pkt.src)).is_some())
     }
 }
 
@@ -570,19 +576,24 @@ fn first_flagged(m: u64) -> usize {
     (low.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize & 7
 }
 
-/// Position just after the first '\n' at or after `from`, scanning at most `words` words.
+/// Position just after the first '\n' at or after `from`, scanning at most `words` aligned
+/// words (bytes after the payload are zero, so they never look like a newline).
 #[inline(always)]
 fn next_line(buf: *const u64, from: usize, len: usize, words: usize) -> Option<usize> {
-    let mut p = clamp(buf, from);
+    let from = clamp(buf, from);
+    let mut wi = from >> 3;
+    // Ignore the bytes of the first word that lie before `from`.
+    let mut m = bytes_eq(unsafe { *buf.add(wi & WORD_MASK) }, b'\n') & (u64::MAX << (8 * (from & 7)));
     for _ in 0..words {
-        if p >= len {
+        if m != 0 {
+            let p = (wi << 3) + first_flagged(m) + 1;
+            return if p > len { None } else { Some(clamp(buf, p)) };
+        }
+        wi = (wi + 1) & WORD_MASK;
+        if wi << 3 >= len {
             return None;
         }
-        let m = bytes_eq(load_at(buf, p), b'\n');
-        if m != 0 {
-            return Some(clamp(buf, p + first_flagged(m) + 1));
-        }
-        p = clamp(buf, p + 8);
+        m = bytes_eq(unsafe { *buf.add(wi) }, b'\n');
     }
     None
 }
@@ -665,7 +676,39 @@ struct ScanState {
     sig_gen: u32,
     /// 1 + matched signature id, or 0.
     found: u32,
-    _pad: u32,
+    /// Bit (c - 'a') set for every lowercase first letter of a header that has signatures.
+    letters: u32,
+}
+
+/// First letters (as `1 << (c - 'a')`) of the header names and compact forms in `sig_headers`.
+#[inline(always)]
+fn header_letters(sig_headers: u32) -> u32 {
+    const fn bit(c: u8) -> u32 {
+        1 << (c - b'a')
+    }
+    let mut m = 0;
+    if sig_headers & (1 << HDR_USER_AGENT) != 0 {
+        m |= bit(b'u');
+    }
+    if sig_headers & (1 << HDR_FROM) != 0 {
+        m |= bit(b'f');
+    }
+    if sig_headers & (1 << HDR_TO) != 0 {
+        m |= bit(b't');
+    }
+    if sig_headers & (1 << HDR_CONTACT) != 0 {
+        m |= bit(b'c') | bit(b'm');
+    }
+    if sig_headers & (1 << HDR_VIA) != 0 {
+        m |= bit(b'v');
+    }
+    if sig_headers & (1 << HDR_CALL_ID) != 0 {
+        m |= bit(b'c') | bit(b'i');
+    }
+    if sig_headers & ((1 << HDR_SUBJECT) | (1 << HDR_SERVER)) != 0 {
+        m |= bit(b's');
+    }
+    m
 }
 
 /// Header id and name length of the line starting at `pos`, or (0, 0).
@@ -717,6 +760,11 @@ fn header_at(buf: *const u64, pos: usize) -> (u32, usize) {
 #[inline(always)]
 fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
     let pos = clamp(buf, st.pos as usize);
+    // Cheap pre-filter: only lines whose first letter starts a header with signatures.
+    let c0 = (load_byte(buf, pos) | 0x20).wrapping_sub(b'a') as u32;
+    if c0 >= 26 || (st.letters >> c0) & 1 == 0 {
+        return false;
+    }
     let (hdr, n) = header_at(buf, pos);
     if hdr == 0 || st.sig_headers & (1 << hdr) == 0 {
         return false;
@@ -869,7 +917,7 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
         return out(&res);
     }
     // The request line is not a header: start at the second line.
-    let mut st = ScanState { pos: 0, len: len as u64, sig_headers, sig_gen, found: 0, _pad: 0 };
+    let mut st = ScanState { pos: 0, len: len as u64, sig_headers, sig_gen, found: 0, letters: header_letters(sig_headers) };
     match next_line(buf, 0, len, 32) {
         Some(p) => st.pos = p as u64,
         None => return out(&res),

@@ -496,24 +496,38 @@ impl Filter {
         }
         let overflow = (table.is_some() && !keys4.is_empty()) as u32;
         let in_table = (table.is_some() && list.v4.len() > keys4.len()) as u32;
-        if kind == ListKind::Blacklist && (overflow > cfg.bl4_overflow || in_table > cfg.bl4_table) {
-            // Enable the extra checks before the switch, so no reader can see the new
-            // generation without them (checking an old, empty structure is harmless).
-            self.update_config(|c| {
-                c.bl4_overflow |= overflow;
-                c.bl4_table |= in_table;
-            })?;
-        }
+        let bit = |b: u32, n: usize| if n > 0 { b } else { 0 };
+        let (mask, present) = match kind {
+            ListKind::Blacklist => (
+                PRESENT_BL_ALL,
+                bit(PRESENT_BL_V6, list.v6.len()) | bit(PRESENT_BL_NET4, list.net4.len()) | bit(PRESENT_BL_NET6, list.net6.len()),
+            ),
+            ListKind::Allowlist => (
+                PRESENT_AL_ALL,
+                bit(PRESENT_AL_V4, list.v4.len())
+                    | bit(PRESENT_AL_NET4, list.net4.len())
+                    | bit(PRESENT_AL_V6, list.v6.len())
+                    | bit(PRESENT_AL_NET6, list.net6.len()),
+            ),
+        };
+        // Enable the lookups the new generation needs before the switch, so no reader can see
+        // it without them (looking into an old, empty structure is harmless); narrow after.
+        self.update_config(|c| {
+            c.present |= present;
+            c.bl4_overflow |= overflow;
+            c.bl4_table |= in_table;
+        })?;
         self.update_config(|c| match kind {
             ListKind::Blacklist => c.blacklist_gen = next,
             ListKind::Allowlist => c.allowlist_gen = next,
         })?;
-        if kind == ListKind::Blacklist {
-            self.update_config(|c| {
+        self.update_config(|c| {
+            c.present = (c.present & !mask) | present;
+            if kind == ListKind::Blacklist {
                 c.bl4_overflow = overflow;
                 c.bl4_table = in_table;
-            })?;
-        }
+            }
+        })?;
         let load_secs = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         self.clear_list_gen(kind, live)?;
