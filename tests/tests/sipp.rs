@@ -131,7 +131,7 @@ fn sipp_legit_passes_flood_is_limited_and_banned() {
     let _uas = Killed(
         NetnsPair::command(&net.server, &sipp())
             .current_dir(&dir)
-            .args(["-sf", "uas.xml", "-i", "198.51.100.2", "-p", "5060", "-nostdin", "-bg"])
+            .args(["-sf", "uas.xml", "-i", "198.51.100.2", "-p", "5060", "-nostdin", "-timeout", "120s"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

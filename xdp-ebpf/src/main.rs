@@ -576,28 +576,6 @@ fn first_flagged(m: u64) -> usize {
     (low.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize & 7
 }
 
-/// Position just after the first '\n' at or after `from`, scanning at most `words` aligned
-/// words (bytes after the payload are zero, so they never look like a newline).
-#[inline(always)]
-fn next_line(buf: *const u64, from: usize, len: usize, words: usize) -> Option<usize> {
-    let from = clamp(buf, from);
-    let mut wi = from >> 3;
-    // Ignore the bytes of the first word that lie before `from`.
-    let mut m = bytes_eq(unsafe { *buf.add(wi & WORD_MASK) }, b'\n') & (u64::MAX << (8 * (from & 7)));
-    for _ in 0..words {
-        if m != 0 {
-            let p = (wi << 3) + first_flagged(m) + 1;
-            return if p > len { None } else { Some(clamp(buf, p)) };
-        }
-        wi = (wi + 1) & WORD_MASK;
-        if wi << 3 >= len {
-            return None;
-        }
-        m = bytes_eq(unsafe { *buf.add(wi) }, b'\n');
-    }
-    None
-}
-
 /// Little-endian u64 of up to 8 ASCII bytes (compile-time).
 const fn lit(s: &[u8]) -> u64 {
     let mut v = 0u64;
@@ -678,6 +656,9 @@ struct ScanState {
     found: u32,
     /// Bit (c - 'a') set for every lowercase first letter of a header that has signatures.
     letters: u32,
+    /// Where the newline scan resumes.
+    rp: u32,
+    _pad: u32,
 }
 
 /// First letters (as `1 << (c - 'a')`) of the header names and compact forms in `sig_headers`.
@@ -822,34 +803,57 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
     false
 }
 
-/// `bpf_loop` callback: examine the line at `st.pos`, then move `st.pos` to the start of the
-/// next line. Returns 1 to stop (match, end of headers or end of data).
-extern "C" fn scan_line(_i: u64, ctx: *mut c_void) -> i64 {
+/// `bpf_loop` callback. Two kinds of steps: if `st.pos` holds a candidate line, check it
+/// against the signatures; otherwise scan forward from `st.rp`, 8 bytes at a time, for the next
+/// line whose first letter can start a header that has signatures (other lines cost only the
+/// word scan). Returns 1 to stop (match, end of headers or end of data).
+extern "C" fn scan_lines(_i: u64, ctx: *mut c_void) -> i64 {
     let st = unsafe { &mut *(ctx as *mut ScanState) };
     let buf = match SCRATCH.get_ptr(0) {
         Some(p) => p as *const u64,
         None => return 1,
     };
     let len = st.len as usize;
-    let pos = clamp(buf, st.pos as usize);
-    if pos >= len {
-        return 1;
-    }
-    let first = load_byte(buf, pos);
-    if first == b'\r' || first == b'\n' {
-        return 1; // empty line: end of the header section
-    }
-    if check_line(buf, st) {
-        return 1;
-    }
-    // Find the next '\n' (8 bytes at a time, at most 512 bytes per line).
-    match next_line(buf, pos, len, 64) {
-        Some(p) => {
-            st.pos = p as u64;
-            0
+    if st.pos != 0 {
+        if check_line(buf, st) {
+            return 1;
         }
-        None => 1,
+        st.pos = 0;
     }
+    let from = clamp(buf, st.rp as usize);
+    let mut wi = from >> 3;
+    // Newlines of the first word that lie before `from` are already handled.
+    let mut m = bytes_eq(unsafe { *buf.add(wi & WORD_MASK) }, b'\n') & (u64::MAX << (8 * (from & 7)));
+    for _ in 0..32 {
+        for _ in 0..8 {
+            if m == 0 {
+                break;
+            }
+            let p = (wi << 3) + first_flagged(m) + 1;
+            if p >= len {
+                return 1;
+            }
+            let c = load_byte(buf, clamp(buf, p));
+            if c == b'\r' || c == b'\n' {
+                return 1; // empty line: end of the header section
+            }
+            let l = (c | 0x20).wrapping_sub(b'a') as u32;
+            if l < 26 && (st.letters >> l) & 1 != 0 {
+                st.pos = p as u64;
+                st.rp = p as u32;
+                return 0;
+            }
+            m &= m - 1;
+        }
+        wi = (wi + 1) & WORD_MASK;
+        if wi << 3 >= len {
+            return 1;
+        }
+        m = bytes_eq(unsafe { *buf.add(wi) }, b'\n');
+    }
+    // Continue with this (unprocessed) word in the next step.
+    st.rp = (wi << 3) as u32;
+    0
 }
 
 struct SipResult {
@@ -916,14 +920,19 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
     if scan == 0 {
         return out(&res);
     }
-    // The request line is not a header: start at the second line.
-    let mut st = ScanState { pos: 0, len: len as u64, sig_headers, sig_gen, found: 0, letters: header_letters(sig_headers) };
-    match next_line(buf, 0, len, 32) {
-        Some(p) => st.pos = p as u64,
-        None => return out(&res),
-    }
+    // The request line is not a header: the scan starts with the line after the first '\n'.
+    let mut st = ScanState {
+        pos: 0,
+        len: len as u64,
+        sig_headers,
+        sig_gen,
+        found: 0,
+        letters: header_letters(sig_headers),
+        rp: 0,
+        _pad: 0,
+    };
     unsafe {
-        bpf_loop(128, scan_line as *mut c_void, &mut st as *mut ScanState as *mut c_void, 0);
+        bpf_loop(64, scan_lines as *mut c_void, &mut st as *mut ScanState as *mut c_void, 0);
     }
     res.sig = st.found;
     out(&res)
