@@ -561,13 +561,18 @@ impl Filter {
         Ok(())
     }
 
-    /// The live list of `kind`, read back from the kernel.
-    pub fn read_list(&self, kind: ListKind) -> Result<IpList> {
+    /// Active generation (0 or 1) of `kind`.
+    fn live_gen(&self, kind: ListKind) -> Result<u32> {
         let cfg = self.config()?;
-        let g = match kind {
+        Ok(match kind {
             ListKind::Blacklist => cfg.blacklist_gen,
             ListKind::Allowlist => cfg.allowlist_gen,
-        } & 1;
+        } & 1)
+    }
+
+    /// The live list of `kind`, read back from the kernel.
+    pub fn read_list(&self, kind: ListKind) -> Result<IpList> {
+        let g = self.live_gen(kind)?;
         let p = kind.prefix();
         let mut out = IpList::default();
         if kind == ListKind::Blacklist {
@@ -601,11 +606,7 @@ impl Filter {
     /// Number of entries in the live generation of `kind` (counted, without building the list:
     /// cheap enough for every metrics scrape).
     pub fn list_len(&self, kind: ListKind) -> Result<usize> {
-        let cfg = self.config()?;
-        let g = match kind {
-            ListKind::Blacklist => cfg.blacklist_gen,
-            ListKind::Allowlist => cfg.allowlist_gen,
-        } & 1;
+        let g = self.live_gen(kind)?;
         let p = kind.prefix();
         let mut n = 0;
         if kind == ListKind::Blacklist {

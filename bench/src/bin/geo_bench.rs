@@ -463,29 +463,6 @@ fn nft_counter(tb: &Testbed) -> Result<u64> {
     bail!("no counter in the nft chain")
 }
 
-#[derive(Clone, Debug, Default)]
-struct Run {
-    sent: u64,
-    dropped: u64,
-    wall_secs: f64,
-    kernel_secs: f64,
-    calls: usize,
-}
-
-impl Run {
-    fn pps(&self) -> f64 {
-        self.dropped as f64 / self.kernel_secs
-    }
-    fn json(&self) -> Value {
-        json!({
-            "sent": self.sent, "dropped": self.dropped, "calls": self.calls,
-            "kernel_secs": self.kernel_secs, "wall_secs": self.wall_secs,
-            "pps": self.pps(), "pps_wall": self.dropped as f64 / self.wall_secs,
-            "dropped_fraction": self.dropped as f64 / self.sent.max(1) as f64,
-        })
-    }
-}
-
 fn median_run(runs: &[Run]) -> Run {
     let mut r = runs.to_vec();
     r.sort_by(|a, b| a.pps().partial_cmp(&b.pps()).unwrap_or(std::cmp::Ordering::Equal));

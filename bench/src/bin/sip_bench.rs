@@ -233,34 +233,6 @@ fn per_packet_cost(a: &Args) -> Result<(f64, Vec<CostRow>)> {
 // 2. Live scanner-drop throughput.
 // ------------------------------------------------------------------------------------------
 
-#[derive(Clone, Debug, Default)]
-struct Run {
-    sent: u64,
-    dropped: u64,
-    wall_secs: f64,
-    kernel_secs: f64,
-    calls: usize,
-}
-
-impl Run {
-    /// Drops per second of frame-loop time (kernel-measured).
-    fn pps(&self) -> f64 {
-        self.dropped as f64 / self.kernel_secs
-    }
-    /// Drops per second of wall-clock syscall time (includes the fixed per-call cost).
-    fn pps_wall(&self) -> f64 {
-        self.dropped as f64 / self.wall_secs
-    }
-    fn json(&self) -> Value {
-        json!({
-            "sent": self.sent, "dropped": self.dropped, "calls": self.calls,
-            "kernel_secs": self.kernel_secs, "wall_secs": self.wall_secs,
-            "pps": self.pps(), "pps_wall": self.pps_wall(),
-            "dropped_fraction": self.dropped as f64 / self.sent.max(1) as f64,
-        })
-    }
-}
-
 fn median_run(mut runs: Vec<Run>) -> (Run, Vec<Run>) {
     let all = runs.clone();
     runs.sort_by(|a, b| a.pps().partial_cmp(&b.pps()).unwrap_or(std::cmp::Ordering::Equal));

@@ -566,3 +566,33 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+/// One throughput run: frames sent and dropped, kernel-measured loop time and wall time.
+#[derive(Clone, Debug, Default)]
+pub struct Run {
+    pub sent: u64,
+    pub dropped: u64,
+    pub wall_secs: f64,
+    pub kernel_secs: f64,
+    pub calls: usize,
+}
+
+impl Run {
+    /// Drops per second of frame-loop time (kernel-measured).
+    pub fn pps(&self) -> f64 {
+        self.dropped as f64 / self.kernel_secs
+    }
+    /// Drops per second of wall-clock syscall time (includes the fixed per-call cost).
+    pub fn pps_wall(&self) -> f64 {
+        self.dropped as f64 / self.wall_secs
+    }
+    pub fn json(&self) -> Value {
+        serde_json::json!({
+            "sent": self.sent, "dropped": self.dropped, "calls": self.calls,
+            "kernel_secs": self.kernel_secs, "wall_secs": self.wall_secs,
+            "pps": self.pps(), "pps_wall": self.pps_wall(),
+            "dropped_fraction": self.dropped as f64 / self.sent.max(1) as f64,
+        })
+    }
+}
+
