@@ -229,9 +229,12 @@ fn gap_free_swap_under_live_traffic() {
     eprintln!("gap test: {sent} pairs sent during 4 reloads; allowlisted received {good}, listed received {bad}");
     assert!(sent > 200, "too little traffic during the reloads ({sent})");
     assert_eq!(bad, 0, "a source listed in both lists got through during a reload");
-    assert_eq!(good, sent, "an allowlisted packet was dropped during a reload");
+    // The XDP verdicts: every allowlisted packet passed as allowlisted, every listed one was
+    // dropped (the socket count above can only be lower if the receiver's buffer overflowed).
     let st = ctl.stats();
+    assert_eq!(packets(&st, "allowlisted"), sent, "an allowlisted packet was dropped during a reload: {st}");
     assert_eq!(packets(&st, "blacklisted"), sent, "{st}");
+    assert!(good * 100 >= sent * 99, "allowlisted datagrams lost on the way: {good} of {sent}");
     ctl.cli(&["detach"]);
 }
 
