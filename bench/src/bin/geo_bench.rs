@@ -469,22 +469,6 @@ fn median_run(runs: &[Run]) -> Run {
     r[r.len() / 2].clone()
 }
 
-fn run_sipshield(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32) -> Result<Run> {
-    with_attached(tb, f, None, |f| {
-        blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
-        let before = f.stats()?.reason_total(REASON_GEO).packets;
-        let b = blast(tb, f, frames, per)?;
-        let after = f.stats()?.reason_total(REASON_GEO).packets;
-        Ok(Run {
-            sent: b.sent,
-            dropped: after - before,
-            wall_secs: b.wall_secs,
-            kernel_secs: b.kernel_secs,
-            calls: b.calls,
-        })
-    })
-}
-
 fn run_nft(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32) -> Result<Run> {
     with_attached(tb, f, Some("sipshield_pass"), |f| {
         blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
@@ -669,7 +653,7 @@ fn bench(a: &Args, scratch: &Path, t0: Instant) -> Result<()> {
             );
             let (mut sip, mut nft) = (vec![], vec![]);
             for _ in 0..a.runs {
-                sip.push(run_sipshield(&tb, &mut f, &frames, per)?);
+                sip.push(run_sipshield(&tb, &mut f, &frames, per, REASON_GEO)?);
                 nft.push(run_nft(&tb, &mut f, &frames, per)?);
             }
             eprintln!("live: harness floor (empty XDP_DROP on the receiver) ...");

@@ -314,23 +314,6 @@ fn live_frames(tb: &Testbed, n: usize, payload: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// One sipshield run: attach natively on the receiver, warm up, blast, count `reason` drops.
-fn run_sipshield(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32, reason: u32) -> Result<Run> {
-    with_attached(tb, f, None, |f| {
-        // Warm-up (faults pages in, fills the rate-limit LRU).
-        blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
-        let before = f.stats()?.reason_total(reason).packets;
-        let b = blast(tb, f, frames, per)?;
-        let after = f.stats()?.reason_total(reason).packets;
-        Ok(Run {
-            sent: b.sent,
-            dropped: after - before,
-            wall_secs: b.wall_secs,
-            kernel_secs: b.kernel_secs,
-            calls: b.calls,
-        })
-    })
-}
-
 /// One iptables run: rules in the receiver namespace, the empty XDP program on the veth for
 /// NAPI, blast, count the scanner rule's drops.
 fn run_iptables(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32) -> Result<Run> {

@@ -596,3 +596,22 @@ impl Run {
     }
 }
 
+
+/// One sipshield run: attached natively on the receiver, warm-up, blast, count the drops of
+/// `reason` from its counters.
+pub fn run_sipshield(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32, reason: u32) -> Result<Run> {
+    with_attached(tb, f, None, |f| {
+        // Warm-up (faults pages in, fills the rate-limit LRU).
+        blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
+        let before = f.stats()?.reason_total(reason).packets;
+        let b = blast(tb, f, frames, per)?;
+        let after = f.stats()?.reason_total(reason).packets;
+        Ok(Run {
+            sent: b.sent,
+            dropped: after - before,
+            wall_secs: b.wall_secs,
+            kernel_secs: b.kernel_secs,
+            calls: b.calls,
+        })
+    })
+}
