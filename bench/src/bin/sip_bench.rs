@@ -241,56 +241,23 @@ fn median_run(mut runs: Vec<Run>) -> (Run, Vec<Run>) {
 
 const IPT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The same job with iptables: drop the scanner UA (Boyer-Moore string match), and limit
+/// REGISTERs per source with hashlimit.
 fn iptables_rules(tb: &Testbed) -> Result<()> {
     let r = |args: &[&str]| tb.rx.run("iptables", args).map(|_| ());
     r(&["-t", "raw", "-F", "PREROUTING"])?;
-    r(&[
-        "-t",
-        "raw",
-        "-A",
-        "PREROUTING",
-        "-p",
-        "udp",
-        "--dport",
-        "5060",
-        "-m",
-        "string",
-        "--algo",
-        "bm",
-        "--string",
-        SCANNER_UA,
-        "-j",
-        "DROP",
-    ])?;
-    r(&[
-        "-t",
-        "raw",
-        "-A",
-        "PREROUTING",
-        "-p",
-        "udp",
-        "--dport",
-        "5060",
-        "-m",
-        "string",
-        "--algo",
-        "bm",
-        "--string",
+    let rule = |needle: &str, extra: &[&str]| -> Result<()> {
+        let mut args = vec!["-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "5060"];
+        args.extend(["-m", "string", "--algo", "bm", "--string", needle]);
+        args.extend(extra);
+        args.extend(["-j", "DROP"]);
+        r(&args)
+    };
+    rule(SCANNER_UA, &[])?;
+    rule(
         "REGISTER ",
-        "-m",
-        "hashlimit",
-        "--hashlimit-above",
-        "5/sec",
-        "--hashlimit-burst",
-        "20",
-        "--hashlimit-mode",
-        "srcip",
-        "--hashlimit-name",
-        "reg",
-        "-j",
-        "DROP",
-    ])?;
-    Ok(())
+        &["-m", "hashlimit", "--hashlimit-above", "5/sec", "--hashlimit-burst", "20", "--hashlimit-mode", "srcip", "--hashlimit-name", "reg"],
+    )
 }
 
 /// Packet counters of the rules of raw PREROUTING, in order.
