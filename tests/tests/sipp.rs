@@ -2,7 +2,7 @@
 //! registering at a normal rate is never dropped; a REGISTER flood from one source is held to
 //! the configured rate and then banned.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use sipshield_tests::*;

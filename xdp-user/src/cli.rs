@@ -1,5 +1,4 @@
 //! CLI verbs that inspect and edit a running filter through its pinned maps.
-use std::collections::BTreeMap;
 use std::io::{BufRead, Seek, Write};
 use std::net::IpAddr;
 use std::time::Duration;
@@ -480,9 +479,4 @@ pub fn geo_lookup(ip: &str) -> Result<()> {
         if !enabled { "pass (GeoIP policy disabled)" } else if drops { "drop (geo)" } else { "pass" }
     );
     Ok(())
-}
-
-/// Key/value summary used by `--version`.
-pub fn version_info() -> BTreeMap<&'static str, &'static str> {
-    BTreeMap::from([("sipshield", env!("CARGO_PKG_VERSION"))])
 }
