@@ -396,6 +396,24 @@ mod pod {
     unsafe impl aya::Pod for Event {}
 }
 
+/// `addr` with the bits past `prefix` cleared (the IPv6 rate-limit and auto-ban key).
+/// Used identically by the kernel and userspace.
+#[inline(always)]
+pub const fn mask_prefix6(addr: [u8; 16], prefix: u32) -> [u8; 16] {
+    let mut out = addr;
+    let mut i = 0usize;
+    while i < 16 {
+        let bit = (i as u32) * 8;
+        if bit >= prefix {
+            out[i] = 0;
+        } else if bit + 8 > prefix {
+            out[i] &= 0xffu8 << (8 - (prefix - bit));
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Lowercase ASCII letters in 8 bytes at once (SWAR); other bytes are unchanged.
 /// Used identically by the kernel parser and the userspace model.
 #[inline(always)]

@@ -451,23 +451,6 @@ fn blacklisted(cfg: &Config, pkt: &Pkt) -> bool {
     }
 }
 
-/// The source masked to `prefix` bits (IPv6) — the rate-limit and auto-ban key.
-#[inline(always)]
-fn masked6(src: &[u8; 16], prefix: u32) -> [u8; 16] {
-    let mut out = *src;
-    let mut i = 0usize;
-    while i < 16 {
-        let bit = (i as u32) * 8;
-        if bit >= prefix {
-            out[i] = 0;
-        } else if bit + 8 > prefix {
-            out[i] &= 0xffu8 << (8 - (prefix - bit));
-        }
-        i += 1;
-    }
-    out
-}
-
 #[inline(always)]
 fn banned(cfg: &Config, pkt: &Pkt, now: u64) -> bool {
     if pkt.family == FAMILY_V4 {
@@ -486,7 +469,7 @@ fn banned(cfg: &Config, pkt: &Pkt, now: u64) -> bool {
     if p == 0 || p >= 128 {
         return false;
     }
-    let k = BanKey6 { addr: masked6(&pkt.src, p), prefix: p };
+    let k = BanKey6 { addr: mask_prefix6(pkt.src, p), prefix: p };
     match unsafe { BANS_V6.get(&k) } {
         Some(until) => *until > now,
         None => false,
@@ -1032,7 +1015,7 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
                 key.addr[2] = pkt.src[2];
                 key.addr[3] = pkt.src[3];
             } else {
-                key.addr = masked6(&pkt.src, cfg.rl_v6_prefix);
+                key.addr = mask_prefix6(pkt.src, cfg.rl_v6_prefix);
             }
             for slot in [r.method, METHOD_ANY] {
                 if let Some(rule) = RL_RULES.get(slot as u32) {
@@ -1133,7 +1116,7 @@ fn install_ban(cfg: &Config, pkt: &Pkt, until: u64) -> bool {
         BANS_V4.insert(&v4(pkt), &until, 0)
     } else {
         let p = if cfg.rl_v6_prefix == 0 || cfg.rl_v6_prefix > 128 { 128 } else { cfg.rl_v6_prefix };
-        BANS_V6.insert(&BanKey6 { addr: masked6(&pkt.src, p), prefix: p }, &until, 0)
+        BANS_V6.insert(&BanKey6 { addr: mask_prefix6(pkt.src, p), prefix: p }, &until, 0)
     };
     r.is_ok()
 }

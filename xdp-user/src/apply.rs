@@ -56,12 +56,7 @@ pub fn apply(filter: &mut Filter, cfg: &Config, p: &Prepared) -> Result<ApplyRep
     sig::load(filter, &p.signatures)?;
     report.signatures = p.signatures.len();
     if let (Some(g), Some(db)) = (&cfg.geoip, &p.geo) {
-        let policy = crate::geo::GeoPolicy {
-            allow: g.allow_countries.clone(),
-            deny: g.deny_countries.clone(),
-            unknown_drop: g.unknown == crate::config::Unknown::Drop,
-        };
-        report.geo = Some(crate::geo::load_geo(filter, db, &policy)?);
+        report.geo = Some(crate::geo::load_geo(filter, db, &crate::geo::GeoPolicy::from(g))?);
     }
     let flags = cfg.flags();
     let reasons = cfg
@@ -143,22 +138,10 @@ pub fn ban_del(filter: &mut Filter, ip: IpAddr) -> Result<bool> {
             let prefix = filter.config()?.rl_v6_prefix;
             let mut m: HashMap<_, BanKey6, u64> = HashMap::try_from(filter.map_mut("BANS_V6")?)?;
             let full = m.remove(&BanKey6 { addr: a.octets(), prefix: 128 }).is_ok();
-            let net = m.remove(&BanKey6 { addr: mask6(a.octets(), prefix), prefix }).is_ok();
+            let net = m.remove(&BanKey6 { addr: mask_prefix6(a.octets(), prefix), prefix }).is_ok();
             Ok(full || net)
         }
     }
-}
-
-pub fn mask6(mut a: [u8; 16], prefix: u32) -> [u8; 16] {
-    for (i, b) in a.iter_mut().enumerate() {
-        let bit = i as u32 * 8;
-        if bit >= prefix {
-            *b = 0;
-        } else if bit + 8 > prefix {
-            *b &= 0xffu8 << (8 - (prefix - bit));
-        }
-    }
-    a
 }
 
 /// Active (unexpired) bans.

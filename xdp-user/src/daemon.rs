@@ -25,11 +25,7 @@ pub struct RunOpts {
 
 /// Merge CLI runtime edits (allowlist additions, scanner edits) into a prepared config.
 pub fn merge_runtime(p: &mut Prepared, rt: &Runtime) -> Result<()> {
-    for e in &rt.allow {
-        if let Some(n) = crate::lists::parse_entry(e) {
-            p.allowlist.insert(n);
-        }
-    }
+    rt.add_allow(&mut p.allowlist);
     for (h, t) in &rt.scanners_del {
         if let Some(id) = crate::sig::header_id(h) {
             p.signatures.retain(|s| !(s.header == id && s.text == t.to_ascii_lowercase()));
@@ -195,11 +191,7 @@ impl Daemon {
             return;
         }
         self.geo_mtime = now;
-        let policy = crate::geo::GeoPolicy {
-            allow: g.allow_countries.clone(),
-            deny: g.deny_countries.clone(),
-            unknown_drop: g.unknown == crate::config::Unknown::Drop,
-        };
+        let policy = crate::geo::GeoPolicy::from(&g);
         let res = crate::geo::read_db(&g.database).and_then(|db| crate::geo::load_geo(&mut self.filter, &db, &policy));
         let entry = self.state.lists.entry("geoip".into()).or_default();
         match res {
@@ -232,11 +224,7 @@ impl Daemon {
                 .map_err(anyhow::Error::from)
                 .and_then(|mut list| {
                     if kind == ListKind::Allowlist {
-                        for e in &Runtime::load().allow {
-                            if let Some(n) = crate::lists::parse_entry(e) {
-                                list.insert(n);
-                            }
-                        }
+                        Runtime::load().add_allow(&mut list);
                     }
                     self.filter.swap_list(kind, &list)
                 });

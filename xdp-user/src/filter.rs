@@ -55,6 +55,12 @@ impl ListKind {
             ListKind::Allowlist => "AL",
         }
     }
+    /// Maps of generation `g`: (v4 exact, v6 exact, v4 ranges, v6 ranges).
+    fn map_names(self, g: u32) -> [String; 4] {
+        let p = self.prefix();
+        [format!("{p}_V4_{g}"), format!("{p}_V6_{g}"), format!("{p}_NET4_{g}"), format!("{p}_NET6_{g}")]
+    }
+
     /// (v4 exact, v6 exact, v4 ranges, v6 ranges) capacities.
     pub fn capacity(self) -> (u32, u32, u32, u32) {
         match self {
@@ -447,11 +453,7 @@ impl Filter {
             ListKind::Allowlist => cfg.allowlist_gen,
         } & 1;
         let next = 1 - live;
-        let p = kind.prefix();
-        let names = |g: u32| {
-            [format!("{p}_V4_{g}"), format!("{p}_V6_{g}"), format!("{p}_NET4_{g}"), format!("{p}_NET6_{g}")]
-        };
-        let [n4, n6, nn4, nn6] = names(next);
+        let [n4, n6, nn4, nn6] = kind.map_names(next);
         // Blacklist IPv4 addresses go to the bucket table, the rare ones whose two buckets are
         // full to the overflow hash; the allowlist uses the hash only.
         let (table, keys4) = match kind {
@@ -548,8 +550,7 @@ impl Filter {
     }
 
     fn clear_list_gen(&mut self, kind: ListKind, g: u32) -> Result<()> {
-        let p = kind.prefix();
-        let names = [format!("{p}_V4_{g}"), format!("{p}_V6_{g}"), format!("{p}_NET4_{g}"), format!("{p}_NET6_{g}")];
+        let names = kind.map_names(g);
         if kind == ListKind::Blacklist {
             let mut m = self.mmap_table4(&format!("BL_TAB4_{g}"))?;
             m.slice_mut::<u64>().fill(0);
@@ -573,7 +574,7 @@ impl Filter {
     /// The live list of `kind`, read back from the kernel.
     pub fn read_list(&self, kind: ListKind) -> Result<IpList> {
         let g = self.live_gen(kind)?;
-        let p = kind.prefix();
+        let [n4, n6, nn4, nn6] = kind.map_names(g);
         let mut out = IpList::default();
         if kind == ListKind::Blacklist {
             let m = self.mmap_table4(&format!("BL_TAB4_{g}"))?;
@@ -582,20 +583,20 @@ impl Filter {
             v.sort_unstable();
             out.v4 = v.into_iter().collect();
         }
-        let h4: HashMap<_, [u8; 4], u32> = HashMap::try_from(self.map(&format!("{p}_V4_{g}"))?)?;
+        let h4: HashMap<_, [u8; 4], u32> = HashMap::try_from(self.map(&n4)?)?;
         for k in h4.keys() {
             out.v4.insert(k?);
         }
-        let h6: HashMap<_, [u8; 16], u32> = HashMap::try_from(self.map(&format!("{p}_V6_{g}"))?)?;
+        let h6: HashMap<_, [u8; 16], u32> = HashMap::try_from(self.map(&n6)?)?;
         for k in h6.keys() {
             out.v6.insert(k?);
         }
-        let t4: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map(&format!("{p}_NET4_{g}"))?)?;
+        let t4: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map(&nn4)?)?;
         for k in t4.keys() {
             let k = k?;
             out.net4.insert((k.data(), k.prefix_len() as u8));
         }
-        let t6: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map(&format!("{p}_NET6_{g}"))?)?;
+        let t6: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map(&nn6)?)?;
         for k in t6.keys() {
             let k = k?;
             out.net6.insert((k.data(), k.prefix_len() as u8));
@@ -607,19 +608,19 @@ impl Filter {
     /// cheap enough for every metrics scrape).
     pub fn list_len(&self, kind: ListKind) -> Result<usize> {
         let g = self.live_gen(kind)?;
-        let p = kind.prefix();
+        let [n4, n6, nn4, nn6] = kind.map_names(g);
         let mut n = 0;
         if kind == ListKind::Blacklist {
             let m = self.mmap_table4(&format!("BL_TAB4_{g}"))?;
             n += m.slice::<u32>().iter().filter(|k| **k != 0).count();
         }
-        let h4: HashMap<_, [u8; 4], u32> = HashMap::try_from(self.map(&format!("{p}_V4_{g}"))?)?;
+        let h4: HashMap<_, [u8; 4], u32> = HashMap::try_from(self.map(&n4)?)?;
         n += h4.keys().count();
-        let h6: HashMap<_, [u8; 16], u32> = HashMap::try_from(self.map(&format!("{p}_V6_{g}"))?)?;
+        let h6: HashMap<_, [u8; 16], u32> = HashMap::try_from(self.map(&n6)?)?;
         n += h6.keys().count();
-        let t4: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map(&format!("{p}_NET4_{g}"))?)?;
+        let t4: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(self.map(&nn4)?)?;
         n += t4.keys().count();
-        let t6: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map(&format!("{p}_NET6_{g}"))?)?;
+        let t6: LpmTrie<_, [u8; 16], u32> = LpmTrie::try_from(self.map(&nn6)?)?;
         n += t6.keys().count();
         Ok(n)
     }

@@ -110,6 +110,16 @@ pub struct GeoPolicy {
     pub unknown_drop: bool,
 }
 
+impl From<&crate::config::GeoCfg> for GeoPolicy {
+    fn from(g: &crate::config::GeoCfg) -> Self {
+        GeoPolicy {
+            allow: g.allow_countries.clone(),
+            deny: g.deny_countries.clone(),
+            unknown_drop: g.unknown == crate::config::Unknown::Drop,
+        }
+    }
+}
+
 /// What [`load_geo`] did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct GeoReport {

@@ -120,6 +120,15 @@ impl Runtime {
         std::fs::write(Self::path(), serde_json::to_vec_pretty(self)?)?;
         Ok(())
     }
+
+    /// Add the CLI's allowlist entries (`sipshield allow add`) to `list`.
+    pub fn add_allow(&self, list: &mut crate::lists::IpList) {
+        for e in &self.allow {
+            if let Some(n) = crate::lists::parse_entry(e) {
+                list.insert(n);
+            }
+        }
+    }
 }
 
 pub fn events_log() -> PathBuf {

@@ -501,10 +501,10 @@ struct GeoLive {
 
 impl GeoLive {
     fn floor_ns(&self) -> f64 {
-        1e9 / self.floor.pps()
+        self.floor.ns_per_frame()
     }
     fn receiver_ns(&self, r: &Run) -> f64 {
-        1e9 / r.pps() - self.floor_ns()
+        r.receiver_ns(&self.floor)
     }
     fn receiver_ratio(&self) -> f64 {
         self.receiver_ns(&self.nft) / self.receiver_ns(&self.sip)

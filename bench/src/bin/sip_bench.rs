@@ -331,11 +331,10 @@ struct LiveResult {
 impl LiveResult {
     /// Per-frame cost of the harness alone, ns.
     fn floor_ns(&self) -> f64 {
-        1e9 / self.floor.pps()
+        self.floor.ns_per_frame()
     }
-    /// Receiver-side ns per frame of a run: its per-frame time minus the harness floor.
     fn receiver_ns(&self, r: &Run) -> f64 {
-        1e9 / r.pps() - self.floor_ns()
+        r.receiver_ns(&self.floor)
     }
     /// iptables receiver-side cost / sipshield receiver-side cost.
     fn receiver_ratio(&self, c: &LiveCase) -> f64 {

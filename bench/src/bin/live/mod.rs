@@ -583,6 +583,14 @@ impl Run {
         self.dropped as f64 / self.kernel_secs
     }
     /// Drops per second of wall-clock syscall time (includes the fixed per-call cost).
+    /// ns per frame of the frame loop.
+    pub fn ns_per_frame(&self) -> f64 {
+        1e9 / self.pps()
+    }
+    /// Receiver-side ns per frame: this run's per-frame time minus the harness floor's.
+    pub fn receiver_ns(&self, floor: &Run) -> f64 {
+        self.ns_per_frame() - floor.ns_per_frame()
+    }
     pub fn pps_wall(&self) -> f64 {
         self.dropped as f64 / self.wall_secs
     }
