@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use sipshield::apply::{ban_add, ban_del, ban_list};
-use sipshield::filter::{boot_ns, Filter, ListKind};
+use sipshield::filter::{clock_ns, Filter, ListKind};
 use sipshield::lists::{self, IpList};
 use sipshield::packet::PacketBuilder;
 use sipshield_tests::*;
@@ -66,7 +66,7 @@ fn reputation_table() {
     assert!(bans.iter().all(|b| b.expires_in > 50.0 && b.expires_in <= 60.0), "{bans:?}");
 
     // Expiry in the kernel, without userspace: move the program's clock past the deadline.
-    f.update_config(|c| c.clock_ns = boot_ns() + 61_000_000_000).unwrap();
+    f.update_config(|c| c.clock_ns = clock_ns() + 61_000_000_000).unwrap();
     check(&mut f, "expired v4 ban", &from("198.51.100.200"), Pass(REASON_PASS));
     check(&mut f, "expired v6 ban", &from("2001:db8:5::5"), Pass(REASON_PASS));
     f.update_config(|c| c.clock_ns = 0).unwrap();

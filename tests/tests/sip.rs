@@ -1,7 +1,7 @@
 //! SIP inspection in XDP: scanner signatures on real-shaped messages and per-source method rate
 //! limits with automatic bans, through the real program; plus a differential check of the
 //! kernel scan against the userspace model (`sipshield::sig::model_scan`).
-use sipshield::filter::{boot_ns, Filter};
+use sipshield::filter::{clock_ns, Filter};
 use sipshield::packet::{PacketBuilder, SipMessage};
 use sipshield::sig;
 use sipshield_tests::*;
@@ -106,7 +106,7 @@ fn register_flood_is_limited_then_banned() {
         return;
     }
     let mut f = filter_with(RL);
-    let t0 = boot_ns();
+    let t0 = clock_ns();
     let reg = udp("203.0.113.50", 5060, &register("Linphone/5.2")).build();
     // Burst of 5 passes, the 6th is excess.
     for i in 0..5 {
@@ -153,7 +153,7 @@ fn ipv6_sources_share_a_bucket_per_64() {
         return;
     }
     let mut f = filter_with(RL);
-    let t0 = boot_ns();
+    let t0 = clock_ns();
     // Rotating addresses inside one /64 share one bucket.
     for i in 0..5u64 {
         let p = udp(&format!("2001:db8:1:2::{:x}", i + 1), 5060, &register("Linphone")).build();
@@ -218,7 +218,7 @@ fn a_million_spoofed_sources_cannot_exhaust_state() {
         return;
     }
     let mut f = filter_with(RL);
-    let t0 = boot_ns();
+    let t0 = clock_ns();
     let payload = register("Linphone");
     let mut frame = udp("10.0.0.1", 5060, &payload).build();
     let legit = udp("198.51.100.10", 5060, &register("Yealink SIP-T46S 66.86.0.15")).build();

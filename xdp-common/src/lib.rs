@@ -102,7 +102,7 @@ pub struct Config {
     pub event_interval_ns: u64,
     /// Burst tolerance of the event sampler, in ns.
     pub event_burst_ns: u64,
-    /// When non-zero, the program uses this as "now" instead of the boot clock
+    /// When non-zero, the program uses this as "now" instead of its clock (CLOCK_MONOTONIC)
     /// (deterministic `sipshield replay` with capture timestamps and tests).
     pub clock_ns: u64,
     /// Non-zero when some blacklisted IPv4 addresses did not fit their two table buckets and
@@ -192,6 +192,56 @@ pub struct SigKeyData {
     pub value: [u8; SIG_MAX_LEN],
 }
 
+/// Cheap pre-filter in front of the signature trie (array `SIG_PREFILTER`, one entry per
+/// generation): a header value is looked up only when the bit `sig_prefilter_bit(header, b0,
+/// b1)` of its first two (lowercased) bytes is set, or when its header has a one-byte
+/// signature (`short_headers`). Exact: a signature of two or more bytes can only match a value
+/// that starts with the same two bytes, so legitimate User-Agents skip the trie lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigPrefilter {
+    pub bits: [u64; 4],
+    /// Bit per `HDR_*` id with a one-byte signature (always looked up).
+    pub short_headers: u32,
+    /// Non-zero once written by the controller; an unwritten entry (e.g. maps adopted from an
+    /// older version) lets every value through to the trie.
+    pub ready: u32,
+}
+
+/// Bit index (0..256) of a header id and the first two lowercased bytes of a value.
+#[inline(always)]
+pub const fn sig_prefilter_bit(header: u32, b0: u8, b1: u8) -> u32 {
+    ((header << 16) | ((b0 as u32) << 8) | b1 as u32).wrapping_mul(0x9E37_79B1) >> 24
+}
+
+impl SigPrefilter {
+    /// Add a signature (lowercased bytes) of `header`.
+    pub fn add(&mut self, header: u32, sig: &[u8]) {
+        self.ready = 1;
+        if sig.len() < 2 {
+            self.short_headers |= 1 << header;
+        } else {
+            let b = sig_prefilter_bit(header, sig[0], sig[1]);
+            self.bits[(b >> 6) as usize] |= 1 << (b & 63);
+        }
+    }
+
+    /// May a value of `header` starting with `b0`, `b1` (lowercased) match?
+    #[inline(always)]
+    pub fn may_match(&self, header: u32, b0: u8, b1: u8) -> bool {
+        let b = sig_prefilter_bit(header, b0, b1);
+        self.ready == 0
+            || self.short_headers & (1 << header) != 0
+            || (self.bits[((b >> 6) & 3) as usize] >> (b & 63)) & 1 != 0
+    }
+}
+
+/// `BAN_PRESENT` index per family: non-zero when the ban map of that family may hold entries.
+/// The program sets it after each ban it installs; the controller clears it only after seeing
+/// the map empty (then checks again), so an empty map is never looked up.
+pub const BAN_PRESENT_V4: u32 = 0;
+pub const BAN_PRESENT_V6: u32 = 1;
+
 /// Name of a signature (for events and `scanners list`), indexed by signature id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,7 +283,7 @@ pub struct RateKey {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateState {
-    /// Theoretical arrival time (boot-clock ns).
+    /// Theoretical arrival time (program clock, CLOCK_MONOTONIC ns).
     pub tat: u64,
     /// Start of the current excess-counting window.
     pub window_start: u64,
@@ -342,7 +392,7 @@ pub const EVF_DRY_RUN: u8 = 2;
 pub struct Event {
     /// Boot-clock ns.
     pub ts_ns: u64,
-    /// For new bans: ban expiry (boot-clock ns); otherwise 0.
+    /// For new bans: ban expiry (program clock, CLOCK_MONOTONIC ns); otherwise 0.
     pub ban_until_ns: u64,
     /// Source address (IPv4 in the first 4 bytes).
     pub src: [u8; 16],
@@ -369,6 +419,7 @@ const _: () = {
     assert!(core::mem::size_of::<Config>() == 72);
     assert!(core::mem::size_of::<SigKeyData>() == 36);
     assert!(core::mem::size_of::<SigName>() == 40);
+    assert!(core::mem::size_of::<SigPrefilter>() == 40);
     assert!(core::mem::size_of::<RateRule>() == 40);
     assert!(core::mem::size_of::<RateKey>() == 20);
     assert!(core::mem::size_of::<RateState>() == 24);
@@ -387,6 +438,7 @@ mod pod {
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for SigKeyData {}
     unsafe impl aya::Pod for SigName {}
+    unsafe impl aya::Pod for SigPrefilter {}
     unsafe impl aya::Pod for RateRule {}
     unsafe impl aya::Pod for RateKey {}
     unsafe impl aya::Pod for RateState {}

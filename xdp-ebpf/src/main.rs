@@ -12,7 +12,7 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    helpers::{bpf_ktime_get_boot_ns, bpf_loop, bpf_xdp_load_bytes},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -81,6 +81,9 @@ static BL_NET6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(BL_NET_CAPA
 static BANS_V4: LruHashMap<[u8; 4], u64> = LruHashMap::with_max_entries(BAN_CAPACITY, 0);
 #[map]
 static BANS_V6: LruHashMap<BanKey6, u64> = LruHashMap::with_max_entries(BAN_CAPACITY, 0);
+/// `BAN_PRESENT_V4`/`_V6`: non-zero when that ban map may hold entries (empty maps are skipped).
+#[map]
+static BAN_PRESENT: Array<u32> = Array::with_max_entries(2, 0);
 
 // GeoIP, two generations (`Config::geo_gen`).
 #[map]
@@ -107,6 +110,9 @@ static GEO_DROPS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(GEO_COUNT
 static SIG_0: LpmTrie<SigKeyData, u32> = LpmTrie::with_max_entries(SIG_MAX, 0);
 #[map]
 static SIG_1: LpmTrie<SigKeyData, u32> = LpmTrie::with_max_entries(SIG_MAX, 0);
+/// Per generation: which (header, first two bytes) can start a signature.
+#[map]
+static SIG_PREFILTER: Array<SigPrefilter> = Array::with_max_entries(2, 0);
 
 // SIP rate limits.
 #[map]
@@ -453,6 +459,11 @@ fn blacklisted(cfg: &Config, pkt: &Pkt) -> bool {
 
 #[inline(always)]
 fn banned(cfg: &Config, pkt: &Pkt, now: u64) -> bool {
+    let idx = if pkt.family == FAMILY_V4 { BAN_PRESENT_V4 } else { BAN_PRESENT_V6 };
+    match BAN_PRESENT.get(idx) {
+        Some(p) if *p != 0 => {}
+        _ => return false,
+    }
     if pkt.family == FAMILY_V4 {
         if let Some(until) = unsafe { BANS_V4.get(&v4(pkt)) } {
             return *until > now;
@@ -533,11 +544,6 @@ fn load_at(buf: *const u64, pos: usize) -> u64 {
     } else {
         (w0 >> sh) | (w1 << (64 - sh))
     }
-}
-
-#[inline(always)]
-fn load_byte(buf: *const u64, pos: usize) -> u8 {
-    load_at(buf, pos) as u8
 }
 
 /// Keep buffer positions in [0, SCRATCH_SIZE): the verifier then sees every position as the same
@@ -725,7 +731,7 @@ fn header_at(buf: *const u64, pos: usize) -> (u32, usize) {
 fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
     let pos = clamp(buf, st.pos as usize);
     // Cheap pre-filter: only lines whose first letter starts a header with signatures.
-    let c0 = (load_byte(buf, pos) | 0x20).wrapping_sub(b'a') as u32;
+    let c0 = (byte_at(buf, pos) | 0x20).wrapping_sub(b'a') as u32;
     if c0 >= 26 || (st.letters >> c0) & 1 == 0 {
         return false;
     }
@@ -737,16 +743,15 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
     let mut p = clamp(buf, pos + n);
     let mut seen_colon = false;
     for _ in 0..12 {
-        let c = load_byte(buf, p);
+        let c = byte_at(buf, p);
         if c == b' ' || c == b'\t' {
             p = clamp(buf, p + 1);
         } else if c == b':' && !seen_colon {
             seen_colon = true;
             p = clamp(buf, p + 1);
         } else if c == b'\r' && seen_colon {
-            let nx = load_at(buf, p + 1);
-            let c3 = (nx >> 8) as u8;
-            if nx as u8 == b'\n' && (c3 == b' ' || c3 == b'\t') {
+            let c3 = byte_at(buf, p + 2);
+            if byte_at(buf, p + 1) == b'\n' && (c3 == b' ' || c3 == b'\t') {
                 p = clamp(buf, p + 3);
             } else {
                 break;
@@ -759,13 +764,24 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
         return false;
     }
     // A display name in From/To/Contact may be quoted: match what is inside the quotes.
-    if (hdr == HDR_FROM || hdr == HDR_TO || hdr == HDR_CONTACT) && load_byte(buf, p) == b'"' {
+    if (hdr == HDR_FROM || hdr == HDR_TO || hdr == HDR_CONTACT) && byte_at(buf, p) == b'"' {
         p = clamp(buf, p + 1);
     }
     let mut words = [0u64; SIG_MAX_LEN / 8];
     // Bytes past the payload are zero (see sip_inspect); stop at the end of the line.
     let mut alive = u64::MAX;
-    let mut k = 0usize;
+    let w = load_at(buf, p);
+    let (cut, hit) = cut_at(w, bytes_eq(w, b'\r') | bytes_eq(w, b'\n'));
+    if hit {
+        alive = 0;
+    }
+    words[0] = lower8(cut);
+    // Only values whose first two bytes can start a signature of this header go to the trie.
+    match SIG_PREFILTER.get(st.sig_gen & 1) {
+        Some(pf) if pf.may_match(hdr, words[0] as u8, (words[0] >> 8) as u8) => {}
+        _ => return false,
+    }
+    let mut k = 1usize;
     while k < SIG_MAX_LEN / 8 {
         let w = load_at(buf, clamp(buf, p + 8 * k)) & alive;
         let (cut, hit) = cut_at(w, bytes_eq(w, b'\r') | bytes_eq(w, b'\n'));
@@ -786,10 +802,27 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
     false
 }
 
+/// Flags (0x80) bytes below 0x10 (`\t`, `\n`, `\r`, NUL) somewhere in `w` (AND with 0x80..80):
+/// a pair of words without any holds no line end and is skipped with ~7 instructions per word.
+/// (May also flag a byte above such a byte; callers recheck exactly.)
+#[inline(always)]
+fn ctl_bytes(w: u64) -> u64 {
+    w.wrapping_sub(0x1010_1010_1010_1010) & !w
+}
+
+/// Byte `pos` (< SCRATCH_SIZE) of the scratch buffer.
+#[inline(always)]
+fn byte_at(buf: *const u64, pos: usize) -> u8 {
+    unsafe { *(buf as *const u8).add(pos & (SCRATCH_SIZE - 1)) }
+}
+
+/// Words examined per scan step (two per round).
+const SCAN_ROUNDS: usize = 64;
+
 /// `bpf_loop` callback. Two kinds of steps: if `st.pos` holds a candidate line, check it
-/// against the signatures; otherwise scan forward from `st.rp`, 8 bytes at a time, for the next
-/// line whose first letter can start a header that has signatures (other lines cost only the
-/// word scan). Returns 1 to stop (match, end of headers or end of data).
+/// against the signatures; otherwise scan forward from `st.rp`, 16 bytes per round, for the
+/// next line whose first letter can start a header that has signatures (other lines cost only
+/// the scan). Returns 1 to stop (match, end of headers or end of data).
 extern "C" fn scan_lines(_i: u64, ctx: *mut c_void) -> i64 {
     let st = unsafe { &mut *(ctx as *mut ScanState) };
     let buf = match SCRATCH.get_ptr(0) {
@@ -803,39 +836,56 @@ extern "C" fn scan_lines(_i: u64, ctx: *mut c_void) -> i64 {
         }
         st.pos = 0;
     }
-    let from = clamp(buf, st.rp as usize);
-    let mut wi = from >> 3;
-    // Newlines of the first word that lie before `from` are already handled.
-    let mut m = bytes_eq(unsafe { *buf.add(wi & WORD_MASK) }, b'\n') & (u64::MAX << (8 * (from & 7)));
-    for _ in 0..32 {
-        for _ in 0..8 {
-            if m == 0 {
-                break;
-            }
-            let p = (wi << 3) + first_flagged(m) + 1;
-            if p >= len {
+    // `from`: first byte not examined yet. Laundered each round (see `clamp`) so the verifier
+    // sees one bounded state per round whatever path led there.
+    let mut from = st.rp as usize;
+    for _ in 0..SCAN_ROUNDS {
+        let at = clamp(buf, from);
+        let wi = at >> 3;
+        let keep = u64::MAX << (8 * (at & 7));
+        let w0 = unsafe { *buf.add(wi) };
+        let w1 = unsafe { *buf.add(wi + 1) };
+        let next_pair = (wi << 3) + 16;
+        let c0 = ctl_bytes(w0) & keep & 0x8080_8080_8080_8080;
+        let c1 = ctl_bytes(w1) & 0x8080_8080_8080_8080;
+        if c0 | c1 == 0 {
+            if next_pair >= len {
                 return 1;
             }
-            let c = load_byte(buf, clamp(buf, p));
-            if c == b'\r' || c == b'\n' {
-                return 1; // empty line: end of the header section
-            }
-            let l = (c | 0x20).wrapping_sub(b'a') as u32;
-            if l < 26 && (st.letters >> l) & 1 != 0 {
-                st.pos = p as u64;
-                st.rp = p as u32;
-                return 0;
-            }
-            m &= m - 1;
+            from = next_pair;
+            continue;
         }
-        wi = (wi + 1) & WORD_MASK;
-        if wi << 3 >= len {
+        // The first control byte decides: "\r\n" or a bare '\n' ends the line; anything else
+        // ('\t', a lone '\r', NUL) is stepped over.
+        let q = if c0 != 0 { (wi << 3) + first_flagged(c0) } else { (wi << 3) + 8 + first_flagged(c1) };
+        if q >= len {
             return 1;
         }
-        m = bytes_eq(unsafe { *buf.add(wi) }, b'\n');
+        let ch = byte_at(buf, q);
+        let p = if ch == b'\n' {
+            q + 1
+        } else if ch == b'\r' && byte_at(buf, q + 1) == b'\n' {
+            q + 2
+        } else {
+            from = q + 1;
+            continue;
+        };
+        if p >= len {
+            return 1;
+        }
+        let c = byte_at(buf, p);
+        if c == b'\r' || c == b'\n' {
+            return 1; // empty line: end of the header section
+        }
+        let l = (c | 0x20).wrapping_sub(b'a') as u32;
+        if l < 26 && (st.letters >> l) & 1 != 0 {
+            st.pos = p as u64;
+            st.rp = p as u32;
+            return 0;
+        }
+        from = p;
     }
-    // Continue with this (unprocessed) word in the next step.
-    st.rp = (wi << 3) as u32;
+    st.rp = clamp(buf, from) as u32;
     0
 }
 
@@ -887,13 +937,14 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
     }
     // Zero the bytes after the payload (up to 40 bytes) so value reads past the end see zeros.
     let wl = (len >> 3) & 0xff;
+    // (Volatile stores: LLVM would otherwise merge them into a call to a BPF `memset`.)
     unsafe {
         *buf.add(wl) &= (1u64 << (8 * (len & 7))) - 1;
-        *buf.add(wl + 1) = 0;
-        *buf.add(wl + 2) = 0;
-        *buf.add(wl + 3) = 0;
-        *buf.add(wl + 4) = 0;
-        *buf.add(wl + 5) = 0;
+        let mut i = 1;
+        while i <= 5 {
+            core::ptr::write_volatile(buf.add(wl + i), 0);
+            i += 1;
+        }
     }
     let buf = buf as *const u64;
     res.method = method_of(unsafe { *buf }, unsafe { *buf.add(1) });
@@ -1112,12 +1163,16 @@ fn emit_event(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, v: &Verdict, now: u64) 
 
 #[inline(always)]
 fn install_ban(cfg: &Config, pkt: &Pkt, until: u64) -> bool {
-    let r = if pkt.family == FAMILY_V4 {
-        BANS_V4.insert(&v4(pkt), &until, 0)
+    let (r, idx) = if pkt.family == FAMILY_V4 {
+        (BANS_V4.insert(&v4(pkt), &until, 0), BAN_PRESENT_V4)
     } else {
         let p = if cfg.rl_v6_prefix == 0 || cfg.rl_v6_prefix > 128 { 128 } else { cfg.rl_v6_prefix };
-        BANS_V6.insert(&BanKey6 { addr: mask_prefix6(pkt.src, p), prefix: p }, &until, 0)
+        (BANS_V6.insert(&BanKey6 { addr: mask_prefix6(pkt.src, p), prefix: p }, &until, 0), BAN_PRESENT_V6)
     };
+    // After the insert: the controller clears the flag only when it then sees the map empty.
+    if let Some(p) = BAN_PRESENT.get_ptr_mut(idx) {
+        unsafe { core::ptr::write_volatile(p, 1) };
+    }
     r.is_ok()
 }
 
@@ -1134,7 +1189,10 @@ pub fn sipshield(ctx: XdpContext) -> u32 {
         Some(c) => c,
         None => return xdp_action::XDP_PASS,
     };
-    let now = if cfg.clock_ns != 0 { cfg.clock_ns } else { unsafe { bpf_ktime_get_boot_ns() } };
+    // CLOCK_MONOTONIC at tick resolution: a coarse read costs no TSC access (the precise clock
+    // was a sixth of the whole SIP path on a VM). Rate limits keep their long-run rate exactly
+    // (GCRA advances by the interval, not by the clock), bans expire at most a tick late.
+    let now = if cfg.clock_ns != 0 { cfg.clock_ns } else { unsafe { bpf_ktime_get_coarse_ns() } };
 
     let (reason, drop) = match parse(&ctx) {
         Parsed::NotIp => (REASON_PASS, false),

@@ -8,7 +8,7 @@ use aya::maps::{Array, HashMap};
 use xdp_common::*;
 
 use crate::config::Config;
-use crate::filter::{boot_ns, duration_ns, Filter, ListKind, LoadReport};
+use crate::filter::{clock_ns, duration_ns, Filter, ListKind, LoadReport};
 use crate::lists::{self, IpList};
 use crate::sig;
 
@@ -112,15 +112,17 @@ pub struct Ban {
 
 /// Ban `ip` for `ttl` (as a /32 or /128).
 pub fn ban_add(filter: &mut Filter, ip: IpAddr, ttl: Duration) -> Result<()> {
-    let until = boot_ns() + duration_ns(ttl);
+    let until = clock_ns() + duration_ns(ttl);
     match ip {
         IpAddr::V4(a) => {
             let mut m: HashMap<_, [u8; 4], u64> = HashMap::try_from(filter.map_mut("BANS_V4")?)?;
             m.insert(a.octets(), until, 0)?;
+            filter.mark_bans_present(BAN_PRESENT_V4)?;
         }
         IpAddr::V6(a) => {
             let mut m: HashMap<_, BanKey6, u64> = HashMap::try_from(filter.map_mut("BANS_V6")?)?;
             m.insert(BanKey6 { addr: a.octets(), prefix: 128 }, until, 0)?;
+            filter.mark_bans_present(BAN_PRESENT_V6)?;
         }
     }
     Ok(())
@@ -146,7 +148,7 @@ pub fn ban_del(filter: &mut Filter, ip: IpAddr) -> Result<bool> {
 
 /// Active (unexpired) bans.
 pub fn ban_list(filter: &Filter) -> Result<Vec<Ban>> {
-    let now = boot_ns();
+    let now = clock_ns();
     let mut out = vec![];
     let m4: HashMap<_, [u8; 4], u64> = HashMap::try_from(filter.map("BANS_V4")?)?;
     for kv in m4.iter() {
@@ -168,7 +170,7 @@ pub fn ban_list(filter: &Filter) -> Result<Vec<Ban>> {
 
 /// Remove expired bans (the kernel already ignores them; this frees the entries).
 pub fn ban_gc(filter: &mut Filter) -> Result<usize> {
-    let now = boot_ns();
+    let now = clock_ns();
     let mut n = 0;
     let mut m4: HashMap<_, [u8; 4], u64> = HashMap::try_from(filter.map_mut("BANS_V4")?)?;
     let dead: Vec<[u8; 4]> = m4.iter().filter_map(|kv| kv.ok()).filter(|(_, u)| *u <= now).map(|(k, _)| k).collect();
@@ -180,5 +182,7 @@ pub fn ban_gc(filter: &mut Filter) -> Result<usize> {
     for k in dead {
         n += m6.remove(&k).is_ok() as usize;
     }
+    // Empty maps are no longer looked up by the program.
+    filter.refresh_ban_present()?;
     Ok(n)
 }

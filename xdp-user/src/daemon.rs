@@ -352,10 +352,10 @@ async fn serve(mut d: Daemon, events: aya::maps::Map) -> Result<()> {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 let rb = guard.get_inner_mut();
-                let boot = crate::filter::boot_ns();
+                let now = crate::filter::clock_ns();
                 let wall = std::time::SystemTime::now();
                 while let Some(item) = rb.next() {
-                    if let Some(ev) = crate::events::decode(&item, &d.sigs, boot, wall) {
+                    if let Some(ev) = crate::events::decode(&item, &d.sigs, now, wall) {
                         sink.write(&ev);
                     }
                 }

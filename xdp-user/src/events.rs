@@ -28,8 +28,8 @@ pub struct EventLine {
     pub ifindex: u32,
 }
 
-/// Decode a raw ring-buffer record. `boot_now`/`wall_now` (ns) convert the boot-clock stamp.
-pub fn decode(raw: &[u8], sigs: &[Signature], boot_now: u64, wall_now: std::time::SystemTime) -> Option<EventLine> {
+/// Decode a raw ring-buffer record. `clock_now` (program clock, ns) and `wall_now` convert the stamp to wall time.
+pub fn decode(raw: &[u8], sigs: &[Signature], clock_now: u64, wall_now: std::time::SystemTime) -> Option<EventLine> {
     if raw.len() < std::mem::size_of::<Event>() {
         return None;
     }
@@ -41,7 +41,7 @@ pub fn decode(raw: &[u8], sigs: &[Signature], boot_now: u64, wall_now: std::time
     } else {
         IpAddr::from(ev.src)
     };
-    let age = boot_now.saturating_sub(ev.ts_ns);
+    let age = clock_now.saturating_sub(ev.ts_ns);
     let when = wall_now - std::time::Duration::from_nanos(age);
     let method = (ev.method != METHOD_NONE).then(|| METHOD_NAMES.get(ev.method as usize).copied()).flatten();
     let signature = (ev.reason as u32 == REASON_SCANNER).then(|| {

@@ -30,8 +30,8 @@ pub const PROGRAM_NAME: &str = "sipshield";
 pub const MAP_NAMES: &[&str] = &[
     "CONFIG", "STATS", "IFACE_SLOT", "SIP_PORTS", "AL_V4_0", "AL_V4_1", "AL_V6_0", "AL_V6_1", "AL_NET4_0",
     "AL_NET4_1", "AL_NET6_0", "AL_NET6_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1",
-    "BL_NET6_0", "BL_NET6_1", "BL_TAB4_0", "BL_TAB4_1", "BANS_V4", "BANS_V6", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
-    "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "RL_RULES", "RL_STATE", "EVENTS",
+    "BL_NET6_0", "BL_NET6_1", "BL_TAB4_0", "BL_TAB4_1", "BANS_V4", "BANS_V6", "BAN_PRESENT", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
+    "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "SIG_PREFILTER", "RL_RULES", "RL_STATE", "EVENTS",
     "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX",
 ];
 
@@ -244,7 +244,42 @@ impl Filter {
             c.rl_v6_prefix = 64;
             self.set_config(&c)?;
         }
+        // Adopted ban maps (possibly pinned by an older version without the flags) are looked
+        // up as soon as they hold anything.
+        self.refresh_ban_present()?;
         Ok(())
+    }
+
+    /// Set the `BAN_PRESENT` flag of a family (after inserting a ban from userspace).
+    pub fn mark_bans_present(&mut self, idx: u32) -> Result<()> {
+        let mut a: Array<_, u32> = Array::try_from(self.map_mut("BAN_PRESENT")?)?;
+        a.set(idx, 1, 0).map_err(|e| anyhow!("BAN_PRESENT: {e}"))
+    }
+
+    /// Clear the `BAN_PRESENT` flag of each family whose ban map is empty. Clear first, then
+    /// look again: a ban installed meanwhile (the program sets the flag after its insert) is
+    /// either seen here and re-flagged, or sets the flag itself after this clear.
+    pub fn refresh_ban_present(&mut self) -> Result<()> {
+        for (idx, name) in [(BAN_PRESENT_V4, "BANS_V4"), (BAN_PRESENT_V6, "BANS_V6")] {
+            if self.map_has_keys(name)? {
+                self.mark_bans_present(idx)?;
+                continue;
+            }
+            {
+                let mut a: Array<_, u32> = Array::try_from(self.map_mut("BAN_PRESENT")?)?;
+                a.set(idx, 0, 0).map_err(|e| anyhow!("BAN_PRESENT: {e}"))?;
+            }
+            if self.map_has_keys(name)? {
+                self.mark_bans_present(idx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn map_has_keys(&self, name: &str) -> Result<bool> {
+        use std::os::fd::AsRawFd;
+        let fd = map_data(self.map(name)?).fd().as_fd().as_raw_fd();
+        crate::bpfsys::has_keys(fd).with_context(|| format!("{name}: reading keys"))
     }
 
     /// Exclusive lock for writers of a pinned filter (daemon, CLI verbs), held across a whole
@@ -684,11 +719,13 @@ pub fn map_data(m: &Map) -> &MapData {
     }
 }
 
-/// Boot-clock time in ns (the clock the program compares ban deadlines with).
-pub fn boot_ns() -> u64 {
+/// The program's clock in ns: CLOCK_MONOTONIC. The program reads it with
+/// `bpf_ktime_get_coarse_ns` (no TSC read; at most one scheduler tick behind this value), and
+/// compares ban deadlines, rate-limit state and event times against it.
+pub fn clock_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

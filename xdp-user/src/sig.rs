@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Result};
-use aya::maps::{lpm_trie::Key, LpmTrie};
+use aya::maps::{lpm_trie::Key, Array, LpmTrie};
 use xdp_common::*;
 
 use crate::filter::Filter;
@@ -102,12 +102,18 @@ pub fn load(filter: &mut Filter, sigs: &[Signature]) -> Result<()> {
     let next = 1 - live;
     clear(filter, next)?;
     let mut headers = 0u32;
+    let mut prefilter = SigPrefilter { ready: 1, ..Default::default() };
     {
         let mut t: LpmTrie<_, SigKeyData, u32> = LpmTrie::try_from(filter.map_mut(&format!("SIG_{next}"))?)?;
         for (id, s) in sigs.iter().enumerate() {
             t.insert(&trie_key(s), id as u32, 0)?;
             headers |= 1 << s.header;
+            prefilter.add(s.header, s.text.as_bytes());
         }
+    }
+    {
+        let mut a: Array<_, SigPrefilter> = Array::try_from(filter.map_mut("SIG_PREFILTER")?)?;
+        a.set(next, prefilter, 0)?;
     }
     filter.update_config(|c| {
         c.sig_gen = next;

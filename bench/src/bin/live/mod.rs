@@ -471,6 +471,33 @@ pub fn cost(
     Ok((actions, median(&mut per_round)))
 }
 
+/// Per-packet cost of several cases measured round-robin, so a slow phase of a noisy VM hits
+/// every case alike: each round runs every case (its program over its frames, each frame
+/// `repeat` times). Returns per case: (actions of its frames, ns per round).
+pub fn cost_rounds(
+    filter: &mut Filter,
+    cases: &[(Option<&str>, &[Vec<u8>])],
+    repeat: u32,
+    rounds: usize,
+) -> Result<Vec<(Vec<u32>, Vec<f64>)>> {
+    let mut out: Vec<(Vec<u32>, Vec<f64>)> = cases.iter().map(|_| (vec![], vec![])).collect();
+    for round in 0..rounds {
+        for (ci, (prog_name, frames)) in cases.iter().enumerate() {
+            let prog = xdp_prog(filter, *prog_name)?;
+            let mut sum = 0.0;
+            for f in frames.iter() {
+                let (a, ns) = run_repeat(prog, f, repeat)?;
+                if round == 0 {
+                    out[ci].0.push(a);
+                }
+                sum += ns;
+            }
+            out[ci].1.push(sum / frames.len() as f64);
+        }
+    }
+    Ok(out)
+}
+
 pub fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
