@@ -114,6 +114,12 @@ pub struct Config {
     /// ones are not looked up).
     pub present: u32,
     pub _pad: u32,
+    /// The program's clock: `jiffies * jiffy_ns + jiffy_base_ns` approximates CLOCK_MONOTONIC
+    /// ns at tick resolution (`bpf_jiffies64` is inlined by the verifier: no helper call).
+    /// Calibrated by the controller at load; 0 = not calibrated, the program then reads
+    /// `bpf_ktime_get_coarse_ns` (the same clock, at the price of a helper call).
+    pub jiffy_ns: u64,
+    pub jiffy_base_ns: u64,
 }
 
 pub const PRESENT_AL_V4: u32 = 1 << 0;
@@ -408,7 +414,8 @@ pub struct Event {
     /// Country index (GeoIP drops).
     pub country: u8,
     pub proto: u8,
-    pub _pad: [u8; 6],
+    pub _pad: u16,
+    pub _pad2: u32,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -416,7 +423,7 @@ pub struct Event {
 // ---------------------------------------------------------------------------------------------
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 72);
+    assert!(core::mem::size_of::<Config>() == 88);
     assert!(core::mem::size_of::<SigKeyData>() == 36);
     assert!(core::mem::size_of::<SigName>() == 40);
     assert!(core::mem::size_of::<SigPrefilter>() == 40);

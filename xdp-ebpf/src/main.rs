@@ -12,7 +12,7 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_load_bytes},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_load_bytes},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -1059,15 +1059,19 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
             return v;
         }
         if cfg.flags & CFG_RATELIMIT_ENABLED != 0 && r.method != METHOD_NONE && r.method != METHOD_RESPONSE {
-            let mut key = RateKey { addr: [0; 16], family: pkt.family, method: r.method, _pad: [0; 2] };
-            if pkt.family == FAMILY_V4 {
-                key.addr[0] = pkt.src[0];
-                key.addr[1] = pkt.src[1];
-                key.addr[2] = pkt.src[2];
-                key.addr[3] = pkt.src[3];
+            // Built from whole words: a zero-initialised array would become a call to a
+            // byte-wise BPF `memset`.
+            let addr: [u64; 2] = if pkt.family == FAMILY_V4 {
+                [u32::from_ne_bytes(v4(pkt)) as u64, 0]
             } else {
-                key.addr = mask_prefix6(pkt.src, cfg.rl_v6_prefix);
-            }
+                unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(mask_prefix6(pkt.src, cfg.rl_v6_prefix)) }
+            };
+            let mut key = RateKey {
+                addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(addr) },
+                family: pkt.family,
+                method: r.method,
+                _pad: [0; 2],
+            };
             for slot in [r.method, METHOD_ANY] {
                 if let Some(rule) = RL_RULES.get(slot as u32) {
                     if rule.interval_ns != 0 {
@@ -1152,7 +1156,8 @@ fn emit_event(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, v: &Verdict, now: u64) 
                     | (if cfg.flags & CFG_DRY_RUN != 0 { EVF_DRY_RUN } else { 0 }),
                 country: v.country as u8,
                 proto: pkt.proto,
-                _pad: [0; 6],
+                _pad: 0,
+                _pad2: 0,
             });
             entry.submit(0);
             evstat(EVSTAT_EMITTED);
@@ -1189,10 +1194,17 @@ pub fn sipshield(ctx: XdpContext) -> u32 {
         Some(c) => c,
         None => return xdp_action::XDP_PASS,
     };
-    // CLOCK_MONOTONIC at tick resolution: a coarse read costs no TSC access (the precise clock
-    // was a sixth of the whole SIP path on a VM). Rate limits keep their long-run rate exactly
-    // (GCRA advances by the interval, not by the clock), bans expire at most a tick late.
-    let now = if cfg.clock_ns != 0 { cfg.clock_ns } else { unsafe { bpf_ktime_get_coarse_ns() } };
+    // CLOCK_MONOTONIC at tick resolution, from jiffies (inlined: no helper call, no TSC read;
+    // the precise clock was a sixth of the whole SIP path on a VM). Rate limits keep their
+    // long-run rate exactly (GCRA advances by the interval, not by the clock); bans expire at
+    // most a tick late.
+    let now = if cfg.clock_ns != 0 {
+        cfg.clock_ns
+    } else if cfg.jiffy_ns != 0 {
+        unsafe { bpf_jiffies64() }.wrapping_mul(cfg.jiffy_ns).wrapping_add(cfg.jiffy_base_ns)
+    } else {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    };
 
     let (reason, drop) = match parse(&ctx) {
         Parsed::NotIp => (REASON_PASS, false),
@@ -1240,6 +1252,20 @@ static GEN_IFINDEX: Array<u32> = Array::with_max_entries(1, 0);
 pub fn sipshield_gen(_ctx: XdpContext) -> u32 {
     let ifindex = GEN_IFINDEX.get(0).copied().unwrap_or(0);
     unsafe { aya_ebpf::helpers::bpf_redirect(ifindex, 0) as u32 }
+}
+
+/// Where `sipshield_clock` stores the kernel's jiffies.
+#[map]
+static CLOCK_PROBE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Clock calibration (run by the controller with BPF_PROG_TEST_RUN, never attached): stores
+/// `bpf_jiffies64()` so the controller can relate jiffies to CLOCK_MONOTONIC.
+#[xdp]
+pub fn sipshield_clock(_ctx: XdpContext) -> u32 {
+    if let Some(p) = CLOCK_PROBE.get_ptr_mut(0) {
+        unsafe { *p = bpf_jiffies64() };
+    }
+    xdp_action::XDP_PASS
 }
 
 /// The empty program: the baseline of per-packet cost ratios, and the XDP program that gives

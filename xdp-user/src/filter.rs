@@ -32,8 +32,11 @@ pub const MAP_NAMES: &[&str] = &[
     "AL_NET4_1", "AL_NET6_0", "AL_NET6_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1",
     "BL_NET6_0", "BL_NET6_1", "BL_TAB4_0", "BL_TAB4_1", "BANS_V4", "BANS_V6", "BAN_PRESENT", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
     "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "SIG_PREFILTER", "RL_RULES", "RL_STATE", "EVENTS",
-    "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX",
+    "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX", "CLOCK_PROBE",
 ];
+
+/// The kernel's tick in ns, measured once per process.
+static KERNEL_TICK_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
 /// Which address list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,7 +250,91 @@ impl Filter {
         // Adopted ban maps (possibly pinned by an older version without the flags) are looked
         // up as soon as they hold anything.
         self.refresh_ban_present()?;
+        self.calibrate_clock()?;
         Ok(())
+    }
+
+    /// Relate the kernel's jiffies to CLOCK_MONOTONIC and give the program its cheap clock
+    /// (`Config::jiffy_ns`, `jiffy_base_ns`). If the relation cannot be established or does
+    /// not check out, the program keeps reading `bpf_ktime_get_coarse_ns` (same clock, one
+    /// helper call more) and a warning says so.
+    fn calibrate_clock(&mut self) -> Result<()> {
+        match self.jiffy_clock() {
+            Ok((tick, base)) => self
+                .update_config(|c| {
+                    c.jiffy_ns = tick;
+                    c.jiffy_base_ns = base;
+                })
+                .map(|_| ()),
+            Err(e) => {
+                log::warn!("kernel clock calibration failed ({e:#}); using bpf_ktime_get_coarse_ns");
+                self.update_config(|c| {
+                    c.jiffy_ns = 0;
+                    c.jiffy_base_ns = 0;
+                })
+                .map(|_| ())
+            }
+        }
+    }
+
+    /// (CLOCK_MONOTONIC before the probe, jiffies read by the probe).
+    fn probe_jiffies(&mut self) -> Result<(u64, u64)> {
+        let frame = [0u8; 64];
+        let t0 = clock_ns();
+        {
+            let prog = self.aux_program("sipshield_clock")?;
+            let mut out = [0u8; 128];
+            prog.test_run(TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..Default::default() })
+                .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {e:#}"))?;
+        }
+        let a: Array<_, u64> = Array::try_from(self.map("CLOCK_PROBE")?)?;
+        Ok((t0, a.get(&0, 0)?))
+    }
+
+    /// (ns per jiffy, CLOCK_MONOTONIC ns at jiffy 0).
+    fn jiffy_clock(&mut self) -> Result<(u64, u64)> {
+        let tick = match KERNEL_TICK_NS.get() {
+            Some(t) => *t,
+            None => {
+                let t = self.measure_tick()?;
+                let _ = KERNEL_TICK_NS.set(t);
+                t
+            }
+        };
+        let (t0, j) = self.probe_jiffies()?;
+        // jiffies count whole ticks: the clock lags CLOCK_MONOTONIC by less than one tick.
+        let base = t0.wrapping_sub(j.wrapping_mul(tick));
+        // Check: a second probe must agree within two ticks.
+        let (t1, j1) = self.probe_jiffies()?;
+        let predicted = j1.wrapping_mul(tick).wrapping_add(base);
+        if predicted.abs_diff(t1) > 2 * tick {
+            bail!("jiffies clock off by {} ns after calibration", predicted.abs_diff(t1));
+        }
+        Ok((tick, base))
+    }
+
+    /// The kernel tick (TICK_NSEC) from CONFIG_HZ when the kernel config is readable, otherwise
+    /// measured: jiffies over ~120 ms, snapped to the HZ values Linux offers.
+    fn measure_tick(&mut self) -> Result<u64> {
+        let tick_of = |hz: u64| (1_000_000_000 + hz / 2) / hz;
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        if let Ok(cfg) = std::fs::read_to_string(format!("/boot/config-{}", release.trim())) {
+            if let Some(hz) = cfg.lines().find_map(|l| l.strip_prefix("CONFIG_HZ=")).and_then(|v| v.trim().parse::<u64>().ok()) {
+                return Ok(tick_of(hz));
+            }
+        }
+        let (t0, j0) = self.probe_jiffies()?;
+        std::thread::sleep(Duration::from_millis(120));
+        let (t1, j1) = self.probe_jiffies()?;
+        let hz = (j1 - j0) as f64 * 1e9 / (t1 - t0) as f64;
+        let best = [100u64, 250, 300, 1000]
+            .into_iter()
+            .min_by(|a, b| (*a as f64 - hz).abs().partial_cmp(&(*b as f64 - hz).abs()).unwrap())
+            .expect("non-empty");
+        if (best as f64 - hz).abs() > best as f64 * 0.1 {
+            bail!("measured {hz:.1} jiffies per second, not a Linux HZ value");
+        }
+        Ok(tick_of(best))
     }
 
     /// Set the `BAN_PRESENT` flag of a family (after inserting a ban from userspace).
