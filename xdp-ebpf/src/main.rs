@@ -816,8 +816,14 @@ fn byte_at(buf: *const u64, pos: usize) -> u8 {
     unsafe { *(buf as *const u8).add(pos & (SCRATCH_SIZE - 1)) }
 }
 
-/// Words examined per scan step (two per round).
+/// Rounds per scan step (each round covers 16 bytes or one line end).
 const SCAN_ROUNDS: usize = 64;
+
+/// Scan steps per message: a step scans up to `SCAN_ROUNDS` rounds or checks one candidate
+/// header line. 1536 bytes hold at most 256 header lines of 6 bytes ("f: x\r\n"), so every
+/// line of an inspected payload is reached; the bound also caps the work a crafted packet can
+/// cause.
+const SCAN_STEPS: u32 = 320;
 
 /// `bpf_loop` callback. Two kinds of steps: if `st.pos` holds a candidate line, check it
 /// against the signatures; otherwise scan forward from `st.rp`, 16 bytes per round, for the
@@ -966,7 +972,7 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
         _pad: 0,
     };
     unsafe {
-        bpf_loop(64, scan_lines as *mut c_void, &mut st as *mut ScanState as *mut c_void, 0);
+        bpf_loop(SCAN_STEPS, scan_lines as *mut c_void, &mut st as *mut ScanState as *mut c_void, 0);
     }
     res.sig = st.found;
     out(&res)
