@@ -802,6 +802,43 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
     false
 }
 
+/// Can the candidate line at `p` be passed over without `check_line`? Only for the two common
+/// headers in canonical form, `User-Agent: v…` and `From: v…` (one space after the colon, no
+/// quote): true when the prefilter rules the value out. Straight-line code run inside the scan,
+/// so a legitimate message's User-Agent and From cost no extra scan step; anything else
+/// (other headers, spacing, folding, quotes, a possible match) goes to `check_line`, which
+/// decides exactly.
+#[inline(always)]
+fn quick_reject(buf: *const u64, st: &ScanState, pf: Option<&SigPrefilter>, p: usize) -> bool {
+    let pf = match pf {
+        Some(pf) => pf,
+        None => return false,
+    };
+    let w = lower8(load_at(buf, p));
+    let (hdr, vw) = if w == lit(b"user-age") {
+        let w2 = lower8(load_at(buf, clamp(buf, p + 8)));
+        if w2 & mask(4) != lit(b"nt: ") {
+            return false;
+        }
+        (HDR_USER_AGENT, w2 >> 32)
+    } else if w & mask(6) == lit(b"from: ") {
+        (HDR_FROM, w >> 48)
+    } else {
+        return false;
+    };
+    if st.sig_headers & (1 << hdr) == 0 {
+        return true;
+    }
+    let v0 = vw as u8;
+    let v1 = (vw >> 8) as u8;
+    if v0 == b' ' || v0 == b'\t' || v0 == b'"' || v0 == b'\r' || v0 == b'\n' {
+        return false;
+    }
+    // As in `check_line`: the value ends at the line end.
+    let v1 = if v1 == b'\r' || v1 == b'\n' { 0 } else { v1 };
+    !pf.may_match(hdr, v0, v1)
+}
+
 /// Flags (0x80) bytes below 0x10 (`\t`, `\n`, `\r`, NUL) somewhere in `w` (AND with 0x80..80):
 /// a pair of words without any holds no line end and is skipped with ~7 instructions per word.
 /// (May also flag a byte above such a byte; callers recheck exactly.)
@@ -842,6 +879,7 @@ extern "C" fn scan_lines(_i: u64, ctx: *mut c_void) -> i64 {
         }
         st.pos = 0;
     }
+    let pf = SIG_PREFILTER.get(st.sig_gen & 1);
     // `from`: first byte not examined yet. Laundered each round (see `clamp`) so the verifier
     // sees one bounded state per round whatever path led there.
     let mut from = st.rp as usize;
@@ -884,7 +922,7 @@ extern "C" fn scan_lines(_i: u64, ctx: *mut c_void) -> i64 {
             return 1; // empty line: end of the header section
         }
         let l = (c | 0x20).wrapping_sub(b'a') as u32;
-        if l < 26 && (st.letters >> l) & 1 != 0 {
+        if l < 26 && (st.letters >> l) & 1 != 0 && !quick_reject(buf, st, pf, p) {
             st.pos = p as u64;
             st.rp = p as u32;
             return 0;
