@@ -228,3 +228,50 @@ fn a_million_entries_fit() {
     let unlisted = std::net::Ipv4Addr::from(0x2000_0000u32 + 999_999 * 7 + 1).to_string();
     check(&mut f, "between entries", &from(&unlisted), Want::Pass(REASON_PASS));
 }
+
+/// `BAN_PRESENT[family]`: whether the program looks up that ban map at all.
+fn ban_flags(f: &Filter) -> [u32; 2] {
+    let a: aya::maps::Array<_, u32> = aya::maps::Array::try_from(f.map("BAN_PRESENT").unwrap()).unwrap();
+    [a.get(&BAN_PRESENT_V4, 0).unwrap(), a.get(&BAN_PRESENT_V6, 0).unwrap()]
+}
+
+/// The program's clock (jiffies calibrated against CLOCK_MONOTONIC at load) agrees with the
+/// controller's: a 600 ms ban holds at once and has lapsed a second later, a 5 s ban still
+/// holds. Empty ban maps are not looked up, and the flag follows the maps: set by a ban, cleared
+/// by the sweep once the map is empty again.
+#[test]
+fn program_clock_and_ban_presence() {
+    if !require_root("program_clock_and_ban_presence") {
+        return;
+    }
+    let mut f = filter_with("[sip]\nports = [5060]\n");
+    let cfg = f.config().unwrap();
+    assert!(
+        (1_000_000..=10_000_000).contains(&cfg.jiffy_ns),
+        "the clock was not calibrated to a kernel tick: jiffy_ns = {}",
+        cfg.jiffy_ns
+    );
+    assert_eq!(ban_flags(&f), [0, 0], "a fresh filter has no bans to look up");
+    use Want::*;
+    ban_add(&mut f, ip("198.51.100.201"), Duration::from_millis(600)).unwrap();
+    assert_eq!(ban_flags(&f), [1, 0], "an IPv4 ban flags the IPv4 map only");
+    ban_add(&mut f, ip("198.51.100.202"), Duration::from_secs(5)).unwrap();
+    ban_add(&mut f, ip("2001:db8:5::9"), Duration::from_millis(600)).unwrap();
+    assert_eq!(ban_flags(&f), [1, 1]);
+    check(&mut f, "short ban holds", &from("198.51.100.201"), Drop(REASON_BANNED));
+    check(&mut f, "short v6 ban holds", &from("2001:db8:5::9"), Drop(REASON_BANNED));
+    std::thread::sleep(Duration::from_millis(1000));
+    check(&mut f, "short ban lapsed on the program's clock", &from("198.51.100.201"), Pass(REASON_PASS));
+    check(&mut f, "short v6 ban lapsed", &from("2001:db8:5::9"), Pass(REASON_PASS));
+    check(&mut f, "5 s ban still holds", &from("198.51.100.202"), Drop(REASON_BANNED));
+    // The sweep removes the expired bans; the IPv6 map is empty again and stops being looked up.
+    assert_eq!(sipshield::apply::ban_gc(&mut f).unwrap(), 2);
+    assert_eq!(ban_flags(&f), [1, 0]);
+    assert!(ban_del(&mut f, ip("198.51.100.202")).unwrap());
+    sipshield::apply::ban_gc(&mut f).unwrap();
+    assert_eq!(ban_flags(&f), [0, 0]);
+    check(&mut f, "no bans: passes", &from("198.51.100.202"), Pass(REASON_PASS));
+    // A ban installed while the flag is clear is enforced at once.
+    ban_add(&mut f, ip("198.51.100.202"), Duration::from_secs(5)).unwrap();
+    check(&mut f, "new ban after the flag was cleared", &from("198.51.100.202"), Drop(REASON_BANNED));
+}

@@ -64,6 +64,42 @@ fn scanner_table() {
     check_table(&mut f, &table);
 }
 
+/// The prefilter in front of the signature trie and the in-scan pass over canonical
+/// `User-Agent: v` / `From: v` lines: every spelling still reaches the exact check, values that
+/// share a signature's first bytes are looked up and pass, one-byte signatures still match.
+#[test]
+fn prefilter_and_canonical_lines() {
+    if !require_root("prefilter_and_canonical_lines") {
+        return;
+    }
+    let mut f = filter_with(SCANNERS);
+    use Want::*;
+    let msg = |hdrs: &str| format!("OPTIONS sip:100@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\n{hdrs}Content-Length: 0\r\n\r\n").into_bytes();
+    let table: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("canonical scanner UA", udp("203.0.113.5", 5060, &msg("User-Agent: friendly-scanner\r\n")).build(), Drop(REASON_SCANNER)),
+        ("no space after the colon", udp("203.0.113.5", 5060, &msg("User-Agent:friendly-scanner\r\n")).build(), Drop(REASON_SCANNER)),
+        ("two spaces after the colon", udp("203.0.113.5", 5060, &msg("User-Agent:  friendly-scanner\r\n")).build(), Drop(REASON_SCANNER)),
+        ("tab after the colon", udp("203.0.113.5", 5060, &msg("User-Agent:\tsipvicious\r\n")).build(), Drop(REASON_SCANNER)),
+        ("upper-case name and value", udp("203.0.113.5", 5060, &msg("USER-AGENT: SIPCLI/1.0\r\n")).build(), Drop(REASON_SCANNER)),
+        ("unquoted From display name", udp("203.0.113.5", 5060, &msg("From: sipvicious <sip:100@1.1.1.1>;tag=1\r\n")).build(), Drop(REASON_SCANNER)),
+        ("quoted From display name", udp("203.0.113.5", 5060, &msg("From: \"friendly-scanner\" <sip:100@1.1.1.1>;tag=1\r\n")).build(), Drop(REASON_SCANNER)),
+        ("compact From", udp("203.0.113.5", 5060, &msg("f: sipvicious <sip:100@1.1.1.1>\r\n")).build(), Drop(REASON_SCANNER)),
+        ("UA sharing a signature's first bytes", udp("203.0.113.5", 5060, &msg("User-Agent: Sipura SPA-3000\r\n")).build(), Pass(REASON_PASS)),
+        ("From sharing a signature's first bytes", udp("203.0.113.5", 5060, &msg("From: sipgate <sip:1@x>\r\n")).build(), Pass(REASON_PASS)),
+        ("legit canonical UA then scanner From", udp("203.0.113.5", 5060, &msg("User-Agent: Yealink\r\nFrom: \"sipvicious\" <sip:1@x>\r\n")).build(), Drop(REASON_SCANNER)),
+        ("one-letter UA value", udp("203.0.113.5", 5060, &msg("User-Agent: s\r\n")).build(), Pass(REASON_PASS)),
+        ("empty UA value", udp("203.0.113.5", 5060, &msg("User-Agent: \r\n")).build(), Pass(REASON_PASS)),
+        ("UA at the very end, no final CRLF", udp("203.0.113.5", 5060, b"OPTIONS sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP x\r\nUser-Agent: friendly-scanner").build(), Drop(REASON_SCANNER)),
+    ];
+    check_table(&mut f, &table);
+    // A one-byte signature (its header is always looked up) still matches.
+    let mut sigs = sig::read(&f).unwrap();
+    sigs.push(sig::Signature::new(HDR_USER_AGENT, "z").unwrap());
+    sig::load(&mut f, &sigs).unwrap();
+    check(&mut f, "one-byte signature", &udp("203.0.113.5", 5060, &msg("User-Agent: Zoiper 5\r\n")).build(), Drop(REASON_SCANNER));
+    check(&mut f, "other UAs still pass", &udp("203.0.113.5", 5060, &msg("User-Agent: Linphone\r\n")).build(), Pass(REASON_PASS));
+}
+
 #[test]
 fn scanners_configurable_and_swappable() {
     if !require_root("scanners_configurable_and_swappable") {
