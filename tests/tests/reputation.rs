@@ -245,11 +245,11 @@ fn program_clock_and_ban_presence() {
         return;
     }
     let mut f = filter_with("[sip]\nports = [5060]\n");
-    let cfg = f.config().unwrap();
+    let clock = f.clock_params().unwrap();
     assert!(
-        (1_000_000..=10_000_000).contains(&cfg.jiffy_ns),
+        (1_000_000..=10_000_000).contains(&clock.jiffy_ns),
         "the clock was not calibrated to a kernel tick: jiffy_ns = {}",
-        cfg.jiffy_ns
+        clock.jiffy_ns
     );
     assert_eq!(ban_flags(&f), [0, 0], "a fresh filter has no bans to look up");
     use Want::*;

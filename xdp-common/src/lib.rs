@@ -114,12 +114,6 @@ pub struct Config {
     /// ones are not looked up).
     pub present: u32,
     pub _pad: u32,
-    /// The program's clock: `jiffies * jiffy_ns + jiffy_base_ns` approximates CLOCK_MONOTONIC
-    /// ns at tick resolution (`bpf_jiffies64` is inlined by the verifier: no helper call).
-    /// Calibrated by the controller at load; 0 = not calibrated, the program then reads
-    /// `bpf_ktime_get_coarse_ns` (the same clock, at the price of a helper call).
-    pub jiffy_ns: u64,
-    pub jiffy_base_ns: u64,
 }
 
 pub const PRESENT_AL_V4: u32 = 1 << 0;
@@ -240,6 +234,20 @@ impl SigPrefilter {
             || self.short_headers & (1 << header) != 0
             || (self.bits[((b >> 6) & 3) as usize] >> (b & 63)) & 1 != 0
     }
+}
+
+/// The program's clock (array `CLOCK`, index 0): `jiffies * jiffy_ns + base_ns` approximates
+/// CLOCK_MONOTONIC ns at tick resolution (`bpf_jiffies64` is inlined by the verifier: no helper
+/// call). Calibrated by the controller at load; `jiffy_ns == 0` = not calibrated, the program
+/// then reads `bpf_ktime_get_coarse_ns` (the same clock, at the price of a helper call). A map
+/// of its own, so the `CONFIG` layout (and maps pinned by earlier builds) stays as it was.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockParams {
+    pub jiffy_ns: u64,
+    pub base_ns: u64,
+    /// Written by the calibration program `sipshield_clock`: the jiffies it read.
+    pub probe: u64,
 }
 
 /// `BAN_PRESENT` index per family: non-zero when the ban map of that family may hold entries.
@@ -423,10 +431,11 @@ pub struct Event {
 // ---------------------------------------------------------------------------------------------
 const _: () = {
     assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Config>() == 88);
+    assert!(core::mem::size_of::<Config>() == 72);
     assert!(core::mem::size_of::<SigKeyData>() == 36);
     assert!(core::mem::size_of::<SigName>() == 40);
     assert!(core::mem::size_of::<SigPrefilter>() == 40);
+    assert!(core::mem::size_of::<ClockParams>() == 24);
     assert!(core::mem::size_of::<RateRule>() == 40);
     assert!(core::mem::size_of::<RateKey>() == 20);
     assert!(core::mem::size_of::<RateState>() == 24);
@@ -446,6 +455,7 @@ mod pod {
     unsafe impl aya::Pod for SigKeyData {}
     unsafe impl aya::Pod for SigName {}
     unsafe impl aya::Pod for SigPrefilter {}
+    unsafe impl aya::Pod for ClockParams {}
     unsafe impl aya::Pod for RateRule {}
     unsafe impl aya::Pod for RateKey {}
     unsafe impl aya::Pod for RateState {}

@@ -1244,10 +1244,11 @@ pub fn sipshield(ctx: XdpContext) -> u32 {
     // most a tick late.
     let now = if cfg.clock_ns != 0 {
         cfg.clock_ns
-    } else if cfg.jiffy_ns != 0 {
-        unsafe { bpf_jiffies64() }.wrapping_mul(cfg.jiffy_ns).wrapping_add(cfg.jiffy_base_ns)
     } else {
-        unsafe { bpf_ktime_get_coarse_ns() }
+        match CLOCK.get(0) {
+            Some(c) if c.jiffy_ns != 0 => unsafe { bpf_jiffies64() }.wrapping_mul(c.jiffy_ns).wrapping_add(c.base_ns),
+            _ => unsafe { bpf_ktime_get_coarse_ns() },
+        }
     };
 
     let (reason, drop) = match parse(&ctx) {
@@ -1298,16 +1299,16 @@ pub fn sipshield_gen(_ctx: XdpContext) -> u32 {
     unsafe { aya_ebpf::helpers::bpf_redirect(ifindex, 0) as u32 }
 }
 
-/// Where `sipshield_clock` stores the kernel's jiffies.
+/// The program's clock parameters (`ClockParams`); `sipshield_clock` stores its probe there.
 #[map]
-static CLOCK_PROBE: Array<u64> = Array::with_max_entries(1, 0);
+static CLOCK: Array<ClockParams> = Array::with_max_entries(1, 0);
 
 /// Clock calibration (run by the controller with BPF_PROG_TEST_RUN, never attached): stores
 /// `bpf_jiffies64()` so the controller can relate jiffies to CLOCK_MONOTONIC.
 #[xdp]
 pub fn sipshield_clock(_ctx: XdpContext) -> u32 {
-    if let Some(p) = CLOCK_PROBE.get_ptr_mut(0) {
-        unsafe { *p = bpf_jiffies64() };
+    if let Some(p) = CLOCK.get_ptr_mut(0) {
+        unsafe { (*p).probe = bpf_jiffies64() };
     }
     xdp_action::XDP_PASS
 }

@@ -32,7 +32,7 @@ pub const MAP_NAMES: &[&str] = &[
     "AL_NET4_1", "AL_NET6_0", "AL_NET6_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1",
     "BL_NET6_0", "BL_NET6_1", "BL_TAB4_0", "BL_TAB4_1", "BANS_V4", "BANS_V6", "BAN_PRESENT", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
     "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "SIG_PREFILTER", "RL_RULES", "RL_STATE", "EVENTS",
-    "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX", "CLOCK_PROBE",
+    "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX", "CLOCK",
 ];
 
 /// The kernel's tick in ns, measured once per process.
@@ -255,26 +255,29 @@ impl Filter {
     }
 
     /// Relate the kernel's jiffies to CLOCK_MONOTONIC and give the program its cheap clock
-    /// (`Config::jiffy_ns`, `jiffy_base_ns`). If the relation cannot be established or does
+    /// (`ClockParams` in the `CLOCK` map). If the relation cannot be established or does
     /// not check out, the program keeps reading `bpf_ktime_get_coarse_ns` (same clock, one
     /// helper call more) and a warning says so.
     fn calibrate_clock(&mut self) -> Result<()> {
-        match self.jiffy_clock() {
-            Ok((tick, base)) => self
-                .update_config(|c| {
-                    c.jiffy_ns = tick;
-                    c.jiffy_base_ns = base;
-                })
-                .map(|_| ()),
+        let params = match self.jiffy_clock() {
+            Ok((jiffy_ns, base_ns)) => ClockParams { jiffy_ns, base_ns, probe: 0 },
             Err(e) => {
                 log::warn!("kernel clock calibration failed ({e:#}); using bpf_ktime_get_coarse_ns");
-                self.update_config(|c| {
-                    c.jiffy_ns = 0;
-                    c.jiffy_base_ns = 0;
-                })
-                .map(|_| ())
+                ClockParams::default()
             }
-        }
+        };
+        self.set_clock(params)
+    }
+
+    /// The program's clock parameters.
+    pub fn clock_params(&self) -> Result<ClockParams> {
+        let a: Array<_, ClockParams> = Array::try_from(self.map("CLOCK")?)?;
+        Ok(a.get(&0, 0)?)
+    }
+
+    fn set_clock(&mut self, p: ClockParams) -> Result<()> {
+        let mut a: Array<_, ClockParams> = Array::try_from(self.map_mut("CLOCK")?)?;
+        a.set(0, p, 0).map_err(|e| anyhow!("CLOCK: {e}"))
     }
 
     /// (CLOCK_MONOTONIC before the probe, jiffies read by the probe).
@@ -287,8 +290,7 @@ impl Filter {
             prog.test_run(TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..Default::default() })
                 .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {e:#}"))?;
         }
-        let a: Array<_, u64> = Array::try_from(self.map("CLOCK_PROBE")?)?;
-        Ok((t0, a.get(&0, 0)?))
+        Ok((t0, self.clock_params()?.probe))
     }
 
     /// (ns per jiffy, CLOCK_MONOTONIC ns at jiffy 0).
