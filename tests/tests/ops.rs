@@ -301,5 +301,11 @@ fn config_errors_name_the_key_and_leave_the_filter_alone() {
         assert!(Instant::now() < deadline, "events missing: {ev}");
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The same events, one human-readable line each.
+    let text = ctl.cli(&["events", "-n", "100"]);
+    assert!(
+        text.lines().any(|l| l.contains(" blacklisted ") && l.contains("198.51.100.1 udp:") && l.ends_with("(dry-run)")),
+        "human-readable events: {text}"
+    );
     ctl.cli(&["detach"]);
 }

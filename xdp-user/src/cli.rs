@@ -422,24 +422,7 @@ pub fn events(follow: bool, json_out: bool, last: usize) -> Result<()> {
         if json_out {
             println!("{}", line.trim_end());
         } else if let Ok(v) = serde_json::from_str::<Value>(line) {
-            let mut s = format!(
-                "{} {:<11} {} {}:{}->{}",
-                v["time"].as_str().unwrap_or(""),
-                v["reason"].as_str().unwrap_or(""),
-                v["src"].as_str().unwrap_or(""),
-                v["proto"].as_str().unwrap_or(""),
-                v["sport"],
-                v["dport"]
-            );
-            for k in ["method", "signature", "country"] {
-                if let Some(x) = v[k].as_str() {
-                    s += &format!(" {k}={x}");
-                }
-            }
-            if let Some(b) = v["ban_secs"].as_f64() {
-                s += &format!(" banned for {b:.0}s");
-            }
-            println!("{s}");
+            println!("{}", crate::events::human(&v));
         }
         std::io::stdout().flush()?;
         Ok(())

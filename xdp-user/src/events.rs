@@ -70,22 +70,27 @@ pub fn decode(raw: &[u8], sigs: &[Signature], clock_now: u64, wall_now: std::tim
     })
 }
 
-/// Human-readable one-liner.
-pub fn human(e: &EventLine) -> String {
-    let mut s = format!("{} {:<11} {} {}:{}->{}", e.time, e.reason, e.src, e.proto, e.sport, e.dport);
-    if let Some(m) = e.method {
-        s += &format!(" {m}");
+/// Human-readable one-liner of an event's JSON line (as written to the event log), for
+/// `sipshield events`.
+pub fn human(v: &serde_json::Value) -> String {
+    let mut s = format!(
+        "{} {:<11} {} {}:{}->{}",
+        v["time"].as_str().unwrap_or(""),
+        v["reason"].as_str().unwrap_or(""),
+        v["src"].as_str().unwrap_or(""),
+        v["proto"].as_str().unwrap_or(""),
+        v["sport"],
+        v["dport"]
+    );
+    for k in ["method", "signature", "country"] {
+        if let Some(x) = v[k].as_str() {
+            s += &format!(" {k}={x}");
+        }
     }
-    if let Some(sig) = &e.signature {
-        s += &format!(" signature=\"{sig}\"");
-    }
-    if let Some(c) = e.country {
-        s += &format!(" country={c}");
-    }
-    if let Some(b) = e.ban_secs {
+    if let Some(b) = v["ban_secs"].as_f64() {
         s += &format!(" banned for {b:.0}s");
     }
-    if e.dry_run {
+    if v["dry_run"].as_bool() == Some(true) {
         s += " (dry-run)";
     }
     s
