@@ -123,7 +123,7 @@ fn bad_input_keeps_the_last_good_state() {
     let gone = dir.join("gone.txt");
     std::fs::write(&gone, "203.0.113.9\n").unwrap();
     std::fs::remove_file(&gone).unwrap();
-    let err = lists::load_sources(&[gone.clone()], &[], &[], false, Duration::from_secs(2)).unwrap_err().to_string();
+    let err = lists::load_sources(std::slice::from_ref(&gone), &[], &[], false, Duration::from_secs(2)).unwrap_err().to_string();
     assert!(err.contains("gone.txt"), "{err}");
 
     // Unreachable URL (nothing listens on port 1 of loopback).
