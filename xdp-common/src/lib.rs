@@ -404,7 +404,7 @@ pub const EVF_DRY_RUN: u8 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// Boot-clock ns.
+    /// Program clock (CLOCK_MONOTONIC) ns.
     pub ts_ns: u64,
     /// For new bans: ban expiry (program clock, CLOCK_MONOTONIC ns); otherwise 0.
     pub ban_until_ns: u64,

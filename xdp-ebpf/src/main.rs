@@ -725,6 +725,18 @@ fn header_at(buf: *const u64, pos: usize) -> (u32, usize) {
     }
 }
 
+/// The value word at `pos`, lowercased and cut at the end of the line; `alive` becomes 0 once
+/// the line has ended, so later words read as zero.
+#[inline(always)]
+fn value_word(buf: *const u64, pos: usize, alive: &mut u64) -> u64 {
+    let w = load_at(buf, pos) & *alive;
+    let (cut, hit) = cut_at(w, bytes_eq(w, b'\r') | bytes_eq(w, b'\n'));
+    if hit {
+        *alive = 0;
+    }
+    lower8(cut)
+}
+
 /// Examine the header line at `st.pos` against the signatures. Returns true when a signature
 /// matched (stored in `st.found`).
 #[inline(always)]
@@ -770,12 +782,7 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
     let mut words = [0u64; SIG_MAX_LEN / 8];
     // Bytes past the payload are zero (see sip_inspect); stop at the end of the line.
     let mut alive = u64::MAX;
-    let w = load_at(buf, p);
-    let (cut, hit) = cut_at(w, bytes_eq(w, b'\r') | bytes_eq(w, b'\n'));
-    if hit {
-        alive = 0;
-    }
-    words[0] = lower8(cut);
+    words[0] = value_word(buf, p, &mut alive);
     // Only values whose first two bytes can start a signature of this header go to the trie.
     match SIG_PREFILTER.get(st.sig_gen & 1) {
         Some(pf) if pf.may_match(hdr, words[0] as u8, (words[0] >> 8) as u8) => {}
@@ -783,12 +790,7 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
     }
     let mut k = 1usize;
     while k < SIG_MAX_LEN / 8 {
-        let w = load_at(buf, clamp(buf, p + 8 * k)) & alive;
-        let (cut, hit) = cut_at(w, bytes_eq(w, b'\r') | bytes_eq(w, b'\n'));
-        if hit {
-            alive = 0;
-        }
-        words[k] = lower8(cut);
+        words[k] = value_word(buf, clamp(buf, p + 8 * k), &mut alive);
         k += 1;
     }
     // SAFETY: [u64; 4] and [u8; 32] have the same size; byte order is little-endian as in userspace.

@@ -155,34 +155,3 @@ impl Drop for MmapRegion {
         unsafe { libc::munmap(self.ptr, self.len) };
     }
 }
-
-const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-
-/// `union bpf_attr` for `BPF_MAP_GET_NEXT_KEY`.
-#[repr(C)]
-struct NextKeyAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    next_key: u64,
-    flags: u64,
-}
-
-/// Does the (hash) map hold at least one element? Keys must be at most 64 bytes.
-pub fn has_keys(map: std::os::fd::RawFd) -> io::Result<bool> {
-    let mut next = [0u8; 64];
-    let mut attr = NextKeyAttr { map_fd: map as u32, _pad: 0, key: 0, next_key: next.as_mut_ptr() as u64, flags: 0 };
-    // SAFETY: attr is a valid bpf_attr prefix; `next` outlives the call and fits the key.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_bpf, BPF_MAP_GET_NEXT_KEY, &mut attr as *mut NextKeyAttr, std::mem::size_of::<NextKeyAttr>() as u32)
-    };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::ENOENT) {
-        Ok(false)
-    } else {
-        Err(e)
-    }
-}

@@ -341,34 +341,46 @@ impl Filter {
 
     /// Set the `BAN_PRESENT` flag of a family (after inserting a ban from userspace).
     pub fn mark_bans_present(&mut self, idx: u32) -> Result<()> {
+        self.set_ban_present(idx, 1)
+    }
+
+    fn set_ban_present(&mut self, idx: u32, value: u32) -> Result<()> {
         let mut a: Array<_, u32> = Array::try_from(self.map_mut("BAN_PRESENT")?)?;
-        a.set(idx, 1, 0).map_err(|e| anyhow!("BAN_PRESENT: {e}"))
+        a.set(idx, value, 0).map_err(|e| anyhow!("BAN_PRESENT: {e}"))
     }
 
     /// Clear the `BAN_PRESENT` flag of each family whose ban map is empty. Clear first, then
     /// look again: a ban installed meanwhile (the program sets the flag after its insert) is
     /// either seen here and re-flagged, or sets the flag itself after this clear.
     pub fn refresh_ban_present(&mut self) -> Result<()> {
-        for (idx, name) in [(BAN_PRESENT_V4, "BANS_V4"), (BAN_PRESENT_V6, "BANS_V6")] {
-            if self.map_has_keys(name)? {
-                self.mark_bans_present(idx)?;
+        for idx in [BAN_PRESENT_V4, BAN_PRESENT_V6] {
+            if !self.ban_map_is_empty(idx)? {
+                self.set_ban_present(idx, 1)?;
                 continue;
             }
-            {
-                let mut a: Array<_, u32> = Array::try_from(self.map_mut("BAN_PRESENT")?)?;
-                a.set(idx, 0, 0).map_err(|e| anyhow!("BAN_PRESENT: {e}"))?;
-            }
-            if self.map_has_keys(name)? {
-                self.mark_bans_present(idx)?;
+            self.set_ban_present(idx, 0)?;
+            if !self.ban_map_is_empty(idx)? {
+                self.set_ban_present(idx, 1)?;
             }
         }
         Ok(())
     }
 
-    fn map_has_keys(&self, name: &str) -> Result<bool> {
-        use std::os::fd::AsRawFd;
-        let fd = map_data(self.map(name)?).fd().as_fd().as_raw_fd();
-        crate::bpfsys::has_keys(fd).with_context(|| format!("{name}: reading keys"))
+    /// Is the ban map of family `idx` (`BAN_PRESENT_V4`/`_V6`) empty?
+    fn ban_map_is_empty(&self, idx: u32) -> Result<bool> {
+        fn empty<K: aya::Pod>(m: &Map, name: &str) -> Result<bool> {
+            let h: HashMap<_, K, u64> = HashMap::try_from(m)?;
+            match h.keys().next() {
+                None => Ok(true),
+                Some(Ok(_)) => Ok(false),
+                Some(Err(e)) => Err(anyhow!("{name}: reading keys: {e}")),
+            }
+        }
+        if idx == BAN_PRESENT_V4 {
+            empty::<[u8; 4]>(self.map("BANS_V4")?, "BANS_V4")
+        } else {
+            empty::<BanKey6>(self.map("BANS_V6")?, "BANS_V6")
+        }
     }
 
     /// Exclusive lock for writers of a pinned filter (daemon, CLI verbs), held across a whole
@@ -808,9 +820,9 @@ pub fn map_data(m: &Map) -> &MapData {
     }
 }
 
-/// The program's clock in ns: CLOCK_MONOTONIC. The program reads it with
-/// `bpf_ktime_get_coarse_ns` (no TSC read; at most one scheduler tick behind this value), and
-/// compares ban deadlines, rate-limit state and event times against it.
+/// The program's clock in ns: CLOCK_MONOTONIC. The program derives it from jiffies (see
+/// `ClockParams`; at most one scheduler tick behind this value) and compares ban deadlines,
+/// rate-limit state and event times against it.
 pub fn clock_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec.
