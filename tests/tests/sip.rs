@@ -245,8 +245,46 @@ fn kernel_scan_matches_the_model() {
     assert_eq!(n, uas.len() * methods.len() * 5);
 }
 
-/// A spoofed flood from a million random sources: the rate-limit state is a fixed-size LRU map
-/// (RL_CAPACITY entries, preallocated), so memory cannot grow; evicted buckets only forget an
+/// Sources spoofed into the very set of a flooder's bucket (found with the table's seed) evict
+/// one another, not the flooder: a bucket counting excess is replaced last, so spraying
+/// one-packet sources cannot reset a flooder's history (with plain LRU it would be gone after
+/// the fourth).
+#[test]
+fn spoofed_churn_in_a_set_keeps_a_flooders_history() {
+    if !require_root("spoofed_churn_in_a_set_keeps_a_flooders_history") {
+        return;
+    }
+    let mut f = filter_with(RL);
+    let t0 = clock_ns();
+    let payload = register("Linphone/5.2");
+    let flooder: std::net::Ipv4Addr = "203.0.113.99".parse().unwrap();
+    let reg = udp(&flooder.to_string(), 5060, &payload).build();
+    let seen: Vec<u32> = (0..8).map(|_| at(&mut f, t0, &reg)).collect();
+    assert_eq!(seen, [REASON_PASS; 5].iter().chain(&[REASON_RATELIMIT; 3]).copied().collect::<Vec<_>>(), "burst of 5, then limited");
+    let seed = f.rate_seed().unwrap();
+    assert_ne!(seed, 0, "the table is seeded at load");
+    let tag = FAMILY_V4 as u32 | (METHOD_REGISTER as u32) << 8 | RL_TAG_USED;
+    let key = |a: std::net::Ipv4Addr| [u32::from_ne_bytes(a.octets()) as u64, 0];
+    let set = rl_set(key(flooder), tag, seed);
+    // Sources hashing into the flooder's set (BPF_PROG_TEST_RUN only: nothing is sent anywhere).
+    let colliders: Vec<std::net::Ipv4Addr> = (0x0a00_0000u32..)
+        .map(std::net::Ipv4Addr::from)
+        .filter(|a| rl_set(key(*a), tag, seed) == set)
+        .take(3 * RL_WAYS)
+        .collect();
+    for c in &colliders {
+        let fr = udp(&c.to_string(), 5060, &payload).build();
+        assert_eq!(at(&mut f, t0, &fr), REASON_PASS, "a new source {c} gets a bucket, even in a full set");
+    }
+    assert_eq!(at(&mut f, t0, &reg), REASON_RATELIMIT, "the flooder's bucket survived {} spoofed sources in its set", colliders.len());
+    // Its excess count survived too: the ban comes at ban_after = 10 excess packets as usual.
+    let until_ban: Vec<u32> = (0..6).map(|_| at(&mut f, t0, &reg)).collect();
+    assert_eq!(until_ban, [REASON_RATELIMIT; 6], "excess 5..10 (the 10th installs the ban)");
+    assert_eq!(at(&mut f, t0, &reg), REASON_BANNED, "banned after the 10th excess packet");
+}
+
+/// A spoofed flood from a million random sources: the rate-limit state is a fixed-size table
+/// (RL_CAPACITY buckets, preallocated), so memory cannot grow; evicted buckets only forget an
 /// attacker's history, and a legitimate client never loses more than its own fresh bucket.
 #[test]
 fn a_million_spoofed_sources_cannot_exhaust_state() {
@@ -277,11 +315,10 @@ fn a_million_spoofed_sources_cannot_exhaust_state() {
         }
     }
     let elapsed = t.elapsed();
-    let rl: aya::maps::HashMap<_, RateKey, RateState> = aya::maps::HashMap::try_from(f.map("RL_STATE").unwrap()).unwrap();
-    let entries = rl.keys().count();
-    eprintln!("1M spoofed sources in {:.2}s: rate-limit map holds {entries} entries (capacity {RL_CAPACITY})", elapsed.as_secs_f64());
-    assert!(entries <= RL_CAPACITY as usize, "LRU map exceeded its capacity");
-    assert!(entries > RL_CAPACITY as usize / 2, "the map should be full of the flood's buckets");
+    let entries = f.rate_buckets_in_use().unwrap();
+    eprintln!("1M spoofed sources in {:.2}s: rate-limit table holds {entries} buckets (capacity {RL_CAPACITY})", elapsed.as_secs_f64());
+    assert!(entries <= RL_CAPACITY as usize, "rate table exceeded its capacity");
+    assert!(entries > RL_CAPACITY as usize * 9 / 10, "the table should be full of the flood's buckets");
     // The legitimate client is still served, and a real flooder is still caught afterwards.
     f.update_config(|c| c.clock_ns = t0 + 20_000_000_000).unwrap();
     assert_eq!(f.test_run(&legit).unwrap(), sipshield::filter::XDP_PASS);

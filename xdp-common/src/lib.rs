@@ -283,27 +283,48 @@ pub struct RateRule {
     pub _pad: u32,
 }
 
-/// Rate-limit state key: source (IPv4 as the first 4 bytes, IPv6 masked to `rl_v6_prefix`),
-/// family and method slot.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RateKey {
-    pub addr: [u8; 16],
-    pub family: u8,
-    pub method: u8,
-    pub _pad: [u8; 2],
-}
+/// Rate-limit state: a set-associative table (`RL_TABLE`, an array of `RL_SETS` sets of
+/// `RL_WAYS` buckets), LRU within each set. The program finds a (source, method) bucket with
+/// inline array reads (no map-helper call); a new bucket replaces, in its set, an unused one,
+/// else one that holds nothing worth keeping (full again and no excess counted), else one
+/// without excess, else one counting excess towards a ban (least recently seen first within
+/// each class), so a spray of spoofed one-packet sources cannot wipe a flooder's history.
+pub const RL_WAYS: usize = 4;
+pub const RL_SETS: u32 = RL_CAPACITY / RL_WAYS as u32;
+/// `RateSlot::tag` bit of a bucket in use (the low bytes hold family and method slot).
+pub const RL_TAG_USED: u32 = 1 << 16;
 
+/// One rate-limit bucket. Key: `addr` (IPv4 in the low 4 bytes of `addr[0]`, IPv6 masked to
+/// `rl_v6_prefix`) and `tag` (`family | method_slot << 8 | RL_TAG_USED`; 0 = unused).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RateState {
+pub struct RateSlot {
+    pub addr: [u64; 2],
+    pub tag: u32,
+    /// Excess packets in the current window.
+    pub excess: u32,
     /// Theoretical arrival time (program clock, CLOCK_MONOTONIC ns).
     pub tat: u64,
     /// Start of the current excess-counting window.
     pub window_start: u64,
-    /// Excess packets in the current window.
-    pub excess: u32,
-    pub _pad: u32,
+    /// Last packet (program clock): the LRU order within the set.
+    pub seen: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateSet {
+    pub slots: [RateSlot; RL_WAYS],
+}
+
+/// The set of a rate-limit key: a multiply-xorshift hash keyed with the table's random seed
+/// (`RL_SEED`), so sources cannot be chosen to collide without knowing it.
+#[inline(always)]
+pub const fn rl_set(addr: [u64; 2], tag: u32, seed: u64) -> u32 {
+    let a = (addr[0] ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let b = (addr[1] ^ ((tag as u64) << 32) ^ seed.rotate_left(32)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    let h = (a ^ (b >> 29) ^ b.rotate_left(17)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((h >> 40) as u32) & (RL_SETS - 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,8 +458,9 @@ const _: () = {
     assert!(core::mem::size_of::<SigPrefilter>() == 40);
     assert!(core::mem::size_of::<ClockParams>() == 24);
     assert!(core::mem::size_of::<RateRule>() == 40);
-    assert!(core::mem::size_of::<RateKey>() == 20);
-    assert!(core::mem::size_of::<RateState>() == 24);
+    assert!(core::mem::size_of::<RateSlot>() == 48);
+    assert!(core::mem::size_of::<RateSet>() == 48 * RL_WAYS);
+    assert!(RL_SETS.is_power_of_two());
     assert!(core::mem::size_of::<BanKey6>() == 20);
     assert!(core::mem::size_of::<GeoRow>() == 256);
     assert!(core::mem::size_of::<Bucket4>() == 64);
@@ -457,8 +479,8 @@ mod pod {
     unsafe impl aya::Pod for SigPrefilter {}
     unsafe impl aya::Pod for ClockParams {}
     unsafe impl aya::Pod for RateRule {}
-    unsafe impl aya::Pod for RateKey {}
-    unsafe impl aya::Pod for RateState {}
+    unsafe impl aya::Pod for RateSlot {}
+    unsafe impl aya::Pod for RateSet {}
     unsafe impl aya::Pod for BanKey6 {}
     unsafe impl aya::Pod for GeoRow {}
     unsafe impl aya::Pod for Bucket4 {}

@@ -12,7 +12,7 @@ use core::mem::size_of;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_loop, bpf_xdp_load_bytes},
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_loop},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -117,8 +117,12 @@ static SIG_PREFILTER: Array<SigPrefilter> = Array::with_max_entries(2, 0);
 // SIP rate limits.
 #[map]
 static RL_RULES: Array<RateRule> = Array::with_max_entries(NUM_METHOD_SLOTS, 0);
+/// Rate-limit buckets: `RL_SETS` sets of `RL_WAYS` (see `xdp_common::RateSlot`).
 #[map]
-static RL_STATE: LruHashMap<RateKey, RateState> = LruHashMap::with_max_entries(RL_CAPACITY, 0);
+static RL_TABLE: Array<RateSet> = Array::with_max_entries(RL_SETS, 0);
+/// Random seed of the bucket hash (`xdp_common::rl_set`), set once by the controller.
+#[map]
+static RL_SEED: Array<u64> = Array::with_max_entries(1, 0);
 
 // Events.
 #[map]
@@ -935,15 +939,94 @@ extern "C" fn scan_lines(_i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// One 8-byte load from packet memory at any alignment (x86-64, arm64 and the verifier accept
+/// unaligned packet loads; `read_unaligned` would be split into eight byte loads).
+///
+/// # Safety
+/// `p..p + 8` must have been checked against `data_end`.
+#[inline(always)]
+unsafe fn load_u64(p: usize) -> u64 {
+    unsafe { core::ptr::read_volatile(p as *const u64) }
+}
+
+/// Copy `len` (8..=SIP_SCAN_MAX) payload bytes at `off` into the scratch buffer, 32 bytes per
+/// round with direct packet reads (no helper call: a call and its return cost more than the
+/// copy on CPUs with return-stack mitigations), then zero the bytes after them (up to 40) so
+/// value reads past the end see zeros. False if the packet is shorter than claimed.
+#[inline(always)]
+fn copy_payload(ctx: &XdpContext, off: usize, len: usize, buf: *mut u64) -> bool {
+    // Header offsets are below 16 KiB in any XDP frame (the parser checked them against the
+    // frame); the mask only bounds the pointer for the verifier.
+    let src = ctx.data() + (off & 0x3fff);
+    let end = ctx.data_end();
+    let words = len >> 3;
+    let mut i = 0usize;
+    // Whole 32-byte blocks (at most SIP_SCAN_MAX / 32 rounds).
+    while i < SIP_SCAN_MAX as usize / 8 {
+        if i + 4 > words {
+            break;
+        }
+        let p = src + i * 8;
+        if p + 32 > end {
+            return false;
+        }
+        unsafe {
+            *buf.add(i) = load_u64(p);
+            *buf.add(i + 1) = load_u64(p + 8);
+            *buf.add(i + 2) = load_u64(p + 16);
+            *buf.add(i + 3) = load_u64(p + 24);
+        }
+        i += 4;
+    }
+    // Up to three more whole words.
+    let mut k = 0;
+    while k < 3 {
+        if i >= words {
+            break;
+        }
+        let p = src + (i & 0xff) * 8;
+        if p + 8 > end {
+            return false;
+        }
+        unsafe { *buf.add(i & 0xff) = load_u64(p) };
+        i += 1;
+        k += 1;
+    }
+    let wl = words & 0xff;
+    let rest = len & 7;
+    // The last 1..7 bytes: the word ending at the payload's end, shifted down (len >= 8).
+    let last = if rest != 0 {
+        // (black_box: LLVM would address the load as (src + len) - 8, the verifier needs the
+        // checked pointer itself.)
+        let p = src + core::hint::black_box(len - 8);
+        if p + 8 > end {
+            return false;
+        }
+        let w = unsafe { load_u64(p) };
+        w >> (8 * (8 - rest))
+    } else {
+        0
+    };
+    // Volatile stores: LLVM would otherwise merge them into a call to a BPF `memset`.
+    unsafe {
+        core::ptr::write_volatile(buf.add(wl), last);
+        let mut j = 1;
+        while j <= 5 {
+            core::ptr::write_volatile(buf.add(wl + j), 0);
+            j += 1;
+        }
+    }
+    true
+}
+
 struct SipResult {
     method: u8,
     sig: u32,
 }
 
 #[inline(always)]
-fn sip_inspect(ctx: &XdpContext, cfg: &Config, pkt: &Pkt) -> SipResult {
-    let scan = cfg.flags & CFG_SCANNERS_ENABLED != 0 && cfg.sig_headers != 0;
-    let r = sip_scan(ctx.ctx, pkt.payload_off as u32, scan as u32, cfg.sig_headers, cfg.sig_gen);
+fn sip_inspect(ctx: &XdpContext, pkt: &Pkt) -> SipResult {
+    let r = sip_scan(ctx.ctx, pkt.payload_off as u32);
     SipResult { method: (r & 0xff) as u8, sig: (r >> 8) as u32 }
 }
 
@@ -954,7 +1037,7 @@ fn sip_inspect(ctx: &XdpContext, cfg: &Config, pkt: &Pkt) -> SipResult {
 /// of once per path of the header parser that reaches it.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u32, scan: u32, sig_headers: u32, sig_gen: u32) -> u64 {
+pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u32) -> u64 {
     let ctx = XdpContext::new(ctx);
     let mut res = SipResult { method: METHOD_NONE, sig: 0 };
     let out = |r: &SipResult| r.method as u64 | (r.sig as u64) << 8;
@@ -975,31 +1058,19 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
         Some(p) => p as *mut u64,
         None => return out(&res),
     };
-    let rc = unsafe {
-        bpf_xdp_load_bytes(ctx.ctx, payload_off as u32, buf as *mut c_void, len as u32)
-    };
-    if rc != 0 {
+    if !copy_payload(&ctx, payload_off, len, buf) {
         return out(&res);
-    }
-    // Zero the bytes after the payload (up to 40 bytes) so value reads past the end see zeros.
-    let wl = (len >> 3) & 0xff;
-    // (Volatile stores: LLVM would otherwise merge them into a call to a BPF `memset`.)
-    unsafe {
-        *buf.add(wl) &= (1u64 << (8 * (len & 7))) - 1;
-        let mut i = 1;
-        while i <= 5 {
-            core::ptr::write_volatile(buf.add(wl + i), 0);
-            i += 1;
-        }
     }
     let buf = buf as *const u64;
     res.method = method_of(unsafe { *buf }, unsafe { *buf.add(1) });
     if res.method == METHOD_NONE || res.method == METHOD_RESPONSE {
         return out(&res);
     }
-    if scan == 0 {
-        return out(&res);
-    }
+    // The scan settings are read here rather than passed in: fewer values live across the copy.
+    let (sig_headers, sig_gen) = match CONFIG.get(0) {
+        Some(c) if c.flags & CFG_SCANNERS_ENABLED != 0 && c.sig_headers != 0 => (c.sig_headers, c.sig_gen),
+        _ => return out(&res),
+    };
     // The request line is not a header: the scan starts with the line after the first '\n'.
     let mut st = ScanState {
         pos: 0,
@@ -1018,18 +1089,57 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
     out(&res)
 }
 
-/// GCRA rate limit for one rule. Returns (excess, ban_until) where ban_until != 0 when this
-/// packet triggered a new ban.
+/// GCRA rate limit for one rule on the bucket of (`addr`, `tag`) in `RL_TABLE`. Returns
+/// (excess, ban_until) where ban_until != 0 when this packet triggered a new ban.
+///
+/// The set is one array element (an inline lookup, no helper call); its buckets are compared
+/// in turn. A new bucket takes, in order of preference, an unused slot, a slot that remembers
+/// nothing (bucket full again, no excess counted), a slot without excess, and only then one
+/// counting excess; the least recently seen within the class. Concurrent updates from two
+/// CPUs may race (as they could in a kernel LRU map): the worst outcome is a bucket that starts
+/// again full.
 #[inline(always)]
-fn rate_check(rule: &RateRule, key: &RateKey, now: u64) -> (bool, u64) {
-    let st = match RL_STATE.get_ptr_mut(key) {
+fn rate_check(rule: &RateRule, addr: [u64; 2], tag: u32, seed: u64, now: u64) -> (bool, u64) {
+    let set = match RL_TABLE.get_ptr_mut(rl_set(addr, tag, seed)) {
         Some(p) => unsafe { &mut *p },
-        None => {
-            let fresh = RateState { tat: now + rule.interval_ns, window_start: now, excess: 0, _pad: 0 };
-            let _ = RL_STATE.insert(key, &fresh, 0);
-            return (false, 0);
-        }
+        None => return (false, 0),
     };
+    let mut hit = RL_WAYS;
+    let mut victim = 0;
+    let mut victim_rank = u64::MAX;
+    let mut i = 0;
+    while i < RL_WAYS {
+        let s = &set.slots[i];
+        if s.tag == tag && s.addr[0] == addr[0] && s.addr[1] == addr[1] {
+            hit = i;
+            break;
+        }
+        // Replace unused first, then idle (nothing to forget), then buckets without excess
+        // (a one-packet spoofed source, or a client mid-burst: it comes back full), and only
+        // then a bucket counting excess towards a ban; least recently seen within a class.
+        let class: u64 = if s.tag == 0 {
+            0
+        } else if s.excess != 0 {
+            3
+        } else if s.tat <= now {
+            1
+        } else {
+            2
+        };
+        let rank = class << 62 | s.seen >> 2;
+        if rank < victim_rank {
+            victim_rank = rank;
+            victim = i;
+        }
+        i += 1;
+    }
+    if hit == RL_WAYS {
+        let s = &mut set.slots[victim & (RL_WAYS - 1)];
+        *s = RateSlot { addr, tag, excess: 0, tat: now + rule.interval_ns, window_start: now, seen: now };
+        return (false, 0);
+    }
+    let st = &mut set.slots[hit & (RL_WAYS - 1)];
+    st.seen = now;
     let tat = if st.tat > now { st.tat } else { now };
     if tat - now <= rule.tolerance_ns {
         st.tat = tat + rule.interval_ns;
@@ -1097,7 +1207,7 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
         return v;
     }
     if sip_port && cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED) != 0 {
-        let r = sip_inspect(ctx, cfg, pkt);
+        let r = sip_inspect(ctx, pkt);
         v.method = r.method;
         if r.sig != 0 {
             v.reason = REASON_SCANNER;
@@ -1105,24 +1215,17 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
             return v;
         }
         if cfg.flags & CFG_RATELIMIT_ENABLED != 0 && r.method != METHOD_NONE && r.method != METHOD_RESPONSE {
-            // Built from whole words: a zero-initialised array would become a call to a
-            // byte-wise BPF `memset`.
             let addr: [u64; 2] = if pkt.family == FAMILY_V4 {
                 [u32::from_ne_bytes(v4(pkt)) as u64, 0]
             } else {
                 unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(mask_prefix6(pkt.src, cfg.rl_v6_prefix)) }
             };
-            let mut key = RateKey {
-                addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>(addr) },
-                family: pkt.family,
-                method: r.method,
-                _pad: [0; 2],
-            };
+            let seed = RL_SEED.get(0).copied().unwrap_or(0);
             for slot in [r.method, METHOD_ANY] {
                 if let Some(rule) = RL_RULES.get(slot as u32) {
                     if rule.interval_ns != 0 {
-                        key.method = slot;
-                        let (excess, ban_until) = rate_check(rule, &key, now);
+                        let tag = pkt.family as u32 | (slot as u32) << 8 | RL_TAG_USED;
+                        let (excess, ban_until) = rate_check(rule, addr, tag, seed, now);
                         if excess {
                             v.reason = REASON_RATELIMIT;
                             v.ban_until = ban_until;

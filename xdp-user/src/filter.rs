@@ -31,7 +31,7 @@ pub const MAP_NAMES: &[&str] = &[
     "CONFIG", "STATS", "IFACE_SLOT", "SIP_PORTS", "AL_V4_0", "AL_V4_1", "AL_V6_0", "AL_V6_1", "AL_NET4_0",
     "AL_NET4_1", "AL_NET6_0", "AL_NET6_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1",
     "BL_NET6_0", "BL_NET6_1", "BL_TAB4_0", "BL_TAB4_1", "BANS_V4", "BANS_V6", "BAN_PRESENT", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
-    "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "SIG_PREFILTER", "RL_RULES", "RL_STATE", "EVENTS",
+    "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "SIG_PREFILTER", "RL_RULES", "RL_TABLE", "RL_SEED", "EVENTS",
     "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX", "CLOCK",
 ];
 
@@ -140,6 +140,21 @@ impl Drop for WriteLock {
     }
 }
 
+/// Unpin maps an older version pinned that this one no longer has (e.g. `RL_STATE`, replaced
+/// by `RL_TABLE`), so their memory is freed once the old program is gone.
+fn remove_retired_pins(maps_dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(maps_dir).with_context(|| format!("listing {}", maps_dir.display()))?;
+    for e in entries {
+        let e = e.with_context(|| format!("listing {}", maps_dir.display()))?;
+        let name = e.file_name();
+        if !MAP_NAMES.iter().any(|n| name == std::ffi::OsStr::new(n)) {
+            std::fs::remove_file(e.path()).with_context(|| format!("unpinning retired map {}", e.path().display()))?;
+            log::info!("unpinned {} (a map this version no longer uses)", e.path().display());
+        }
+    }
+    Ok(())
+}
+
 pub struct Filter {
     maps: BTreeMap<String, Map>,
     /// The loaded object (owns the program) when loaded by this process.
@@ -164,6 +179,7 @@ impl Filter {
         crate::sys::ensure_bpffs(pin_dir)?;
         let maps_dir = pin_dir.join("maps");
         std::fs::create_dir_all(&maps_dir).with_context(|| format!("creating {}", maps_dir.display()))?;
+        remove_retired_pins(&maps_dir)?;
         let mut loader = EbpfLoader::new();
         for name in MAP_NAMES {
             loader.map_pin_path(name, maps_dir.join(name));
@@ -251,7 +267,22 @@ impl Filter {
         // up as soon as they hold anything.
         self.refresh_ban_present()?;
         self.calibrate_clock()?;
+        self.seed_rate_table()?;
         Ok(())
+    }
+
+    /// Give the rate-limit table its random hash seed, once: an adopted (pinned) table keeps
+    /// its seed, so its buckets stay where they are across restarts and upgrades.
+    fn seed_rate_table(&mut self) -> Result<()> {
+        let mut a: Array<_, u64> = Array::try_from(self.map_mut("RL_SEED")?)?;
+        if a.get(&0, 0)? != 0 {
+            return Ok(());
+        }
+        let mut b = [0u8; 8];
+        std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?, &mut b)
+            .context("reading /dev/urandom")?;
+        let seed = u64::from_ne_bytes(b) | 1;
+        a.set(0, seed, 0).map_err(|e| anyhow!("RL_SEED: {e}"))
     }
 
     /// Relate the kernel's jiffies to CLOCK_MONOTONIC and give the program its cheap clock
@@ -267,6 +298,22 @@ impl Filter {
             }
         };
         self.set_clock(params)
+    }
+
+    /// The rate-limit table's hash seed (`xdp_common::rl_set`).
+    pub fn rate_seed(&self) -> Result<u64> {
+        let a: Array<_, u64> = Array::try_from(self.map("RL_SEED")?)?;
+        Ok(a.get(&0, 0)?)
+    }
+
+    /// Rate-limit buckets in use (of `RL_CAPACITY`).
+    pub fn rate_buckets_in_use(&self) -> Result<usize> {
+        let a: Array<_, RateSet> = Array::try_from(self.map("RL_TABLE")?)?;
+        let mut n = 0;
+        for i in 0..RL_SETS {
+            n += a.get(&i, 0)?.slots.iter().filter(|s| s.tag & RL_TAG_USED != 0).count();
+        }
+        Ok(n)
     }
 
     /// The program's clock parameters.

@@ -636,7 +636,7 @@ impl Run {
 /// `reason` from its counters.
 pub fn run_sipshield(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32, reason: u32) -> Result<Run> {
     with_attached(tb, f, None, |f| {
-        // Warm-up (faults pages in, fills the rate-limit LRU).
+        // Warm-up (faults pages in, fills the rate-limit table).
         blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
         let before = f.stats()?.reason_total(reason).packets;
         let b = blast(tb, f, frames, per)?;
