@@ -101,6 +101,14 @@ fn fail2ban_bans_through_sipshield() {
     let client = which("fail2ban-client");
     let dir = tmp("f2b");
     let pin = PathBuf::from(format!("/sys/fs/bpf/sipshield-test-f2b-{}", std::process::id()));
+    // Unpinned also when an assertion fails (pinned maps would outlive the test process).
+    struct Unpin(PathBuf);
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _unpin = Unpin(pin.clone());
     let state = dir.join("state");
     // A pinned filter (not attached): fail2ban's action edits its ban map through the CLI.
     let mut filter = Filter::load_pinned(&pin).unwrap();
@@ -187,7 +195,6 @@ fn fail2ban_bans_through_sipshield() {
     }
     check(&mut filter, "unbanned by fail2ban", &frame, Want::Pass(xdp_common::REASON_PASS));
     drop(filter);
-    let _ = std::fs::remove_dir_all(&pin);
 }
 
 /// Local time as fail2ban's default date pattern expects it.

@@ -179,13 +179,15 @@ impl Filter {
         crate::sys::ensure_bpffs(pin_dir)?;
         let maps_dir = pin_dir.join("maps");
         std::fs::create_dir_all(&maps_dir).with_context(|| format!("creating {}", maps_dir.display()))?;
-        remove_retired_pins(&maps_dir)?;
         let mut loader = EbpfLoader::new();
         for name in MAP_NAMES {
             loader.map_pin_path(name, maps_dir.join(name));
         }
         let ebpf = loader.load(EBPF_OBJECT).context("loading the sipshield eBPF object with pinned maps")?;
-        Self::from_ebpf(ebpf, Some(pin_dir.to_path_buf()))
+        let f = Self::from_ebpf(ebpf, Some(pin_dir.to_path_buf()))?;
+        // Only once this version's program is loaded: a failed upgrade leaves the old pins.
+        remove_retired_pins(&maps_dir)?;
+        Ok(f)
     }
 
     fn from_ebpf(mut ebpf: Ebpf, pin_dir: Option<PathBuf>) -> Result<Filter> {
