@@ -287,8 +287,9 @@ pub struct RateRule {
 /// `RL_WAYS` buckets), LRU within each set. The program finds a (source, method) bucket with
 /// inline array reads (no map-helper call); a new bucket replaces, in its set, an unused one,
 /// else one that holds nothing worth keeping (full again and no excess counted), else one
-/// without excess, else one counting excess towards a ban (least recently seen first within
-/// each class), so a spray of spoofed one-packet sources cannot wipe a flooder's history.
+/// without excess, else one counting excess towards a ban in its current window (least
+/// recently seen first within each class), so a spray of spoofed one-packet sources cannot
+/// wipe a flooder's history.
 pub const RL_WAYS: usize = 4;
 pub const RL_SETS: u32 = RL_CAPACITY / RL_WAYS as u32;
 /// `RateSlot::tag` bit of a bucket in use (the low bytes hold family and method slot).

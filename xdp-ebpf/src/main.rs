@@ -1095,9 +1095,10 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
 /// The set is one array element (an inline lookup, no helper call); its buckets are compared
 /// in turn. A new bucket takes, in order of preference, an unused slot, a slot that remembers
 /// nothing (bucket full again, no excess counted), a slot without excess, and only then one
-/// counting excess; the least recently seen within the class. Concurrent updates from two
-/// CPUs may race (as they could in a kernel LRU map): the worst outcome is a bucket that starts
-/// again full.
+/// counting excess in its current window; the least recently seen within the class. Updates
+/// are not atomic: a CPU that found its bucket in the same instant another CPU evicted it may
+/// write that one packet's update into the new owner's bucket (a packet-scale race on one
+/// set; a new key is published only after its bucket is filled).
 #[inline(always)]
 fn rate_check(rule: &RateRule, addr: [u64; 2], tag: u32, seed: u64, now: u64) -> (bool, u64) {
     let set = match RL_TABLE.get_ptr_mut(rl_set(addr, tag, seed)) {
@@ -1119,7 +1120,7 @@ fn rate_check(rule: &RateRule, addr: [u64; 2], tag: u32, seed: u64, now: u64) ->
         // then a bucket counting excess towards a ban; least recently seen within a class.
         let class: u64 = if s.tag == 0 {
             0
-        } else if s.excess != 0 {
+        } else if s.excess != 0 && now - s.window_start <= rule.window_ns {
             3
         } else if s.tat <= now {
             1
@@ -1134,8 +1135,18 @@ fn rate_check(rule: &RateRule, addr: [u64; 2], tag: u32, seed: u64, now: u64) ->
         i += 1;
     }
     if hit == RL_WAYS {
-        let s = &mut set.slots[victim & (RL_WAYS - 1)];
-        *s = RateSlot { addr, tag, excess: 0, tat: now + rule.interval_ns, window_start: now, seen: now };
+        let s: *mut RateSlot = &mut set.slots[victim & (RL_WAYS - 1)];
+        // Invalidate, fill, then publish the key: another CPU cannot match the new key on a
+        // half-written bucket still holding the evicted one's state.
+        unsafe {
+            core::ptr::write_volatile(&mut (*s).tag, 0);
+            (*s).addr = addr;
+            (*s).excess = 0;
+            (*s).tat = now + rule.interval_ns;
+            (*s).window_start = now;
+            (*s).seen = now;
+            core::ptr::write_volatile(&mut (*s).tag, tag);
+        }
         return (false, 0);
     }
     let st = &mut set.slots[hit & (RL_WAYS - 1)];

@@ -140,19 +140,24 @@ impl Drop for WriteLock {
     }
 }
 
-/// Unpin maps an older version pinned that this one no longer has (e.g. `RL_STATE`, replaced
-/// by `RL_TABLE`), so their memory is freed once the old program is gone.
-fn remove_retired_pins(maps_dir: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(maps_dir).with_context(|| format!("listing {}", maps_dir.display()))?;
-    for e in entries {
-        let e = e.with_context(|| format!("listing {}", maps_dir.display()))?;
-        let name = e.file_name();
-        if !MAP_NAMES.iter().any(|n| name == std::ffi::OsStr::new(n)) {
-            std::fs::remove_file(e.path()).with_context(|| format!("unpinning retired map {}", e.path().display()))?;
-            log::info!("unpinned {} (a map this version no longer uses)", e.path().display());
+/// Maps pinned by earlier versions that this one replaced (`RL_STATE`: the kernel LRU hash of
+/// rate-limit buckets, now `RL_TABLE`).
+const RETIRED_MAPS: &[&str] = &["RL_STATE"];
+
+/// Unpin the retired maps an earlier version left, so their memory is freed once its program
+/// is gone. Only names this version knows it replaced (a newer version's pins are never
+/// touched); a failure is logged, not fatal.
+fn remove_retired_pins(maps_dir: &Path) {
+    for name in RETIRED_MAPS {
+        let path = maps_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => log::info!("unpinned {} (a map this version no longer uses)", path.display()),
+            Err(e) => log::warn!("could not unpin the retired map {}: {e}", path.display()),
         }
     }
-    Ok(())
 }
 
 pub struct Filter {
@@ -185,8 +190,8 @@ impl Filter {
         }
         let ebpf = loader.load(EBPF_OBJECT).context("loading the sipshield eBPF object with pinned maps")?;
         let f = Self::from_ebpf(ebpf, Some(pin_dir.to_path_buf()))?;
-        // Only once this version's program is loaded: a failed upgrade leaves the old pins.
-        remove_retired_pins(&maps_dir)?;
+        // Only once this version's program has loaded (a rejected program leaves the old pins).
+        remove_retired_pins(&maps_dir);
         Ok(f)
     }
 
