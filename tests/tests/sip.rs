@@ -263,8 +263,12 @@ fn spoofed_churn_in_a_set_keeps_a_flooders_history() {
     assert_eq!(seen, [REASON_PASS; 5].iter().chain(&[REASON_RATELIMIT; 3]).copied().collect::<Vec<_>>(), "burst of 5, then limited");
     let seed = f.rate_seed().unwrap();
     assert_ne!(seed, 0, "the table is seeded at load");
-    let tag = FAMILY_V4 as u32 | (METHOD_REGISTER as u32) << 8 | RL_TAG_USED;
-    let key = |a: std::net::Ipv4Addr| [u32::from_ne_bytes(a.octets()) as u64, 0];
+    let tag = rl_tag(FAMILY_V4, METHOD_REGISTER);
+    let key = |a: std::net::Ipv4Addr| {
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&a.octets());
+        rl_addr(FAMILY_V4, src, 64)
+    };
     let set = rl_set(key(flooder), tag, seed);
     // Sources hashing into the flooder's set (BPF_PROG_TEST_RUN only: nothing is sent anywhere).
     let colliders: Vec<std::net::Ipv4Addr> = (0x0a00_0000u32..)

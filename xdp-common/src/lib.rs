@@ -295,8 +295,7 @@ pub const RL_SETS: u32 = RL_CAPACITY / RL_WAYS as u32;
 /// `RateSlot::tag` bit of a bucket in use (the low bytes hold family and method slot).
 pub const RL_TAG_USED: u32 = 1 << 16;
 
-/// One rate-limit bucket. Key: `addr` (IPv4 in the low 4 bytes of `addr[0]`, IPv6 masked to
-/// `rl_v6_prefix`) and `tag` (`family | method_slot << 8 | RL_TAG_USED`; 0 = unused).
+/// One rate-limit bucket. Key: `addr` (`rl_addr`) and `tag` (`rl_tag`; 0 = unused).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateSlot {
@@ -316,6 +315,25 @@ pub struct RateSlot {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateSet {
     pub slots: [RateSlot; RL_WAYS],
+}
+
+/// `RateSlot::tag` of a (family, method slot) bucket.
+#[inline(always)]
+pub const fn rl_tag(family: u8, method_slot: u8) -> u32 {
+    family as u32 | (method_slot as u32) << 8 | RL_TAG_USED
+}
+
+/// `RateSlot::addr` of a source: IPv4 (`src[..4]`) in the low 4 bytes of the first word, IPv6
+/// masked to `v6_prefix`. Built from whole words (a zero-initialised byte array would become a
+/// call to a byte-wise BPF `memset`).
+#[inline(always)]
+pub const fn rl_addr(family: u8, src: [u8; 16], v6_prefix: u32) -> [u64; 2] {
+    if family == FAMILY_V4 {
+        [u32::from_ne_bytes([src[0], src[1], src[2], src[3]]) as u64, 0]
+    } else {
+        // SAFETY: [u8; 16] and [u64; 2] have the same size; every bit pattern is valid.
+        unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(mask_prefix6(src, v6_prefix)) }
+    }
 }
 
 /// The set of a rate-limit key: a multiply-xorshift hash keyed with the table's random seed

@@ -784,7 +784,7 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
         p = clamp(buf, p + 1);
     }
     let mut words = [0u64; SIG_MAX_LEN / 8];
-    // Bytes past the payload are zero (see sip_inspect); stop at the end of the line.
+    // Bytes past the payload are zero (see copy_payload); stop at the end of the line.
     let mut alive = u64::MAX;
     words[0] = value_word(buf, p, &mut alive);
     // Only values whose first two bytes can start a signature of this header go to the trie.
@@ -1226,17 +1226,12 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
             return v;
         }
         if cfg.flags & CFG_RATELIMIT_ENABLED != 0 && r.method != METHOD_NONE && r.method != METHOD_RESPONSE {
-            let addr: [u64; 2] = if pkt.family == FAMILY_V4 {
-                [u32::from_ne_bytes(v4(pkt)) as u64, 0]
-            } else {
-                unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(mask_prefix6(pkt.src, cfg.rl_v6_prefix)) }
-            };
+            let addr = rl_addr(pkt.family, pkt.src, cfg.rl_v6_prefix);
             let seed = RL_SEED.get(0).copied().unwrap_or(0);
             for slot in [r.method, METHOD_ANY] {
                 if let Some(rule) = RL_RULES.get(slot as u32) {
                     if rule.interval_ns != 0 {
-                        let tag = pkt.family as u32 | (slot as u32) << 8 | RL_TAG_USED;
-                        let (excess, ban_until) = rate_check(rule, addr, tag, seed, now);
+                        let (excess, ban_until) = rate_check(rule, addr, rl_tag(pkt.family, slot), seed, now);
                         if excess {
                             v.reason = REASON_RATELIMIT;
                             v.ban_until = ban_until;

@@ -281,10 +281,10 @@ impl Filter {
     /// Give the rate-limit table its random hash seed, once: an adopted (pinned) table keeps
     /// its seed, so its buckets stay where they are across restarts and upgrades.
     fn seed_rate_table(&mut self) -> Result<()> {
-        let mut a: Array<_, u64> = Array::try_from(self.map_mut("RL_SEED")?)?;
-        if a.get(&0, 0)? != 0 {
+        if self.rate_seed()? != 0 {
             return Ok(());
         }
+        let mut a: Array<_, u64> = Array::try_from(self.map_mut("RL_SEED")?)?;
         let mut b = [0u8; 8];
         std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?, &mut b)
             .context("reading /dev/urandom")?;
