@@ -470,19 +470,7 @@ fn median_run(runs: &[Run]) -> Run {
 }
 
 fn run_nft(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32) -> Result<Run> {
-    with_attached(tb, f, Some("sipshield_pass"), |f| {
-        blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
-        let before = nft_counter(tb)?;
-        let b = blast(tb, f, frames, per)?;
-        let after = nft_counter(tb)?;
-        Ok(Run {
-            sent: b.sent,
-            dropped: after - before,
-            wall_secs: b.wall_secs,
-            kernel_secs: b.kernel_secs,
-            calls: b.calls,
-        })
-    })
+    with_attached(tb, f, Some("sipshield_pass"), |f| counted_blast(tb, f, frames, per, |_| nft_counter(tb)))
 }
 
 // ------------------------------------------------------------------------------------------

@@ -311,18 +311,9 @@ fn live_frames(tb: &Testbed, n: usize, payload: &[u8]) -> Vec<Vec<u8>> {
 /// NAPI, blast, count the scanner rule's drops.
 fn run_iptables(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32) -> Result<Run> {
     iptables_rules(tb)?;
+    // Drops: the scanner rule's counter (the first rule).
     let r = with_attached(tb, f, Some("sipshield_pass"), |f| {
-        blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
-        tb.rx.run("iptables", &["-t", "raw", "-Z", "PREROUTING"])?;
-        let b = blast(tb, f, frames, per)?;
-        let c = iptables_counters(tb)?;
-        Ok(Run {
-            sent: b.sent,
-            dropped: c.first().copied().unwrap_or(0),
-            wall_secs: b.wall_secs,
-            kernel_secs: b.kernel_secs,
-            calls: b.calls,
-        })
+        counted_blast(tb, f, frames, per, |_| Ok(iptables_counters(tb)?.first().copied().unwrap_or(0)))
     });
     let _ = tb.rx.run("iptables", &["-t", "raw", "-F", "PREROUTING"]);
     r

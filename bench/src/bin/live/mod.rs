@@ -632,21 +632,25 @@ impl Run {
 }
 
 
+/// Warm up with the first few frames, blast `frames` (`per` repetitions each) and count as
+/// dropped the growth of `drops` (the measured side's drop counter) across the blast.
+pub fn counted_blast(
+    tb: &Testbed,
+    f: &mut Filter,
+    frames: &[Vec<u8>],
+    per: u32,
+    mut drops: impl FnMut(&mut Filter) -> Result<u64>,
+) -> Result<Run> {
+    // Warm-up (faults pages in, fills the rate-limit table, lets the peer's state settle).
+    blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
+    let before = drops(f)?;
+    let b = blast(tb, f, frames, per)?;
+    let after = drops(f)?;
+    Ok(Run { sent: b.sent, dropped: after - before, wall_secs: b.wall_secs, kernel_secs: b.kernel_secs, calls: b.calls })
+}
+
 /// One sipshield run: attached natively on the receiver, warm-up, blast, count the drops of
 /// `reason` from its counters.
 pub fn run_sipshield(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32, reason: u32) -> Result<Run> {
-    with_attached(tb, f, None, |f| {
-        // Warm-up (faults pages in, fills the rate-limit table).
-        blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
-        let before = f.stats()?.reason_total(reason).packets;
-        let b = blast(tb, f, frames, per)?;
-        let after = f.stats()?.reason_total(reason).packets;
-        Ok(Run {
-            sent: b.sent,
-            dropped: after - before,
-            wall_secs: b.wall_secs,
-            kernel_secs: b.kernel_secs,
-            calls: b.calls,
-        })
-    })
+    with_attached(tb, f, None, |f| counted_blast(tb, f, frames, per, |f| Ok(f.stats()?.reason_total(reason).packets)))
 }
