@@ -42,8 +42,11 @@ pub fn slab_cg_delta(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i6
 
 /// The `n` caches that grew most between two snapshots, (name, bytes).
 pub fn slab_top(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>, n: usize) -> Vec<(String, i64)> {
-    let mut d: Vec<(String, i64)> =
-        after.iter().map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0))).filter(|(_, v)| *v != 0).collect();
+    let mut d: Vec<(String, i64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v != 0)
+        .collect();
     d.sort_by_key(|(_, v)| -v.abs());
     d.truncate(n);
     d
@@ -74,13 +77,28 @@ struct MapCreateAttr {
     map_extra: u64,
 }
 
-pub fn map_create(map_type: u32, key_size: u32, value_size: u32, max_entries: u32, flags: u32, name: &str) -> Result<OwnedFd> {
-    let mut attr = MapCreateAttr { map_type, key_size, value_size, max_entries, map_flags: flags, ..Default::default() };
+pub fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+    name: &str,
+) -> Result<OwnedFd> {
+    let mut attr =
+        MapCreateAttr { map_type, key_size, value_size, max_entries, map_flags: flags, ..Default::default() };
     for (d, s) in attr.map_name.iter_mut().zip(name.bytes().take(15)) {
         *d = s;
     }
     // SAFETY: attr is a valid, zero-padded bpf_attr prefix.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, 0 as libc::c_long, &mut attr as *mut MapCreateAttr, std::mem::size_of::<MapCreateAttr>() as u32) };
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0 as libc::c_long,
+            &mut attr as *mut MapCreateAttr,
+            std::mem::size_of::<MapCreateAttr>() as u32,
+        )
+    };
     if fd < 0 {
         return Err(anyhow!("BPF_MAP_CREATE {name}: {}", std::io::Error::last_os_error()));
     }

@@ -51,7 +51,16 @@ const PREV_BL_V4_CAPACITY: u32 = 1 << 20;
 
 /// Every blacklist map of the object (both generations).
 const BL_MAPS: [&str; 10] = [
-    "BL_TAB4_0", "BL_TAB4_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1", "BL_NET6_0", "BL_NET6_1",
+    "BL_TAB4_0",
+    "BL_TAB4_1",
+    "BL_V4_0",
+    "BL_V4_1",
+    "BL_V6_0",
+    "BL_V6_1",
+    "BL_NET4_0",
+    "BL_NET4_1",
+    "BL_NET6_0",
+    "BL_NET6_1",
 ];
 
 #[derive(Parser)]
@@ -270,7 +279,12 @@ impl Generated {
 
     fn list_text(&self) -> String {
         let mut s = String::with_capacity(self.total() * 16 + 128);
-        let _ = writeln!(s, "# sipshield-bench generated blacklist: {} addresses, {} ranges", self.addrs.len(), self.ranges.len());
+        let _ = writeln!(
+            s,
+            "# sipshield-bench generated blacklist: {} addresses, {} ranges",
+            self.addrs.len(),
+            self.ranges.len()
+        );
         for a in &self.addrs {
             let _ = writeln!(s, "{}", ip(*a));
         }
@@ -285,7 +299,8 @@ impl Generated {
         let hs = self.addrs.len().max(1024).next_power_of_two();
         let hn = self.ranges.len().max(1024).next_power_of_two();
         let _ = writeln!(s, "create {IPSET_V4} hash:ip family inet hashsize {hs} maxelem {}", self.addrs.len() + 1024);
-        let _ = writeln!(s, "create {IPSET_NET4} hash:net family inet hashsize {hn} maxelem {}", self.ranges.len() + 1024);
+        let _ =
+            writeln!(s, "create {IPSET_NET4} hash:net family inet hashsize {hn} maxelem {}", self.ranges.len() + 1024);
         for a in &self.addrs {
             let _ = writeln!(s, "add {IPSET_V4} {}", ip(*a));
         }
@@ -443,7 +458,12 @@ fn make_probes(g: &Generated, count: usize, seed: u64) -> Result<Probes> {
             range.push(a);
         }
     }
-    Ok(Probes { miss: frames(&miss, &payload), hit: frames(&hit_srcs, &payload), range: frames(&range, &payload), hit_srcs })
+    Ok(Probes {
+        miss: frames(&miss, &payload),
+        hit: frames(&hit_srcs, &payload),
+        range: frames(&range, &payload),
+        hit_srcs,
+    })
 }
 
 #[derive(Clone, Debug)]
@@ -602,7 +622,9 @@ fn lpm_fill(m: &mut Map, entries: &[([u8; 4], u32)]) -> Result<&'static str> {
     let ones = vec![1u32; keys.len()];
     match sipshield::bpfsys::update_batch(map_data(m).fd().as_fd(), &keys, &ones) {
         Ok(()) => Ok("BPF_MAP_UPDATE_BATCH"),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524) /* ENOTSUPP */ | Some(libc::EOPNOTSUPP)) => {
+        Err(e)
+            if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(524) /* ENOTSUPP */ | Some(libc::EOPNOTSUPP)) =>
+        {
             let mut t: LpmTrie<_, [u8; 4], u32> = LpmTrie::try_from(m)?;
             for (a, l) in entries {
                 t.insert(&Key::new(*l, *a), 1, 0).map_err(|e| anyhow!("LPM insert {}/{l}: {e}", Ipv4Addr::from(*a)))?;
@@ -630,7 +652,8 @@ impl Netns {
         if !st.success() {
             bail!("ip netns add {name} failed");
         }
-        let file = fs::File::open(format!("/run/netns/{name}")).with_context(|| format!("opening /run/netns/{name}"))?;
+        let file =
+            fs::File::open(format!("/run/netns/{name}")).with_context(|| format!("opening /run/netns/{name}"))?;
         Ok(Netns { name: name.to_string(), file })
     }
 
@@ -660,7 +683,13 @@ impl Drop for Netns {
 
 /// Run `cmd` (stdin from `input` if given) with a time limit; returns (seconds, stdout).
 /// Output goes to files so a chatty command cannot block on a full pipe.
-fn run_timed(mut cmd: Command, input: Option<&Path>, dir: &Path, tag: &str, timeout: Duration) -> Result<(f64, String)> {
+fn run_timed(
+    mut cmd: Command,
+    input: Option<&Path>,
+    dir: &Path,
+    tag: &str,
+    timeout: Duration,
+) -> Result<(f64, String)> {
     let out_path = dir.join(format!("{tag}.stdout"));
     let err_path = dir.join(format!("{tag}.stderr"));
     cmd.stdout(fs::File::create(&out_path)?).stderr(fs::File::create(&err_path)?);
@@ -805,7 +834,8 @@ fn parallel_fill_drain(map: std::os::fd::BorrowedFd<'_>, keys: &[[u8; 4]], threa
     }
     let t = Instant::now();
     let r: Vec<std::io::Result<()>> = std::thread::scope(|sc| {
-        let hs: Vec<_> = keys.chunks(chunk).map(|k| sc.spawn(move || sipshield::bpfsys::delete_batch(map, k))).collect();
+        let hs: Vec<_> =
+            keys.chunks(chunk).map(|k| sc.spawn(move || sipshield::bpfsys::delete_batch(map, k))).collect();
         hs.into_iter().map(|h| h.join().expect("delete thread")).collect()
     });
     let del = t.elapsed().as_secs_f64();
@@ -916,7 +946,10 @@ fn blacklist(a: BlArgs) -> Result<()> {
         bail!("--entries must be at least 1");
     }
     if a.entries > BL4_TABLE_CAPACITY as usize {
-        bail!("--entries {} exceeds the blacklist's IPv4 table capacity of {BL4_TABLE_CAPACITY} (BL4_TABLE_CAPACITY)", a.entries);
+        bail!(
+            "--entries {} exceeds the blacklist's IPv4 table capacity of {BL4_TABLE_CAPACITY} (BL4_TABLE_CAPACITY)",
+            a.entries
+        );
     }
     let n_ranges = ((a.entries as f64 * a.range_percent / 100.0).round() as usize).min(BL_NET_CAPACITY as usize / 2);
     let settle = Duration::from_millis(a.settle_ms);
@@ -981,7 +1014,13 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let list = read_list_file(&list_path, false).map_err(|e| anyhow!("{e}"))?;
     let parse_secs = t.elapsed().as_secs_f64();
     if list.v4.len() != g.addrs.len() || list.net4.len() != g.ranges.len() {
-        bail!("parsed {} addresses + {} ranges, generated {} + {}", list.v4.len(), list.net4.len(), g.addrs.len(), g.ranges.len());
+        bail!(
+            "parsed {} addresses + {} ranges, generated {} + {}",
+            list.v4.len(),
+            list.net4.len(),
+            g.addrs.len(),
+            g.ranges.len()
+        );
     }
     let t = Instant::now();
     let r1 = filter.swap_list(ListKind::Blacklist, &list)?;
@@ -1095,7 +1134,8 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
 
     // 3. The three layouts at the same 65,536 entries, in the filter's own maps (the range trie
     // and the overflow hash hold at most 65,536 entries): table, previous hash, all-in-LPM.
-    let cap_v4 = (BL_NET_CAPACITY as usize).saturating_sub(g.ranges.len()).min(g.addrs.len()).min(BL_V4_CAPACITY as usize);
+    let cap_v4 =
+        (BL_NET_CAPACITY as usize).saturating_sub(g.ranges.len()).min(g.addrs.len()).min(BL_V4_CAPACITY as usize);
     let mut capped = IpList::default();
     for a4 in probes.hit_srcs.iter().chain(g.addrs.iter()) {
         if capped.v4.len() >= cap_v4 {
@@ -1105,8 +1145,13 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     }
     capped.net4 = list.net4.clone();
     let cap_total = capped.len();
-    let cap_hits: Vec<Vec<u8>> =
-        probes.hit.iter().zip(&probes.hit_srcs).filter(|(_, s)| capped.v4.contains(&s.to_be_bytes())).map(|(f, _)| f.clone()).collect();
+    let cap_hits: Vec<Vec<u8>> = probes
+        .hit
+        .iter()
+        .zip(&probes.hit_srcs)
+        .filter(|(_, s)| capped.v4.contains(&s.to_be_bytes()))
+        .map(|(f, _)| f.clone())
+        .collect();
     eprintln!("capped comparison at {cap_total} entries (BL_NET_CAPACITY = BL_V4_CAPACITY = {BL_NET_CAPACITY}) ...");
     let rc = filter.swap_list(ListKind::Blacklist, &capped)?;
     {
@@ -1198,7 +1243,10 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
         drop(entries);
         let mem = Mem::settled(settle)?.minus(before);
         let ml = ebpf.map("BL_NET4_0").and_then(memlock).unwrap_or(0);
-        eprintln!("  all-in-LPM filled in {fill_secs:.3} s ({method}); SUnreclaim {:+.1} B/entry", mem.sunreclaim as f64 / total as f64);
+        eprintln!(
+            "  all-in-LPM filled in {fill_secs:.3} s ({method}); SUnreclaim {:+.1} B/entry",
+            mem.sunreclaim as f64 / total as f64
+        );
         {
             let prog: &mut Xdp = ebpf.program_mut(PROGRAM_NAME).unwrap().try_into()?;
             let mut run = |f: &[u8], r: u32| xdp_run(prog, f, r);
@@ -1221,7 +1269,8 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
 
         // The previous design: one BPF_MAP_UPDATE_BATCH of all /32s into the no-prealloc hash
         // (what the previous swap_list did), the ranges one insert each.
-        let h1 = map_data(ebpf.map("BL_V4_1").ok_or_else(|| anyhow!("no BL_V4_1"))?).fd().as_fd().try_clone_to_owned()?;
+        let h1 =
+            map_data(ebpf.map("BL_V4_1").ok_or_else(|| anyhow!("no BL_V4_1"))?).fd().as_fd().try_clone_to_owned()?;
         let hash_fixed = ebpf.map("BL_V4_1").and_then(memlock).unwrap_or(0);
         let keys4: Vec<[u8; 4]> = list.v4.iter().copied().collect();
         let ones4 = vec![1u32; keys4.len()];
@@ -1265,7 +1314,9 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
         let hash_drain_secs = t.elapsed().as_secs_f64();
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
         let (par_fill_secs, par_del_secs) = parallel_fill_drain(h1.as_fd(), &keys4, threads)?;
-        eprintln!("  drain {hash_drain_secs:.3} s; {threads} threads: fill {par_fill_secs:.3} s, delete {par_del_secs:.3} s");
+        eprintln!(
+            "  drain {hash_drain_secs:.3} s; {threads} threads: fill {par_fill_secs:.3} s, delete {par_del_secs:.3} s"
+        );
         prev_hash = Some(json!({
             "what": "BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC, max_entries 1<<20 (the previous BL_V4_g), one BPF_MAP_UPDATE_BATCH",
             "keys": keys4.len(),
@@ -1287,7 +1338,8 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     // 5. Design comparison: a preallocated hash (stand-alone map, same capacity, same keys).
     eprintln!("design comparison: preallocated hash (stand-alone, max_entries {PREV_BL_V4_CAPACITY}) ...");
     let keys4: Vec<[u8; 4]> = list.v4.iter().copied().collect();
-    let prealloc = experiments::prealloc_hash(&keys4, PREV_BL_V4_CAPACITY).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    let prealloc =
+        experiments::prealloc_hash(&keys4, PREV_BL_V4_CAPACITY).unwrap_or_else(|e| json!({"error": e.to_string()}));
     drop(keys4);
     let tab_check = table_array_check(settle).unwrap_or_else(|e| json!({"error": e.to_string()}));
     let lean = experiments::lean_parse(&list_path)
@@ -1358,7 +1410,8 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let lookups_json: Vec<Value> = lookups
         .iter()
         .map(|l| {
-            let (c, h) = if l.instance == 2 { empty2.unwrap_or((empty_cold, empty_hotk)) } else { (empty_cold, empty_hotk) };
+            let (c, h) =
+                if l.instance == 2 { empty2.unwrap_or((empty_cold, empty_hotk)) } else { (empty_cold, empty_hotk) };
             l.json(c, h, base_cold)
         })
         .collect();
@@ -1424,7 +1477,9 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
         d["total_bytes_per_key"] = json!((fixed + slab) / nk);
     }
 
-    let memlock_json = |m: &BTreeMap<&'static str, u64>| m.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>();
+    let memlock_json = |m: &BTreeMap<&'static str, u64>| {
+        m.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()
+    };
     let out = json!({
         "benchmark": "blacklist",
         "kernel": kernel_release(),
@@ -1509,8 +1564,20 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let fx = |r: Option<f64>| r.map(|r| format!("{r:.2}×")).unwrap_or_else(|| "n/a".into());
     let f = |v: &Value| v.as_f64().map(|x| format!("{x:.3}")).unwrap_or_else(|| "n/a".into());
     let mb = |b: u64| b as f64 / 1e6;
-    let _ = writeln!(s, "\nsipshield-bench blacklist — kernel {}, {} CPUs, seed {:#x}", out["kernel"].as_str().unwrap_or(""), out["cpus"], a.seed);
-    let _ = writeln!(s, "list: {} addresses + {} ranges (/16../24) = {total} entries, {:.1} MB", g.addrs.len(), g.ranges.len(), out["list_file_bytes"].as_u64().unwrap_or(0) as f64 / 1e6);
+    let _ = writeln!(
+        s,
+        "\nsipshield-bench blacklist — kernel {}, {} CPUs, seed {:#x}",
+        out["kernel"].as_str().unwrap_or(""),
+        out["cpus"],
+        a.seed
+    );
+    let _ = writeln!(
+        s,
+        "list: {} addresses + {} ranges (/16../24) = {total} entries, {:.1} MB",
+        g.addrs.len(),
+        g.ranges.len(),
+        out["list_file_bytes"].as_u64().unwrap_or(0) as f64 / 1e6
+    );
     let _ = writeln!(s, "sipshield IPv4 layout: /32s in a bucketized table (BL_TAB4_g, {BL4_BUCKETS} × {BL4_SLOTS} slots), ranges in an LPM trie");
     let _ = writeln!(s, "\nLOAD TIME                                              seconds");
     let _ = writeln!(s, "  sipshield parse (read_list_file)                     {parse_secs:>8.3}");
@@ -1522,11 +1589,18 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let _ = writeln!(s, "  sipshield reload: total (parse + load)               {reload_total:>8.3}");
     let _ = writeln!(s, "  sipshield reload: cleanup (clear old generation)     {:>8.3}", r2.cleanup_secs);
     for p in &peers {
-        let label = if p.name == "ipset" { "ipset restore (hash:ip + hash:net)" } else { "nft -f (plain set + interval set)" };
+        let label =
+            if p.name == "ipset" { "ipset restore (hash:ip + hash:net)" } else { "nft -f (plain set + interval set)" };
         let _ = writeln!(s, "  {label:<52} {:>8.3}   (delete {:.3} s)", p.load_secs, p.delete_secs);
     }
     if let Some(h) = &prev_hash {
-        let _ = writeln!(s, "  {:<52} {:>8}   (drain {} s)", "previous: /32s into the no-prealloc hash (batch)", f(&h["fill_secs"]), f(&h["drain_secs"]));
+        let _ = writeln!(
+            s,
+            "  {:<52} {:>8}   (drain {} s)",
+            "previous: /32s into the no-prealloc hash (batch)",
+            f(&h["fill_secs"]),
+            f(&h["drain_secs"])
+        );
     }
     if let Some(l) = &lpm_full {
         let label = format!("rejected all-in-LPM fill ({})", l["fill_method"].as_str().unwrap_or(""));
@@ -1535,9 +1609,13 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let _ = writeln!(s, "\nRATIOS (peer / sipshield)             vs parse+load (fair)   vs load only");
     let _ = writeln!(s, "  ipset_restore_secs / sipshield        {:>20}   {:>12}", fx(r_ipset_total), fx(r_ipset_load));
     let _ = writeln!(s, "  nft_secs / sipshield                  {:>20}   {:>12}", fx(r_nft_total), fx(r_nft_load));
-    let _ = writeln!(s, "  (ipset restore and nft -f parse their own text input, so parse + load is the like-for-like figure)");
+    let _ = writeln!(
+        s,
+        "  (ipset restore and nft -f parse their own text input, so parse + load is the like-for-like figure)"
+    );
 
-    let _ = writeln!(s, "\nMEMORY (kernel, after {} ms settle; per entry = / {total} entries)   bytes/entry", a.settle_ms);
+    let _ =
+        writeln!(s, "\nMEMORY (kernel, after {} ms settle; per entry = / {total} entries)   bytes/entry", a.settle_ms);
     let _ = writeln!(s, "  load: SUnreclaim delta                                   {per_entry_sunreclaim:>8.1}");
     let _ = writeln!(s, "  load: Slab delta                                         {per_entry_slab:>8.1}");
     let _ = writeln!(s, "  load: kmalloc-cg-* caches only (slabinfo)                {per_entry_cg:>8.1}");
@@ -1560,9 +1638,23 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     for (p, what) in BL_GROUPS {
         let e = bl_group(&ml_empty, p);
         let l = bl_group(&ml_loaded, p);
-        let _ = writeln!(s, "    {:<12} {what:<40} {:>8.1}   ({:.2} → {:.2} MB)", format!("{p}_0+1"), per(l as f64), mb(e), mb(l));
+        let _ = writeln!(
+            s,
+            "    {:<12} {what:<40} {:>8.1}   ({:.2} → {:.2} MB)",
+            format!("{p}_0+1"),
+            per(l as f64),
+            mb(e),
+            mb(l)
+        );
     }
-    let _ = writeln!(s, "    {:<53} {:>8.1}   ({:.2} → {:.2} MB)", "all 10 BL maps", per(ml_loaded_sum as f64), mb(ml_empty_sum), mb(ml_loaded_sum));
+    let _ = writeln!(
+        s,
+        "    {:<53} {:>8.1}   ({:.2} → {:.2} MB)",
+        "all 10 BL maps",
+        per(ml_loaded_sum as f64),
+        mb(ml_empty_sum),
+        mb(ml_loaded_sum)
+    );
     let _ = writeln!(
         s,
         "  TOTAL = max(Slab, SUnreclaim) delta + all BL maps' memlock  {per_entry_total:>8.1}   {} (target ≤ {TARGET_BYTES_PER_ENTRY}; {:.1} MB)",
@@ -1573,7 +1665,11 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
         s,
         "  (memlock of the loaded maps also counts the ranges' trie nodes that are in the slab delta; without that: {per_entry_total_nodup:.1})"
     );
-    let _ = writeln!(s, "  after reload + clear: SUnreclaim delta vs before the load {:>8.1}", mem_reload.sunreclaim as f64 / total as f64);
+    let _ = writeln!(
+        s,
+        "  after reload + clear: SUnreclaim delta vs before the load {:>8.1}",
+        mem_reload.sunreclaim as f64 / total as f64
+    );
     for p in &peers {
         let _ = writeln!(
             s,
@@ -1599,8 +1695,15 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     }
 
     let _ = writeln!(s, "\nLOOKUP (BPF_PROG_TEST_RUN, ns per packet; UDP → :5060)");
-    let _ = writeln!(s, "  hot×1 = 1 source × {} runs; hot×K = K sources × repeat/K; cold = median over K sources × 1 run per syscall", a.repeat);
-    let _ = writeln!(s, "  −empty = cold − the empty row of the same instance; −base = cold − \"empty (2nd instance, no table)\"");
+    let _ = writeln!(
+        s,
+        "  hot×1 = 1 source × {} runs; hot×K = K sources × repeat/K; cold = median over K sources × 1 run per syscall",
+        a.repeat
+    );
+    let _ = writeln!(
+        s,
+        "  −empty = cold − the empty row of the same instance; −base = cold − \"empty (2nd instance, no table)\""
+    );
     let _ = writeln!(
         s,
         "  {:<40} {:>8} {:<7} {:<6} {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -1622,16 +1725,33 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
             if l.ok() { "" } else { "  <-- unexpected action" }
         );
     }
-    let _ = writeln!(s, "  (K = {} for hot×K, {} for cold; capped rows hold {cap_total} entries = BL_NET_CAPACITY)", lookups[0].hotk_sources, lookups[0].cold_sources);
-    let _ = writeln!(s, "  instance 1 = the sipshield filter: its 8 MB table is probed on every IPv4 packet, even when empty.");
+    let _ = writeln!(
+        s,
+        "  (K = {} for hot×K, {} for cold; capped rows hold {cap_total} entries = BL_NET_CAPACITY)",
+        lookups[0].hotk_sources, lookups[0].cold_sources
+    );
+    let _ = writeln!(
+        s,
+        "  instance 1 = the sipshield filter: its 8 MB table is probed on every IPv4 packet, even when empty."
+    );
     let _ = writeln!(s, "  \"previous: hash /32 + LPM, capped\": the /32s in the overflow hash BL_V4_g (no-prealloc, at most {BL_V4_CAPACITY}), the");
-    let _ = writeln!(s, "    table empty but still probed first; it measures a hash lookup at {} /32s, not at 1M.", capped.v4.len());
+    let _ = writeln!(
+        s,
+        "    table empty but still probed first; it measures a hash lookup at {} /32s, not at 1M.",
+        capped.v4.len()
+    );
     let _ = writeln!(s, "  instance 2 = the same object with BL_TAB4_* shrunk to 1 bucket (no table probe): previous design at full size");
-    let _ = writeln!(s, "    (1M /32s in a no-prealloc hash of max_entries {PREV_BL_V4_CAPACITY}) and the rejected all-in-LPM layout.");
+    let _ = writeln!(
+        s,
+        "    (1M /32s in a no-prealloc hash of max_entries {PREV_BL_V4_CAPACITY}) and the rejected all-in-LPM layout."
+    );
 
     // Summary: cold medians side by side.
     let find = |sc: &str, probe: &str| lookups.iter().find(|l| l.scenario == sc && l.probe == probe);
-    let _ = writeln!(s, "\nLOOKUP SUMMARY (cold median ns, and − the no-table base)        miss               hit/32             range");
+    let _ = writeln!(
+        s,
+        "\nLOOKUP SUMMARY (cold median ns, and − the no-table base)        miss               hit/32             range"
+    );
     let rows = [
         "empty blacklist",
         "table /32 + LPM ranges",
@@ -1661,12 +1781,19 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     }
 
     let b = &out["swap_breakdown"];
-    let _ = writeln!(s, "\nSWAP BREAKDOWN (the /32 steps of swap_list, timed separately on the idle generation)   seconds");
+    let _ =
+        writeln!(s, "\nSWAP BREAKDOWN (the /32 steps of swap_list, timed separately on the idle generation)   seconds");
     let brows = [
         (format!("build_table4: place {} /32s in the userspace table", g.addrs.len()), f(&b["build_table4_secs"])),
-        (format!("copy the table into BL_TAB4_g through mmap ({:.1} MB)", tab_len as f64 / 1e6), f(&b["mmap_copy_secs"])),
+        (
+            format!("copy the table into BL_TAB4_g through mmap ({:.1} MB)", tab_len as f64 / 1e6),
+            f(&b["mmap_copy_secs"]),
+        ),
         ("zero BL_TAB4_g through mmap (as clear_list_gen does)".to_string(), f(&b["mmap_zero_secs"])),
-        (format!("{} ranges into the LPM trie, one syscall each (as swap_list does)", ranges.len()), f(&b["lpm_ranges_single_insert_secs"])),
+        (
+            format!("{} ranges into the LPM trie, one syscall each (as swap_list does)", ranges.len()),
+            f(&b["lpm_ranges_single_insert_secs"]),
+        ),
         ("the same ranges with one BPF_MAP_UPDATE_BATCH".to_string(), f(&b["lpm_ranges_batch_insert_secs"])),
     ];
     for (l, v) in brows {
@@ -1679,10 +1806,21 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
         overflow.len(),
         cfg1.bl4_overflow
     );
-    let _ = writeln!(s, "  reference: lean IPv4 parser (Vec + sort + dedup): {} s vs read_list_file {parse_secs:.3} s", f(&lean["secs"]));
+    let _ = writeln!(
+        s,
+        "  reference: lean IPv4 parser (Vec + sort + dedup): {} s vs read_list_file {parse_secs:.3} s",
+        f(&lean["secs"])
+    );
 
-    let _ = writeln!(s, "\nDESIGN COMPARISON: the /32 store, {n_addrs} keys (bytes per key; fixed = two generations' maps)");
-    let _ = writeln!(s, "  {:<52} {:>14} {:>9} {:>8} {:>8} {:>8}", "design", "fill s", "cleanup s", "fixed B", "slab B", "total B");
+    let _ = writeln!(
+        s,
+        "\nDESIGN COMPARISON: the /32 store, {n_addrs} keys (bytes per key; fixed = two generations' maps)"
+    );
+    let _ = writeln!(
+        s,
+        "  {:<52} {:>14} {:>9} {:>8} {:>8} {:>8}",
+        "design", "fill s", "cleanup s", "fixed B", "slab B", "total B"
+    );
     for d in &design {
         let fill = match d.get("create_secs").and_then(|v| v.as_f64()) {
             Some(c) => format!("{c:.3}+{}", f(&d["fill_secs"])),

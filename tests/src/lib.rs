@@ -55,9 +55,8 @@ pub fn check(f: &mut Filter, name: &str, frame: &[u8], want: Want) {
         Want::Pass(r) => (XDP_PASS, r),
         Want::Drop(r) => (XDP_DROP, r),
     };
-    let grown: Vec<u32> = (0..NUM_REASONS)
-        .filter(|r| after.reason_total(*r).packets != before.reason_total(*r).packets)
-        .collect();
+    let grown: Vec<u32> =
+        (0..NUM_REASONS).filter(|r| after.reason_total(*r).packets != before.reason_total(*r).packets).collect();
     assert_eq!(
         grown,
         vec![want_reason],
@@ -115,8 +114,27 @@ impl NetnsPair {
         let _ = Command::new("ip").args(["netns", "del", &p.server]).output();
         sh("ip", &["netns", "add", &p.client]);
         sh("ip", &["netns", "add", &p.server]);
-        sh("ip", &["link", "add", &p.client_if, "netns", &p.client, "type", "veth", "peer", "name", &p.server_if, "netns", &p.server]);
-        for (ns, ifn, a4, a6) in [(&p.client, &p.client_if, "198.51.100.1/24", "2001:db8::1/64"), (&p.server, &p.server_if, "198.51.100.2/24", "2001:db8::2/64")] {
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &p.client_if,
+                "netns",
+                &p.client,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &p.server_if,
+                "netns",
+                &p.server,
+            ],
+        );
+        for (ns, ifn, a4, a6) in [
+            (&p.client, &p.client_if, "198.51.100.1/24", "2001:db8::1/64"),
+            (&p.server, &p.server_if, "198.51.100.2/24", "2001:db8::2/64"),
+        ] {
             sh("ip", &["-n", ns, "addr", "add", a4, "dev", ifn]);
             sh("ip", &["-n", ns, "addr", "add", a6, "dev", ifn, "nodad"]);
             sh("ip", &["-n", ns, "link", "set", ifn, "up"]);
@@ -179,7 +197,11 @@ pub fn sipshield_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join("sipshield");
-    assert!(bin.exists(), "{} is missing: build it first (`cargo build -p xdp-user`, done by `cargo xtask test`)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p xdp-user`, done by `cargo xtask test`)",
+        bin.display()
+    );
     bin
 }
 
@@ -204,7 +226,12 @@ impl Controller {
         let mut cmd = NetnsPair::command(ns, &sipshield_bin());
         cmd.args(["run", "--config"]).arg(cfg);
         Self::env(&mut cmd, state_dir, pin_dir);
-        let child = cmd.stdout(logf.try_clone().unwrap()).stderr(logf).stdin(Stdio::null()).spawn().expect("spawn sipshield run");
+        let child = cmd
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sipshield run");
         let c = Controller { child, state_dir: state_dir.into(), pin_dir: pin_dir.into(), log };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {

@@ -49,7 +49,11 @@ fn dirs(tag: &str, cfg: &str) -> Dirs {
     std::fs::create_dir_all(&base).unwrap();
     let cfgp = base.join("sipshield.toml");
     std::fs::write(&cfgp, cfg).unwrap();
-    Dirs { state: base.join("state"), pin: PathBuf::from(format!("/sys/fs/bpf/sipshield-test-{tag}-{}", std::process::id())), cfg: cfgp }
+    Dirs {
+        state: base.join("state"),
+        pin: PathBuf::from(format!("/sys/fs/bpf/sipshield-test-{tag}-{}", std::process::id())),
+        cfg: cfgp,
+    }
 }
 
 const CFG: &str = "interfaces = [\"vsrv\"]\nmode = \"native\"\n[blacklist]\nentries = [\"198.51.100.66\"]\n[metrics]\nenabled = false\n";
@@ -88,7 +92,8 @@ fn packets_cross_the_veth_and_are_counted() {
     std::thread::sleep(Duration::from_millis(2500));
     let _ = watch.kill();
     let out = watch.wait_with_output().unwrap();
-    let docs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    let docs: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
     assert!(docs.len() >= 2, "{docs:?}");
     assert!(docs[1]["rates_per_second"]["pass"].is_number(), "{}", docs[1]);
     ctl.cli(&["detach"]);
@@ -118,7 +123,11 @@ fn filter_survives_the_controller_and_detach_restores_traffic() {
         .output()
         .unwrap();
     assert!(!second.status.success());
-    assert!(String::from_utf8_lossy(&second.stderr).contains("already running"), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
 
     // SIGKILL the controller: the pinned link keeps the filter attached and enforcing.
     ctl.kill9();
@@ -250,7 +259,11 @@ fn failed_refresh_keeps_the_last_good_list() {
     let base = d.cfg.parent().unwrap().to_path_buf();
     let list = base.join("bl.txt");
     std::fs::write(&list, "198.51.100.66\n").unwrap();
-    std::fs::write(&d.cfg, format!("interfaces = [\"vsrv\"]\n[events]\nstdout = false\n[blacklist]\nfiles = [\"{}\"]\n", list.display())).unwrap();
+    std::fs::write(
+        &d.cfg,
+        format!("interfaces = [\"vsrv\"]\n[events]\nstdout = false\n[blacklist]\nfiles = [\"{}\"]\n", list.display()),
+    )
+    .unwrap();
     let ctl = Controller::start(&net.server, &d.cfg, &d.state, &d.pin);
     // Malformed new content: rejected, with file:line.
     std::fs::write(&list, "198.51.100.66\n198.51.100.999\n").unwrap();
@@ -295,7 +308,8 @@ fn event_rate_is_bounded_under_flood() {
     let cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
         ticks / 100.0
     };
     // nsenter execs sipshield in place, so the child pid is the controller.

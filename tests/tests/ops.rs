@@ -39,13 +39,18 @@ fn prometheus_scrapes_the_controller() {
     net.add_client_addr("198.51.100.66/24");
     let dir = tmp("prom");
     let cfg = dir.join("s.toml");
-    std::fs::write(&cfg, "interfaces = [\"vsrv\"]\n[blacklist]\nentries = [\"198.51.100.66\"]\n[metrics]\nlisten = \"127.0.0.1:9610\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "interfaces = [\"vsrv\"]\n[blacklist]\nentries = [\"198.51.100.66\"]\n[metrics]\nlisten = \"127.0.0.1:9610\"\n",
+    )
+    .unwrap();
     let pin = PathBuf::from(format!("/sys/fs/bpf/sipshield-test-prom-{}", std::process::id()));
     let ctl = Controller::start(&net.server, &cfg, &dir.join("state"), &pin);
     net.send_udp(ip("198.51.100.66"), ip("198.51.100.2"), 5060, (0..4).map(sip).collect());
 
     // Our endpoint directly (inside the server namespace, where it listens on loopback).
-    let body = NetnsPair::in_ns(&net.server, || http_get("127.0.0.1:9610", "/metrics")).expect("metrics endpoint answers");
+    let body =
+        NetnsPair::in_ns(&net.server, || http_get("127.0.0.1:9610", "/metrics")).expect("metrics endpoint answers");
     assert!(body.contains("sipshield_packets_total{reason=\"blacklisted\",iface=\"vsrv\"} 4"), "{body}");
 
     // A real Prometheus in the same namespace scrapes it; query the counter back.
@@ -139,7 +144,8 @@ fn fail2ban_bans_through_sipshield() {
     let log = dir.join("messages");
     std::fs::write(&log, "").unwrap();
     let bin = sipshield_bin();
-    let cmd = format!("env SIPSHIELD_PIN_DIR={} SIPSHIELD_STATE_DIR={} {}", pin.display(), state.display(), bin.display());
+    let cmd =
+        format!("env SIPSHIELD_PIN_DIR={} SIPSHIELD_STATE_DIR={} {}", pin.display(), state.display(), bin.display());
     std::fs::write(
         conf.join("jail.conf"),
         format!(
@@ -184,7 +190,9 @@ fn fail2ban_bans_through_sipshield() {
     });
     assert!(b.expires_in > 500.0 && b.expires_in <= 600.0, "ban ttl follows bantime: {b:?}");
     // The ban is enforced by the program.
-    let frame = sipshield::packet::PacketBuilder::udp(ip("203.0.113.50"), ip("198.51.100.2"), 5060, 5060).payload(&sip(1)).build();
+    let frame = sipshield::packet::PacketBuilder::udp(ip("203.0.113.50"), ip("198.51.100.2"), 5060, 5060)
+        .payload(&sip(1))
+        .build();
     check(&mut filter, "fail2ban ban enforced", &frame, Want::Drop(xdp_common::REASON_BANNED));
     // Stopping fail2ban unbans (actionunban → `sipshield ban del`).
     let _ = f2b(&["stop"]);
@@ -210,10 +218,15 @@ fn dashboard_uses_only_exported_metrics() {
     }
     let f = filter_with("");
     let mut ds = sipshield::state::DaemonState::default();
-    ds.lists.insert("blacklist".into(), sipshield::state::ListState { entries: 1, last_load_unix: 1.0, ..Default::default() });
+    ds.lists.insert(
+        "blacklist".into(),
+        sipshield::state::ListState { entries: 1, last_load_unix: 1.0, ..Default::default() },
+    );
     let text = sipshield::metrics::render(&f, Some(&ds)).unwrap();
-    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdp-user/src/metrics.rs")).unwrap();
-    let dash = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json")).unwrap();
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdp-user/src/metrics.rs")).unwrap();
+    let dash = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json"))
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&dash).expect("dashboard is JSON");
     let mut names = std::collections::BTreeSet::new();
     for p in v["panels"].as_array().unwrap() {
@@ -231,7 +244,10 @@ fn dashboard_uses_only_exported_metrics() {
         // least be registered by the renderer under that name.
         let base = n.trim_end_matches("_total");
         let registered = source.contains(&format!("\"{base}\""));
-        assert!(text.contains(&format!("\n{n}")) || (registered && n == "sipshield_geo_dropped_total"), "dashboard metric {n} is not exported:\n{text}");
+        assert!(
+            text.contains(&format!("\n{n}")) || (registered && n == "sipshield_geo_dropped_total"),
+            "dashboard metric {n} is not exported:\n{text}"
+        );
     }
 }
 
@@ -243,15 +259,27 @@ fn config_errors_name_the_key_and_leave_the_filter_alone() {
     let net = NetnsPair::new("c");
     let dir = tmp("cfg");
     let good = dir.join("good.toml");
-    std::fs::write(&good, "interfaces = [\"vsrv\"]\n[metrics]\nenabled = false\n[blacklist]\nentries = [\"198.51.100.66\"]\n").unwrap();
+    std::fs::write(
+        &good,
+        "interfaces = [\"vsrv\"]\n[metrics]\nenabled = false\n[blacklist]\nentries = [\"198.51.100.66\"]\n",
+    )
+    .unwrap();
     let pin = PathBuf::from(format!("/sys/fs/bpf/sipshield-test-cfg-{}", std::process::id()));
     let state = dir.join("state");
     let ctl = Controller::start(&net.server, &good, &state, &pin);
     let cases = [
         ("unknown key", "interfaces = [\"vsrv\"]\nbogus_key = 1\n", "bogus_key"),
         ("bad CIDR", "interfaces = [\"vsrv\"]\n[blacklist]\nentries = [\"198.51.100.0/40\"]\n", "blacklist.entries[0]"),
-        ("bad country", "interfaces = [\"vsrv\"]\n[geoip]\ndatabase = \"/dev/null\"\nallow_countries = [\"XX\"]\n", "geoip.allow_countries"),
-        ("missing file", "interfaces = [\"vsrv\"]\n[blacklist]\nfiles = [\"/nonexistent/list.txt\"]\n", "/nonexistent/list.txt"),
+        (
+            "bad country",
+            "interfaces = [\"vsrv\"]\n[geoip]\ndatabase = \"/dev/null\"\nallow_countries = [\"XX\"]\n",
+            "geoip.allow_countries",
+        ),
+        (
+            "missing file",
+            "interfaces = [\"vsrv\"]\n[blacklist]\nfiles = [\"/nonexistent/list.txt\"]\n",
+            "/nonexistent/list.txt",
+        ),
         ("bad duration", "interfaces = [\"vsrv\"]\n[blacklist]\nrefresh = \"often\"\n", "often"),
     ];
     for (name, text, needle) in cases {
@@ -263,7 +291,10 @@ fn config_errors_name_the_key_and_leave_the_filter_alone() {
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: must fail");
-        assert!(err.contains(needle) && err.contains(p.file_name().unwrap().to_str().unwrap()), "{name}: error must name {needle:?} and the file: {err}");
+        assert!(
+            err.contains(needle) && err.contains(p.file_name().unwrap().to_str().unwrap()),
+            "{name}: error must name {needle:?} and the file: {err}"
+        );
     }
     // The running filter still enforces its list.
     let st = ctl.stats();
@@ -276,15 +307,25 @@ fn config_errors_name_the_key_and_leave_the_filter_alone() {
     std::fs::write(&good, "interfaces = [\"vsrv\"]\n[blacklist]\nentries = [\"not-an-ip\"]\n").unwrap();
     let out = ctl.cli_output(&["reload"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("blacklist.entries[0]"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("blacklist.entries[0]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     net.send_udp(ip("198.51.100.66"), ip("198.51.100.2"), 5060, (0..2).map(sip).collect());
     assert_eq!(packets(&ctl.stats(), "blacklisted"), 4);
 
     // A good new config is applied live (SIGHUP): the list changes without a restart.
-    std::fs::write(&good, "interfaces = [\"vsrv\"]\n[metrics]\nenabled = false\n[blacklist]\nentries = [\"198.51.100.1\"]\n").unwrap();
+    std::fs::write(
+        &good,
+        "interfaces = [\"vsrv\"]\n[metrics]\nenabled = false\n[blacklist]\nentries = [\"198.51.100.1\"]\n",
+    )
+    .unwrap();
     ctl.cli(&["reload"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !ctl.cli(&["blacklist", "stats", "--json"]).contains("\"v4\":1") || std::fs::read_to_string(&ctl.log).unwrap().matches("configuration reloaded").count() == 0 {
+    while !ctl.cli(&["blacklist", "stats", "--json"]).contains("\"v4\":1")
+        || std::fs::read_to_string(&ctl.log).unwrap().matches("configuration reloaded").count() == 0
+    {
         assert!(Instant::now() < deadline, "reload not applied: {}", std::fs::read_to_string(&ctl.log).unwrap());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -311,7 +352,8 @@ fn config_errors_name_the_key_and_leave_the_filter_alone() {
     // The same events, one human-readable line each.
     let text = ctl.cli(&["events", "-n", "100"]);
     assert!(
-        text.lines().any(|l| l.contains(" blacklisted ") && l.contains("198.51.100.1 udp:") && l.ends_with("(dry-run)")),
+        text.lines()
+            .any(|l| l.contains(" blacklisted ") && l.contains("198.51.100.1 udp:") && l.ends_with("(dry-run)")),
         "human-readable events: {text}"
     );
     ctl.cli(&["detach"]);

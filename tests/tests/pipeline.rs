@@ -53,8 +53,22 @@ fn header_pipeline_table() {
 
     let table: Vec<(&str, Vec<u8>, Want)> = vec![
         ("ipv4 udp", udp4().build(), Pass(REASON_PASS)),
-        ("ipv4 tcp", PacketBuilder::tcp(ip("203.0.113.9"), ip("198.51.100.2"), 40000, 5060).payload(SIP).build(), Pass(REASON_PASS)),
-        ("ipv4 tcp with options", PacketBuilder::new(ip("203.0.113.9"), ip("198.51.100.2"), L4::Tcp { sport: 1, dport: 5060, flags: 0x18, data_offset_words: 8 }).payload(SIP).build(), Pass(REASON_PASS)),
+        (
+            "ipv4 tcp",
+            PacketBuilder::tcp(ip("203.0.113.9"), ip("198.51.100.2"), 40000, 5060).payload(SIP).build(),
+            Pass(REASON_PASS),
+        ),
+        (
+            "ipv4 tcp with options",
+            PacketBuilder::new(
+                ip("203.0.113.9"),
+                ip("198.51.100.2"),
+                L4::Tcp { sport: 1, dport: 5060, flags: 0x18, data_offset_words: 8 },
+            )
+            .payload(SIP)
+            .build(),
+            Pass(REASON_PASS),
+        ),
         ("ipv4 options (IHL 8)", udp4().ipv4_options(3).build(), Pass(REASON_PASS)),
         ("ipv4 icmp", PacketBuilder::new(ip("203.0.113.9"), ip("198.51.100.2"), L4::Icmp).build(), Pass(REASON_PASS)),
         ("802.1Q", udp4().vlan(100).build(), Pass(REASON_PASS)),
@@ -77,7 +91,11 @@ fn header_pipeline_table() {
         ("truncated ipv6 header", truncated(&udp6().build(), 14 + 30), Pass(REASON_MALFORMED)),
         ("truncated udp header", truncated(&udp4().build(), 14 + 20 + 4), Pass(REASON_MALFORMED)),
         ("udp length < 8", udp_len_bad, Pass(REASON_MALFORMED)),
-        ("truncated tcp header", truncated(&PacketBuilder::tcp(ip("203.0.113.9"), ip("198.51.100.2"), 1, 5060).build(), 14 + 20 + 10), Pass(REASON_MALFORMED)),
+        (
+            "truncated tcp header",
+            truncated(&PacketBuilder::tcp(ip("203.0.113.9"), ip("198.51.100.2"), 1, 5060).build(), 14 + 20 + 10),
+            Pass(REASON_MALFORMED),
+        ),
         ("tcp data offset < 5", bad_doff, Pass(REASON_MALFORMED)),
         ("tcp data offset past the end", doff_past_end, Pass(REASON_MALFORMED)),
         ("truncated ipv6 ext header", v6_trunc_ext, Pass(REASON_MALFORMED)),

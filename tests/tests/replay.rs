@@ -9,7 +9,9 @@ use sipshield_tests::*;
 
 fn write_pcap(path: &std::path::Path, frames: &[(Duration, Vec<u8>)]) {
     let file = std::fs::File::create(path).unwrap();
-    let mut w = PcapWriter::with_header(file, PcapHeader { datalink: pcap_file::DataLink::ETHERNET, ..Default::default() }).unwrap();
+    let mut w =
+        PcapWriter::with_header(file, PcapHeader { datalink: pcap_file::DataLink::ETHERNET, ..Default::default() })
+            .unwrap();
     for (ts, f) in frames {
         w.write_packet(&PcapPacket { timestamp: *ts, orig_len: f.len() as u32, data: Cow::Borrowed(f) }).unwrap();
     }
@@ -25,14 +27,21 @@ fn replay_reports_each_packet() {
     let cfg = dir.join("c.toml");
     std::fs::write(&cfg, "[blacklist]\nentries = [\"203.0.113.66\"]\n[ratelimit.register]\nrate = 2\nburst = 2\nban_after = 3\nban_ttl = \"1m\"\n").unwrap();
     let reg = |src: &str, ua: &str| {
-        PacketBuilder::udp(ip(src), ip("198.51.100.2"), 5070, 5060).payload(&SipMessage::request("REGISTER", "1", "example.com").user_agent(ua).build()).build()
+        PacketBuilder::udp(ip(src), ip("198.51.100.2"), 5070, 5060)
+            .payload(&SipMessage::request("REGISTER", "1", "example.com").user_agent(ua).build())
+            .build()
     };
     let t = |ms: u64| Duration::from_millis(1_700_000_000_000 + ms);
     let mut frames = vec![
         (t(0), reg("203.0.113.10", "Linphone")),
         (t(1), reg("203.0.113.66", "Linphone")),
         (t(2), reg("203.0.113.11", "friendly-scanner")),
-        (t(3), PacketBuilder::udp(ip("2001:db8::9"), ip("2001:db8::2"), 1, 5060).payload(b"OPTIONS sip:a SIP/2.0\r\n\r\n").build()),
+        (
+            t(3),
+            PacketBuilder::udp(ip("2001:db8::9"), ip("2001:db8::2"), 1, 5060)
+                .payload(b"OPTIONS sip:a SIP/2.0\r\n\r\n")
+                .build(),
+        ),
     ];
     // A flood from .20 within 10 ms: 2 pass, then excess, ban after 3 excess, then banned.
     for i in 0..8 {
@@ -44,11 +53,19 @@ fn replay_reports_each_packet() {
     }
     let cap = dir.join("c.pcap");
     write_pcap(&cap, &frames);
-    let out = std::process::Command::new(sipshield_bin()).args(["replay", "--config"]).arg(&cfg).arg(&cap).arg("--json").output().unwrap();
+    let out = std::process::Command::new(sipshield_bin())
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .arg(&cap)
+        .arg("--json")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert_eq!(lines.len(), frames.len());
-    let got: Vec<(String, String)> = lines.iter().map(|l| (l["verdict"].as_str().unwrap().into(), l["reason"].as_str().unwrap().into())).collect();
+    let got: Vec<(String, String)> =
+        lines.iter().map(|l| (l["verdict"].as_str().unwrap().into(), l["reason"].as_str().unwrap().into())).collect();
     let want: Vec<(&str, &str)> = vec![
         ("pass", "pass"),
         ("drop", "blacklisted"),
@@ -76,15 +93,25 @@ fn replay_reports_each_packet() {
     assert_eq!(lines[0]["dport"], 5060);
 
     // Human output ends with a summary.
-    let out = std::process::Command::new(sipshield_bin()).args(["replay", "--config"]).arg(&cfg).arg(&cap).output().unwrap();
+    let out =
+        std::process::Command::new(sipshield_bin()).args(["replay", "--config"]).arg(&cfg).arg(&cap).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("total 17 packets: pass=9 blacklisted=1 banned=3 scanner=1 ratelimit=3"), "{text}");
 
     // A file that is not a pcap is a clear error.
     let bogus = dir.join("bogus.pcap");
     std::fs::write(&bogus, b"not a capture").unwrap();
-    let out = std::process::Command::new(sipshield_bin()).args(["replay", "--config"]).arg(&cfg).arg(&bogus).output().unwrap();
+    let out = std::process::Command::new(sipshield_bin())
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .arg(&bogus)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bogus.pcap: not a pcap file"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bogus.pcap: not a pcap file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

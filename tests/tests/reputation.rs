@@ -43,9 +43,21 @@ fn reputation_table() {
         ("allowlisted range inside blacklisted /25", from("203.0.113.201"), Pass(REASON_ALLOWLISTED)),
         ("allowlisted v6 inside blacklisted /64", from("2001:db8:bad:1::5"), Pass(REASON_ALLOWLISTED)),
         ("blacklisted /26 not allowlisted", from("198.51.100.11"), Drop(REASON_BLACKLISTED)),
-        ("listed behind 802.1Q", PacketBuilder::udp(ip("203.0.113.7"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(PAYLOAD).build(), Drop(REASON_BLACKLISTED)),
-        ("listed behind QinQ", PacketBuilder::udp(ip("2001:db8:bad::1"), ip("2001:db8::2"), 1, 5060).qinq(10, 20).payload(PAYLOAD).build(), Drop(REASON_BLACKLISTED)),
-        ("allowlisted behind 802.1Q", PacketBuilder::udp(ip("198.51.100.10"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(PAYLOAD).build(), Pass(REASON_ALLOWLISTED)),
+        (
+            "listed behind 802.1Q",
+            PacketBuilder::udp(ip("203.0.113.7"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(PAYLOAD).build(),
+            Drop(REASON_BLACKLISTED),
+        ),
+        (
+            "listed behind QinQ",
+            PacketBuilder::udp(ip("2001:db8:bad::1"), ip("2001:db8::2"), 1, 5060).qinq(10, 20).payload(PAYLOAD).build(),
+            Drop(REASON_BLACKLISTED),
+        ),
+        (
+            "allowlisted behind 802.1Q",
+            PacketBuilder::udp(ip("198.51.100.10"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(PAYLOAD).build(),
+            Pass(REASON_ALLOWLISTED),
+        ),
     ];
     check_table(&mut f, &table);
 
@@ -96,7 +108,8 @@ fn swap_switches_generation_and_frees_the_old_one() {
     assert_eq!(f.read_list(ListKind::Blacklist).unwrap(), new);
     // The previous generation's maps are empty again.
     let old = gen0 & 1;
-    let h: aya::maps::HashMap<_, [u8; 4], u32> = aya::maps::HashMap::try_from(f.map(&format!("BL_V4_{old}")).unwrap()).unwrap();
+    let h: aya::maps::HashMap<_, [u8; 4], u32> =
+        aya::maps::HashMap::try_from(f.map(&format!("BL_V4_{old}")).unwrap()).unwrap();
     assert_eq!(h.keys().count(), 0, "old generation not released");
 }
 
@@ -123,7 +136,9 @@ fn bad_input_keeps_the_last_good_state() {
     let gone = dir.join("gone.txt");
     std::fs::write(&gone, "203.0.113.9\n").unwrap();
     std::fs::remove_file(&gone).unwrap();
-    let err = lists::load_sources(std::slice::from_ref(&gone), &[], &[], false, Duration::from_secs(2)).unwrap_err().to_string();
+    let err = lists::load_sources(std::slice::from_ref(&gone), &[], &[], false, Duration::from_secs(2))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("gone.txt"), "{err}");
 
     // Unreachable URL (nothing listens on port 1 of loopback).
@@ -138,7 +153,12 @@ fn bad_input_keeps_the_last_good_state() {
         huge.v4.insert((0x0a00_0000u32 + i).to_be_bytes());
     }
     let err = f.swap_list(ListKind::Allowlist, &huge).unwrap_err().to_string();
-    assert!(err.contains("allowlist") && err.contains(&format!("{}", AL_CAPACITY + 1)) && err.contains(&AL_CAPACITY.to_string()), "{err}");
+    assert!(
+        err.contains("allowlist")
+            && err.contains(&format!("{}", AL_CAPACITY + 1))
+            && err.contains(&AL_CAPACITY.to_string()),
+        "{err}"
+    );
     check(&mut f, "allowlist still live", &from("198.51.100.10"), Want::Pass(REASON_ALLOWLISTED));
     check(&mut f, "blacklist still live", &from("203.0.113.1"), Want::Drop(REASON_BLACKLISTED));
     assert_eq!(f.read_list(ListKind::Blacklist).unwrap(), good);
@@ -198,7 +218,8 @@ fn bucket_table_places_every_address() {
     assert!(overflow.len() < 16, "{} of {} overflowed", overflow.len(), addrs.len());
     for a in addrs.iter().step_by(97) {
         let k = u32::from_ne_bytes(*a);
-        let found = [bl4_hash1(k), bl4_hash2(k)].iter().any(|b| t[*b as usize].keys.contains(&k)) || overflow.contains(a);
+        let found =
+            [bl4_hash1(k), bl4_hash2(k)].iter().any(|b| t[*b as usize].keys.contains(&k)) || overflow.contains(a);
         assert!(found, "{a:?} lost");
     }
 }

@@ -25,40 +25,139 @@ fn scanner_table() {
     }
     let mut f = filter_with(SCANNERS);
     use Want::*;
-    let far = SipMessage::request("INVITE", "100", "example.com").user_agent("friendly-scanner").user_agent_at(1200).build();
+    let far =
+        SipMessage::request("INVITE", "100", "example.com").user_agent("friendly-scanner").user_agent_at(1200).build();
     assert!(far.len() > 1200 && far.len() < 1450, "far message is {} bytes", far.len());
-    let far_legit = SipMessage::request("INVITE", "100", "example.com").user_agent("Grandstream GXP2170").user_agent_at(1200).build();
-    let big = SipMessage::request("INVITE", "100", "example.com").user_agent("sipvicious 0.3.4").user_agent_at(100).body(&"v=0\r\n".repeat(200)).build();
+    let far_legit = SipMessage::request("INVITE", "100", "example.com")
+        .user_agent("Grandstream GXP2170")
+        .user_agent_at(1200)
+        .build();
+    let big = SipMessage::request("INVITE", "100", "example.com")
+        .user_agent("sipvicious 0.3.4")
+        .user_agent_at(100)
+        .body(&"v=0\r\n".repeat(200))
+        .build();
     let frags = udp("203.0.113.5", 5060, &big).build_fragments(600, 9);
     assert!(frags.len() >= 2);
-    let tail_frags = udp("203.0.113.5", 5060, &SipMessage::request("INVITE", "1", "example.com").user_agent("friendly-scanner").user_agent_at(1200).build()).build_fragments(512, 10);
+    let tail_frags = udp(
+        "203.0.113.5",
+        5060,
+        &SipMessage::request("INVITE", "1", "example.com").user_agent("friendly-scanner").user_agent_at(1200).build(),
+    )
+    .build_fragments(512, 10);
     let folded = b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\nUser-Agent  :\r\n\tfriendly-scanner\r\nContent-Length: 0\r\n\r\n".to_vec();
     let spaced = b"OPTIONS sip:100@example.com SIP/2.0\r\nuser-agent \t:   SIPVicious\r\n\r\n".to_vec();
     let table: Vec<(&str, Vec<u8>, Want)> = vec![
-        ("scanner UA near the start", udp("203.0.113.5", 5060, &register("friendly-scanner")).build(), Drop(REASON_SCANNER)),
+        (
+            "scanner UA near the start",
+            udp("203.0.113.5", 5060, &register("friendly-scanner")).build(),
+            Drop(REASON_SCANNER),
+        ),
         ("scanner UA ~1200 bytes in", udp("203.0.113.5", 5060, &far).build(), Drop(REASON_SCANNER)),
         ("legit UA ~1200 bytes in", udp("203.0.113.5", 5060, &far_legit).build(), Pass(REASON_PASS)),
-        ("sipvicious INVITE", udp("203.0.113.5", 5060, &SipMessage::request("INVITE", "100", "example.com").user_agent("sipvicious").build()).build(), Drop(REASON_SCANNER)),
-        ("OPTIONS sipcli", udp("203.0.113.5", 5060, &SipMessage::request("OPTIONS", "100", "example.com").user_agent("sipcli/v1.8").build()).build(), Drop(REASON_SCANNER)),
-        ("VaxSIPUserAgent mixed case", udp("203.0.113.5", 5060, &register("VaXsIpUsErAgEnT/3.1")).build(), Drop(REASON_SCANNER)),
-        ("compact headers + From display name", udp("203.0.113.5", 5060, &SipMessage::request("INVITE", "100", "example.com").compact().no_user_agent().from_display("sipvicious").build()).build(), Drop(REASON_SCANNER)),
+        (
+            "sipvicious INVITE",
+            udp(
+                "203.0.113.5",
+                5060,
+                &SipMessage::request("INVITE", "100", "example.com").user_agent("sipvicious").build(),
+            )
+            .build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "OPTIONS sipcli",
+            udp(
+                "203.0.113.5",
+                5060,
+                &SipMessage::request("OPTIONS", "100", "example.com").user_agent("sipcli/v1.8").build(),
+            )
+            .build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "VaxSIPUserAgent mixed case",
+            udp("203.0.113.5", 5060, &register("VaXsIpUsErAgEnT/3.1")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "compact headers + From display name",
+            udp(
+                "203.0.113.5",
+                5060,
+                &SipMessage::request("INVITE", "100", "example.com")
+                    .compact()
+                    .no_user_agent()
+                    .from_display("sipvicious")
+                    .build(),
+            )
+            .build(),
+            Drop(REASON_SCANNER),
+        ),
         ("folded UA value", udp("203.0.113.5", 5060, &folded).build(), Drop(REASON_SCANNER)),
         ("whitespace before colon", udp("203.0.113.5", 5060, &spaced).build(), Drop(REASON_SCANNER)),
         ("Yealink", udp("203.0.113.5", 5060, &register("Yealink SIP-T46S 66.86.0.15")).build(), Pass(REASON_PASS)),
         ("Grandstream", udp("203.0.113.5", 5060, &register("Grandstream GXP2170 1.0.11.3")).build(), Pass(REASON_PASS)),
         ("Linphone", udp("203.0.113.5", 5060, &register("Linphone/5.2")).build(), Pass(REASON_PASS)),
-        ("Asterisk (spoofed by scanners, but a real product)", udp("203.0.113.5", 5060, &register("Asterisk PBX 18.0.0")).build(), Pass(REASON_PASS)),
-        ("response with scanner UA", udp("203.0.113.5", 5060, &SipMessage::response(200, "OK", "OPTIONS").user_agent("friendly-scanner").build()).build(), Pass(REASON_PASS)),
-        ("scanner to a non-SIP port", udp("203.0.113.5", 9999, &register("friendly-scanner")).build(), Pass(REASON_PASS)),
-        ("scanner to second SIP port", udp("203.0.113.5", 5080, &register("friendly-scanner")).build(), Drop(REASON_SCANNER)),
+        (
+            "Asterisk (spoofed by scanners, but a real product)",
+            udp("203.0.113.5", 5060, &register("Asterisk PBX 18.0.0")).build(),
+            Pass(REASON_PASS),
+        ),
+        (
+            "response with scanner UA",
+            udp(
+                "203.0.113.5",
+                5060,
+                &SipMessage::response(200, "OK", "OPTIONS").user_agent("friendly-scanner").build(),
+            )
+            .build(),
+            Pass(REASON_PASS),
+        ),
+        (
+            "scanner to a non-SIP port",
+            udp("203.0.113.5", 9999, &register("friendly-scanner")).build(),
+            Pass(REASON_PASS),
+        ),
+        (
+            "scanner to second SIP port",
+            udp("203.0.113.5", 5080, &register("friendly-scanner")).build(),
+            Drop(REASON_SCANNER),
+        ),
         ("scanner over IPv6", udp("2001:db8:77::1", 5060, &register("friendly-scanner")).build(), Drop(REASON_SCANNER)),
-        ("scanner behind 802.1Q", udp("203.0.113.5", 5060, &register("friendly-scanner")).vlan(42).build(), Drop(REASON_SCANNER)),
-        ("scanner over IPv6 + QinQ", udp("2001:db8:77::1", 5060, &register("sipvicious")).qinq(1, 2).build(), Drop(REASON_SCANNER)),
-        ("scanner over TCP", PacketBuilder::tcp(ip("203.0.113.5"), ip("198.51.100.2"), 40000, 5060).payload(&register("friendly-scanner")).build(), Drop(REASON_SCANNER)),
+        (
+            "scanner behind 802.1Q",
+            udp("203.0.113.5", 5060, &register("friendly-scanner")).vlan(42).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "scanner over IPv6 + QinQ",
+            udp("2001:db8:77::1", 5060, &register("sipvicious")).qinq(1, 2).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "scanner over TCP",
+            PacketBuilder::tcp(ip("203.0.113.5"), ip("198.51.100.2"), 40000, 5060)
+                .payload(&register("friendly-scanner"))
+                .build(),
+            Drop(REASON_SCANNER),
+        ),
         ("first fragment carries the UA", frags[0].clone(), Drop(REASON_SCANNER)),
         ("later fragment: IP checks only", frags[1].clone(), Pass(REASON_PASS)),
         ("UA only in a later fragment", tail_frags[0].clone(), Pass(REASON_PASS)),
-        ("body mentions a scanner", udp("203.0.113.5", 5060, &SipMessage::request("MESSAGE", "1", "example.com").user_agent("Linphone").body("User-Agent: friendly-scanner").build()).build(), Pass(REASON_PASS)),
+        (
+            "body mentions a scanner",
+            udp(
+                "203.0.113.5",
+                5060,
+                &SipMessage::request("MESSAGE", "1", "example.com")
+                    .user_agent("Linphone")
+                    .body("User-Agent: friendly-scanner")
+                    .build(),
+            )
+            .build(),
+            Pass(REASON_PASS),
+        ),
         ("not SIP at all", udp("203.0.113.5", 5060, b"\r\n\r\n").build(), Pass(REASON_PASS)),
     ];
     check_table(&mut f, &table);
@@ -74,30 +173,94 @@ fn prefilter_and_canonical_lines() {
     }
     let mut f = filter_with(SCANNERS);
     use Want::*;
-    let msg = |hdrs: &str| format!("OPTIONS sip:100@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\n{hdrs}Content-Length: 0\r\n\r\n").into_bytes();
+    let msg = |hdrs: &str| {
+        format!(
+            "OPTIONS sip:100@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\n{hdrs}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
     let table: Vec<(&str, Vec<u8>, Want)> = vec![
-        ("canonical scanner UA", udp("203.0.113.5", 5060, &msg("User-Agent: friendly-scanner\r\n")).build(), Drop(REASON_SCANNER)),
-        ("no space after the colon", udp("203.0.113.5", 5060, &msg("User-Agent:friendly-scanner\r\n")).build(), Drop(REASON_SCANNER)),
-        ("two spaces after the colon", udp("203.0.113.5", 5060, &msg("User-Agent:  friendly-scanner\r\n")).build(), Drop(REASON_SCANNER)),
-        ("tab after the colon", udp("203.0.113.5", 5060, &msg("User-Agent:\tsipvicious\r\n")).build(), Drop(REASON_SCANNER)),
-        ("upper-case name and value", udp("203.0.113.5", 5060, &msg("USER-AGENT: SIPCLI/1.0\r\n")).build(), Drop(REASON_SCANNER)),
-        ("unquoted From display name", udp("203.0.113.5", 5060, &msg("From: sipvicious <sip:100@1.1.1.1>;tag=1\r\n")).build(), Drop(REASON_SCANNER)),
-        ("quoted From display name", udp("203.0.113.5", 5060, &msg("From: \"friendly-scanner\" <sip:100@1.1.1.1>;tag=1\r\n")).build(), Drop(REASON_SCANNER)),
-        ("compact From", udp("203.0.113.5", 5060, &msg("f: sipvicious <sip:100@1.1.1.1>\r\n")).build(), Drop(REASON_SCANNER)),
-        ("UA sharing a signature's first bytes", udp("203.0.113.5", 5060, &msg("User-Agent: Sipura SPA-3000\r\n")).build(), Pass(REASON_PASS)),
-        ("From sharing a signature's first bytes", udp("203.0.113.5", 5060, &msg("From: sipgate <sip:1@x>\r\n")).build(), Pass(REASON_PASS)),
-        ("legit canonical UA then scanner From", udp("203.0.113.5", 5060, &msg("User-Agent: Yealink\r\nFrom: \"sipvicious\" <sip:1@x>\r\n")).build(), Drop(REASON_SCANNER)),
+        (
+            "canonical scanner UA",
+            udp("203.0.113.5", 5060, &msg("User-Agent: friendly-scanner\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "no space after the colon",
+            udp("203.0.113.5", 5060, &msg("User-Agent:friendly-scanner\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "two spaces after the colon",
+            udp("203.0.113.5", 5060, &msg("User-Agent:  friendly-scanner\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "tab after the colon",
+            udp("203.0.113.5", 5060, &msg("User-Agent:\tsipvicious\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "upper-case name and value",
+            udp("203.0.113.5", 5060, &msg("USER-AGENT: SIPCLI/1.0\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "unquoted From display name",
+            udp("203.0.113.5", 5060, &msg("From: sipvicious <sip:100@1.1.1.1>;tag=1\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "quoted From display name",
+            udp("203.0.113.5", 5060, &msg("From: \"friendly-scanner\" <sip:100@1.1.1.1>;tag=1\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "compact From",
+            udp("203.0.113.5", 5060, &msg("f: sipvicious <sip:100@1.1.1.1>\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "UA sharing a signature's first bytes",
+            udp("203.0.113.5", 5060, &msg("User-Agent: Sipura SPA-3000\r\n")).build(),
+            Pass(REASON_PASS),
+        ),
+        (
+            "From sharing a signature's first bytes",
+            udp("203.0.113.5", 5060, &msg("From: sipgate <sip:1@x>\r\n")).build(),
+            Pass(REASON_PASS),
+        ),
+        (
+            "legit canonical UA then scanner From",
+            udp("203.0.113.5", 5060, &msg("User-Agent: Yealink\r\nFrom: \"sipvicious\" <sip:1@x>\r\n")).build(),
+            Drop(REASON_SCANNER),
+        ),
         ("one-letter UA value", udp("203.0.113.5", 5060, &msg("User-Agent: s\r\n")).build(), Pass(REASON_PASS)),
         ("empty UA value", udp("203.0.113.5", 5060, &msg("User-Agent: \r\n")).build(), Pass(REASON_PASS)),
-        ("UA at the very end, no final CRLF", udp("203.0.113.5", 5060, b"OPTIONS sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP x\r\nUser-Agent: friendly-scanner").build(), Drop(REASON_SCANNER)),
+        (
+            "UA at the very end, no final CRLF",
+            udp("203.0.113.5", 5060, b"OPTIONS sip:1@x SIP/2.0\r\nVia: SIP/2.0/UDP x\r\nUser-Agent: friendly-scanner")
+                .build(),
+            Drop(REASON_SCANNER),
+        ),
     ];
     check_table(&mut f, &table);
     // A one-byte signature (its header is always looked up) still matches.
     let mut sigs = sig::read(&f).unwrap();
     sigs.push(sig::Signature::new(HDR_USER_AGENT, "z").unwrap());
     sig::load(&mut f, &sigs).unwrap();
-    check(&mut f, "one-byte signature", &udp("203.0.113.5", 5060, &msg("User-Agent: Zoiper 5\r\n")).build(), Drop(REASON_SCANNER));
-    check(&mut f, "other UAs still pass", &udp("203.0.113.5", 5060, &msg("User-Agent: Linphone\r\n")).build(), Pass(REASON_PASS));
+    check(
+        &mut f,
+        "one-byte signature",
+        &udp("203.0.113.5", 5060, &msg("User-Agent: Zoiper 5\r\n")).build(),
+        Drop(REASON_SCANNER),
+    );
+    check(
+        &mut f,
+        "other UAs still pass",
+        &udp("203.0.113.5", 5060, &msg("User-Agent: Linphone\r\n")).build(),
+        Pass(REASON_PASS),
+    );
 }
 
 #[test]
@@ -118,7 +281,12 @@ fn scanners_configurable_and_swappable() {
     sigs.push(sig::Signature::new(HDR_USER_AGENT, "friendly-scanner").unwrap());
     sig::load(&mut f, &sigs).unwrap();
     check(&mut f, "removed signature", &bad, Pass(REASON_PASS));
-    check(&mut f, "added signature", &udp("203.0.113.5", 5060, &register("friendly-scanner")).build(), Drop(REASON_SCANNER));
+    check(
+        &mut f,
+        "added signature",
+        &udp("203.0.113.5", 5060, &register("friendly-scanner")).build(),
+        Drop(REASON_SCANNER),
+    );
     let mut got = sig::read(&f).unwrap();
     got.sort();
     sigs.sort();
@@ -219,7 +387,20 @@ fn kernel_scan_matches_the_model() {
     }
     let mut f = filter_with("");
     let sigs = sig::read(&f).unwrap();
-    let uas = ["friendly-scanner", "Friendly-Scanner-2", "friendly-scanne", "sipvicious", "xsipvicious", "SIPScan", "sip-scan", "Zoiper", "pplsip", "smap 0.6", "s", ""];
+    let uas = [
+        "friendly-scanner",
+        "Friendly-Scanner-2",
+        "friendly-scanne",
+        "sipvicious",
+        "xsipvicious",
+        "SIPScan",
+        "sip-scan",
+        "Zoiper",
+        "pplsip",
+        "smap 0.6",
+        "s",
+        "",
+    ];
     let methods = ["REGISTER", "INVITE", "OPTIONS", "SUBSCRIBE", "NOTIFY", "FOO"];
     let mut n = 0;
     for (i, ua) in uas.iter().enumerate() {
@@ -237,7 +418,12 @@ fn kernel_scan_matches_the_model() {
                 let frame = udp("203.0.113.9", 5060, &payload).build();
                 let action = f.test_run(&frame).unwrap();
                 let kernel_drop = action == sipshield::filter::XDP_DROP;
-                assert_eq!(kernel_drop, want.is_some(), "method {m} ua {ua:?} offset {offset}: kernel {kernel_drop}, model {want:?}\n{}", String::from_utf8_lossy(&payload));
+                assert_eq!(
+                    kernel_drop,
+                    want.is_some(),
+                    "method {m} ua {ua:?} offset {offset}: kernel {kernel_drop}, model {want:?}\n{}",
+                    String::from_utf8_lossy(&payload)
+                );
                 n += 1;
             }
         }
@@ -260,7 +446,11 @@ fn spoofed_churn_in_a_set_keeps_a_flooders_history() {
     let flooder: std::net::Ipv4Addr = "203.0.113.99".parse().unwrap();
     let reg = udp(&flooder.to_string(), 5060, &payload).build();
     let seen: Vec<u32> = (0..8).map(|_| at(&mut f, t0, &reg)).collect();
-    assert_eq!(seen, [REASON_PASS; 5].iter().chain(&[REASON_RATELIMIT; 3]).copied().collect::<Vec<_>>(), "burst of 5, then limited");
+    assert_eq!(
+        seen,
+        [REASON_PASS; 5].iter().chain(&[REASON_RATELIMIT; 3]).copied().collect::<Vec<_>>(),
+        "burst of 5, then limited"
+    );
     let seed = f.rate_seed().unwrap();
     assert_ne!(seed, 0, "the table is seeded at load");
     let tag = rl_tag(FAMILY_V4, METHOD_REGISTER);
@@ -280,7 +470,12 @@ fn spoofed_churn_in_a_set_keeps_a_flooders_history() {
         let fr = udp(&c.to_string(), 5060, &payload).build();
         assert_eq!(at(&mut f, t0, &fr), REASON_PASS, "a new source {c} gets a bucket, even in a full set");
     }
-    assert_eq!(at(&mut f, t0, &reg), REASON_RATELIMIT, "the flooder's bucket survived {} spoofed sources in its set", colliders.len());
+    assert_eq!(
+        at(&mut f, t0, &reg),
+        REASON_RATELIMIT,
+        "the flooder's bucket survived {} spoofed sources in its set",
+        colliders.len()
+    );
     // Its excess count survived too: the ban comes at ban_after = 10 excess packets as usual.
     let until_ban: Vec<u32> = (0..6).map(|_| at(&mut f, t0, &reg)).collect();
     assert_eq!(until_ban, [REASON_RATELIMIT; 6], "excess 5..10 (the 10th installs the ban)");
@@ -320,7 +515,10 @@ fn a_million_spoofed_sources_cannot_exhaust_state() {
     }
     let elapsed = t.elapsed();
     let entries = f.rate_buckets_in_use().unwrap();
-    eprintln!("1M spoofed sources in {:.2}s: rate-limit table holds {entries} buckets (capacity {RL_CAPACITY})", elapsed.as_secs_f64());
+    eprintln!(
+        "1M spoofed sources in {:.2}s: rate-limit table holds {entries} buckets (capacity {RL_CAPACITY})",
+        elapsed.as_secs_f64()
+    );
     assert!(entries > RL_CAPACITY as usize * 9 / 10, "the table should be full of the flood's buckets");
     // The legitimate client is still served, and a real flooder is still caught afterwards.
     f.update_config(|c| c.clock_ns = t0 + 20_000_000_000).unwrap();

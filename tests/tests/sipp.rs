@@ -87,12 +87,30 @@ impl Drop for Killed {
     }
 }
 
-fn run_sipp(ns: &str, dir: &Path, scenario: &str, src: &str, port: u16, rate: u32, count: u32) -> (bool, Duration, String) {
+fn run_sipp(
+    ns: &str,
+    dir: &Path,
+    scenario: &str,
+    src: &str,
+    port: u16,
+    rate: u32,
+    count: u32,
+) -> (bool, Duration, String) {
     let t0 = Instant::now();
     let out = NetnsPair::command(ns, &sipp())
         .current_dir(dir)
         .args(["-sf", scenario, "198.51.100.2:5060", "-i", src, "-p", &port.to_string()])
-        .args(["-r", &rate.to_string(), "-m", &count.to_string(), "-nostdin", "-timeout", "60s", "-recv_timeout", "5000"])
+        .args([
+            "-r",
+            &rate.to_string(),
+            "-m",
+            &count.to_string(),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-recv_timeout",
+            "5000",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()

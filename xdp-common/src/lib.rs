@@ -31,16 +31,8 @@ pub const NUM_REASONS: u32 = 8;
 pub const REASON_SLOTS: u32 = 16;
 
 /// Reason names as used by `stats`, `replay`, `events` and metrics labels.
-pub const REASON_NAMES: [&str; NUM_REASONS as usize] = [
-    "pass",
-    "allowlisted",
-    "blacklisted",
-    "banned",
-    "geo",
-    "scanner",
-    "ratelimit",
-    "malformed",
-];
+pub const REASON_NAMES: [&str; NUM_REASONS as usize] =
+    ["pass", "allowlisted", "blacklisted", "banned", "geo", "scanner", "ratelimit", "malformed"];
 
 /// Interface slots for per-interface counters. Slot 0 collects interfaces without a slot
 /// (and `BPF_PROG_TEST_RUN`).
@@ -155,8 +147,24 @@ pub const METHOD_ANY: u8 = 17;
 pub const NUM_METHOD_SLOTS: u32 = 18;
 
 pub const METHOD_NAMES: [&str; NUM_METHOD_SLOTS as usize] = [
-    "", "REGISTER", "INVITE", "OPTIONS", "ACK", "BYE", "CANCEL", "SUBSCRIBE", "NOTIFY", "MESSAGE",
-    "INFO", "PRACK", "UPDATE", "REFER", "PUBLISH", "OTHER", "RESPONSE", "ANY",
+    "",
+    "REGISTER",
+    "INVITE",
+    "OPTIONS",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "MESSAGE",
+    "INFO",
+    "PRACK",
+    "UPDATE",
+    "REFER",
+    "PUBLISH",
+    "OTHER",
+    "RESPONSE",
+    "ANY",
 ];
 
 /// Header ids for signatures.
@@ -169,9 +177,8 @@ pub const HDR_CALL_ID: u32 = 6;
 pub const HDR_SUBJECT: u32 = 7;
 pub const HDR_SERVER: u32 = 8;
 pub const NUM_HEADERS: u32 = 9;
-pub const HEADER_NAMES: [&str; NUM_HEADERS as usize] = [
-    "", "user-agent", "from", "to", "contact", "via", "call-id", "subject", "server",
-];
+pub const HEADER_NAMES: [&str; NUM_HEADERS as usize] =
+    ["", "user-agent", "from", "to", "contact", "via", "call-id", "subject", "server"];
 
 /// Longest signature (bytes of header value matched as a prefix).
 pub const SIG_MAX_LEN: usize = 32;

@@ -505,18 +505,11 @@ fn country_of(cfg: &Config, pkt: &Pkt) -> u32 {
         if c != GEO_SPLIT {
             return c as u32;
         }
-        let hit = if cfg.geo_gen == 0 {
-            GEO_NET4_0.get(Key::new(32, a))
-        } else {
-            GEO_NET4_1.get(Key::new(32, a))
-        };
+        let hit = if cfg.geo_gen == 0 { GEO_NET4_0.get(Key::new(32, a)) } else { GEO_NET4_1.get(Key::new(32, a)) };
         hit.copied().unwrap_or(GEO_UNKNOWN as u32)
     } else {
-        let hit = if cfg.geo_gen == 0 {
-            GEO_V6_0.get(Key::new(128, pkt.src))
-        } else {
-            GEO_V6_1.get(Key::new(128, pkt.src))
-        };
+        let hit =
+            if cfg.geo_gen == 0 { GEO_V6_0.get(Key::new(128, pkt.src)) } else { GEO_V6_1.get(Key::new(128, pkt.src)) };
         hit.copied().unwrap_or(GEO_UNKNOWN as u32)
     }
 }
@@ -798,7 +791,10 @@ fn check_line(buf: *const u64, st: &mut ScanState) -> bool {
         k += 1;
     }
     // SAFETY: [u64; 4] and [u8; 32] have the same size; byte order is little-endian as in userspace.
-    let data = SigKeyData { header: hdr, value: unsafe { core::mem::transmute::<[u64; SIG_MAX_LEN / 8], [u8; SIG_MAX_LEN]>(words) } };
+    let data = SigKeyData {
+        header: hdr,
+        value: unsafe { core::mem::transmute::<[u64; SIG_MAX_LEN / 8], [u8; SIG_MAX_LEN]>(words) },
+    };
     let key = Key::new(32 + 8 * SIG_MAX_LEN as u32, data);
     let hit = if st.sig_gen == 0 { SIG_0.get(&key) } else { SIG_1.get(&key) };
     if let Some(id) = hit {
@@ -1340,11 +1336,7 @@ fn install_ban(cfg: &Config, pkt: &Pkt, until: u64) -> bool {
 pub fn sipshield(ctx: XdpContext) -> u32 {
     let bytes = (ctx.data_end() - ctx.data()) as u64;
     let ifindex = ctx.ingress_ifindex() as u32;
-    let slot = if ifindex < MAX_IFINDEX {
-        IFACE_SLOT.get(ifindex).copied().unwrap_or(0) % MAX_IFACE_SLOTS
-    } else {
-        0
-    };
+    let slot = if ifindex < MAX_IFINDEX { IFACE_SLOT.get(ifindex).copied().unwrap_or(0) % MAX_IFACE_SLOTS } else { 0 };
     let cfg = match CONFIG.get(0) {
         Some(c) => c,
         None => return xdp_action::XDP_PASS,

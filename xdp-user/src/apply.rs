@@ -32,11 +32,11 @@ pub struct ApplyReport {
 /// Read every source of `cfg` (lists, URLs, GeoIP database). Fails without side effects.
 pub fn prepare(cfg: &Config) -> Result<Prepared> {
     let bl = &cfg.blacklist;
-    let blacklist = lists::load_sources(&bl.files, &bl.urls, &bl.entries, bl.skip_invalid, bl.timeout)
-        .context("blacklist")?;
+    let blacklist =
+        lists::load_sources(&bl.files, &bl.urls, &bl.entries, bl.skip_invalid, bl.timeout).context("blacklist")?;
     let al = &cfg.allowlist;
-    let allowlist = lists::load_sources(&al.files, &al.urls, &al.entries, al.skip_invalid, al.timeout)
-        .context("allowlist")?;
+    let allowlist =
+        lists::load_sources(&al.files, &al.urls, &al.entries, al.skip_invalid, al.timeout).context("allowlist")?;
     let signatures = sig::from_config(&cfg.scanners)?;
     let geo = match &cfg.geoip {
         Some(g) => Some(crate::geo::read_db(&g.database)?),
@@ -161,7 +161,11 @@ pub fn ban_list(filter: &Filter) -> Result<Vec<Ban>> {
     for kv in m6.iter() {
         let (k, until) = kv?;
         if until > now {
-            out.push(Ban { address: IpAddr::from(k.addr).to_string(), prefix: k.prefix, expires_in: (until - now) as f64 / 1e9 });
+            out.push(Ban {
+                address: IpAddr::from(k.addr).to_string(),
+                prefix: k.prefix,
+                expires_in: (until - now) as f64 / 1e9,
+            });
         }
     }
     out.sort_by(|a, b| a.address.cmp(&b.address));

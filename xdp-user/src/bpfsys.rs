@@ -23,14 +23,8 @@ struct BatchAttr {
 
 fn batch_call(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     // SAFETY: attr is a valid, fully initialised bpf_attr prefix of the size we pass.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut BatchAttr,
-            std::mem::size_of::<BatchAttr>() as u32,
-        )
-    };
+    let rc =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut BatchAttr, std::mem::size_of::<BatchAttr>() as u32) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -56,7 +50,10 @@ pub fn update_batch<K: Copy, V: Copy>(map: BorrowedFd<'_>, keys: &[K], values: &
             ..Default::default()
         };
         batch_call(BPF_MAP_UPDATE_BATCH, &mut attr).map_err(|e| {
-            io::Error::new(e.kind(), format!("BPF_MAP_UPDATE_BATCH after {} of {} entries: {e}", done + attr.count as usize, keys.len()))
+            io::Error::new(
+                e.kind(),
+                format!("BPF_MAP_UPDATE_BATCH after {} of {} entries: {e}", done + attr.count as usize, keys.len()),
+            )
         })?;
         done += n;
     }

@@ -30,10 +30,13 @@ pub fn stats_json(st: &Stats, ds: Option<&DaemonState>) -> Value {
         if row.iter().all(|c| c.packets == 0) {
             continue;
         }
-        let name = ds
-            .and_then(|d| d.iface_of_slot(slot as u32))
-            .map(|i| i.name.clone())
-            .unwrap_or_else(|| if slot == 0 { "other".into() } else { format!("slot{slot}") });
+        let name = ds.and_then(|d| d.iface_of_slot(slot as u32)).map(|i| i.name.clone()).unwrap_or_else(|| {
+            if slot == 0 {
+                "other".into()
+            } else {
+                format!("slot{slot}")
+            }
+        });
         let mut m = serde_json::Map::new();
         for (r, c) in row.iter().enumerate() {
             m.insert(REASON_NAMES[r].into(), counter_json(c));
@@ -182,11 +185,7 @@ pub fn status(json_out: bool) -> Result<()> {
         println!("attached:     {}", if links.is_empty() { "none".into() } else { links.join(", ") });
         println!("dry-run:      {}", if cfg.flags & CFG_DRY_RUN != 0 { "ON (nothing is dropped)" } else { "off" });
         println!("SIP ports:    {:?}", f.sip_ports()?);
-        println!(
-            "blacklist:    {} addresses, {} ranges",
-            bl.v4.len() + bl.v6.len(),
-            bl.net4.len() + bl.net6.len()
-        );
+        println!("blacklist:    {} addresses, {} ranges", bl.v4.len() + bl.v6.len(), bl.net4.len() + bl.net6.len());
         println!("allowlist:    {} addresses, {} ranges", al.v4.len() + al.v6.len(), al.net4.len() + al.net6.len());
         println!("scanners:     {sigs} signatures");
         println!("bans:         {bans} active");
@@ -306,7 +305,10 @@ pub fn blacklist(cmd: &str, json_out: bool) -> Result<()> {
                 let now = DaemonState::load().and_then(|d| d.lists.get("blacklist").cloned()).unwrap_or_default();
                 if (now.last_load_unix, now.errors) != before {
                     if now.errors != before.1 {
-                        bail!("blacklist reload failed, the previous list stays: {}", now.last_error.unwrap_or_default());
+                        bail!(
+                            "blacklist reload failed, the previous list stays: {}",
+                            now.last_error.unwrap_or_default()
+                        );
                     }
                     println!("blacklist reloaded: {} entries in {:.3}s", now.entries, now.load_secs);
                     return Ok(());
@@ -338,7 +340,12 @@ pub fn blacklist(cmd: &str, json_out: bool) -> Result<()> {
                     v["generation"]
                 );
                 if let Some(l) = load {
-                    println!("last load {:.0}s ago in {:.3}s, {} failed refreshes", state::unix_now() - l.last_load_unix, l.load_secs, l.errors);
+                    println!(
+                        "last load {:.0}s ago in {:.3}s, {} failed refreshes",
+                        state::unix_now() - l.last_load_unix,
+                        l.load_secs,
+                        l.errors
+                    );
                 }
                 println!("dropped: {} packets", v["dropped"]["packets"]);
             }
@@ -358,7 +365,8 @@ pub fn scanners(cmd: &str, header: Option<&str>, text: Option<&str>, json_out: b
                 (None, Some(t)) => ("user-agent", t),
                 _ => bail!("usage: sipshield scanners {cmd} [--header NAME] TEXT"),
             };
-            let id = crate::sig::header_id(h).ok_or_else(|| anyhow!("unknown header {h:?}; one of {}", HEADER_NAMES[1..].join(", ")))?;
+            let id = crate::sig::header_id(h)
+                .ok_or_else(|| anyhow!("unknown header {h:?}; one of {}", HEADER_NAMES[1..].join(", ")))?;
             let s = crate::sig::Signature::new(id, t)?;
             let mut rt = Runtime::load();
             let key = (s.header_name().to_string(), s.text.clone());
@@ -380,7 +388,13 @@ pub fn scanners(cmd: &str, header: Option<&str>, text: Option<&str>, json_out: b
             }
             crate::sig::load(&mut f, &sigs)?;
             rt.save()?;
-            println!("scanners: {} {}: {:?} ({} signatures)", if cmd == "add" { "added" } else { "removed" }, s.header_name(), s.text, sigs.len());
+            println!(
+                "scanners: {} {}: {:?} ({} signatures)",
+                if cmd == "add" { "added" } else { "removed" },
+                s.header_name(),
+                s.text,
+                sigs.len()
+            );
         }
         _ => {
             if json_out {
@@ -403,7 +417,8 @@ pub fn dry_run(on: bool) -> Result<()> {
 }
 
 pub fn reload() -> Result<()> {
-    let ds = DaemonState::load().filter(|d| d.running()).ok_or_else(|| anyhow!("no sipshield controller is running"))?;
+    let ds =
+        DaemonState::load().filter(|d| d.running()).ok_or_else(|| anyhow!("no sipshield controller is running"))?;
     let cfg = crate::config::Config::load(&ds.config)?;
     // Validate the sources too, so the operator sees the error here.
     apply::prepare(&cfg).context("the new configuration was rejected; the running one stays")?;
@@ -459,7 +474,13 @@ pub fn geo_lookup(ip: &str) -> Result<()> {
     println!(
         "{ip}: country {} -> {}",
         crate::countries::code_of(country),
-        if !enabled { "pass (GeoIP policy disabled)" } else if drops { "drop (geo)" } else { "pass" }
+        if !enabled {
+            "pass (GeoIP policy disabled)"
+        } else if drops {
+            "drop (geo)"
+        } else {
+            "pass"
+        }
     );
     Ok(())
 }

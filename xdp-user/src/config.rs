@@ -258,7 +258,9 @@ impl<'de> Deserialize<'de> for RateLimitCfg {
                     "unknown key ratelimit.{k}: expected ipv6_prefix or a method table (register, invite, options, subscribe, message, any, ...)"
                 )));
             }
-            let rule: RateCfg = v.try_into().map_err(|e: toml::de::Error| D::Error::custom(format!("ratelimit.{k}: {}", e.message())))?;
+            let rule: RateCfg = v
+                .try_into()
+                .map_err(|e: toml::de::Error| D::Error::custom(format!("ratelimit.{k}: {}", e.message())))?;
             if !(rule.rate > 0.0 && rule.rate <= 1e9) {
                 return Err(D::Error::custom(format!("ratelimit.{k}.rate must be > 0 (got {})", rule.rate)));
             }
@@ -274,10 +276,7 @@ impl<'de> Deserialize<'de> for RateLimitCfg {
 /// Rate-limit slot of a method name as written in `[ratelimit.<method>]`.
 pub fn method_slot(name: &str) -> Option<u8> {
     let up = name.to_ascii_uppercase();
-    METHOD_NAMES
-        .iter()
-        .position(|m| !m.is_empty() && *m == up && *m != "RESPONSE" && *m != "OTHER")
-        .map(|i| i as u8)
+    METHOD_NAMES.iter().position(|m| !m.is_empty() && *m == up && *m != "RESPONSE" && *m != "OTHER").map(|i| i as u8)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -346,8 +345,9 @@ mod humantime_serde_compat {
     use std::time::Duration;
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"15m\", \"6h\"")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"15m\", \"6h\""))
+        })
     }
 }
 
@@ -359,7 +359,8 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let cfg: Config = toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), describe_toml_error(&e, text)))?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), describe_toml_error(&e, text)))?;
         cfg.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
         Ok(cfg)
     }

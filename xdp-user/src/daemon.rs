@@ -196,13 +196,21 @@ impl Daemon {
         let entry = self.state.lists.entry("geoip".into()).or_default();
         match res {
             Ok(r) => {
-                info!("GeoIP database {} changed: reloaded {} networks in {:.3}s", g.database.display(), r.v4_networks + r.v6_networks, r.load_secs);
+                info!(
+                    "GeoIP database {} changed: reloaded {} networks in {:.3}s",
+                    g.database.display(),
+                    r.v4_networks + r.v6_networks,
+                    r.load_secs
+                );
                 let errors = entry.errors;
                 *entry = list_state(r.v4_networks + r.v6_networks, r.load_secs);
                 entry.errors = errors;
             }
             Err(e) => {
-                error!("GeoIP database {} changed but was rejected, keeping the previous one: {e:#}", g.database.display());
+                error!(
+                    "GeoIP database {} changed but was rejected, keeping the previous one: {e:#}",
+                    g.database.display()
+                );
                 entry.errors += 1;
                 entry.last_error = Some(format!("{e:#}"));
             }
@@ -231,7 +239,12 @@ impl Daemon {
             let entry = self.state.lists.entry(kind.name().into()).or_default();
             match res {
                 Ok(r) => {
-                    info!("{} refreshed: {} entries in {:.3}s", kind.name(), r.v4 + r.v6 + r.net4 + r.net6, r.load_secs);
+                    info!(
+                        "{} refreshed: {} entries in {:.3}s",
+                        kind.name(),
+                        r.v4 + r.v6 + r.net4 + r.net6,
+                        r.load_secs
+                    );
                     let errors = entry.errors;
                     *entry = list_state(r.v4 + r.v6 + r.net4 + r.net6, r.load_secs);
                     entry.errors = errors;
@@ -286,7 +299,14 @@ pub fn run(opts: RunOpts) -> Result<()> {
     st.program_id = filter.program().ok().and_then(|p| p.info().ok()).map(|i| i.id());
     let events = filter.take_map("EVENTS")?;
     let geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
-    let mut d = Daemon { filter, cfg, config_path: opts.config.clone(), state: st, sigs: prepared.signatures.clone(), geo_mtime };
+    let mut d = Daemon {
+        filter,
+        cfg,
+        config_path: opts.config.clone(),
+        state: st,
+        sigs: prepared.signatures.clone(),
+        geo_mtime,
+    };
     d.record(&report);
     info!("sipshield running: {}", serde_json::to_string(&report)?);
     notify_ready();
@@ -365,7 +385,10 @@ async fn serve(mut d: Daemon, events: aya::maps::Map) -> Result<()> {
             _ = int.recv() => break,
         }
     }
-    info!("controller stopping after {:.0}s; the filter stays attached (use `sipshield detach` to remove it)", started.elapsed().as_secs_f64());
+    info!(
+        "controller stopping after {:.0}s; the filter stays attached (use `sipshield detach` to remove it)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -385,7 +408,11 @@ impl EventSink {
         let mut files = vec![];
         let log_path = state::events_log();
         let open = |p: &Path| {
-            std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("{}: cannot open event file", p.display()))
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("{}: cannot open event file", p.display()))
         };
         files.push(open(&log_path)?);
         if let Some(f) = &cfg.events.file {

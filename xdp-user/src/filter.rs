@@ -28,11 +28,51 @@ pub const PROGRAM_NAME: &str = "sipshield";
 
 /// Every map of the program (the contract with `xdp-ebpf/src/main.rs`).
 pub const MAP_NAMES: &[&str] = &[
-    "CONFIG", "STATS", "IFACE_SLOT", "SIP_PORTS", "AL_V4_0", "AL_V4_1", "AL_V6_0", "AL_V6_1", "AL_NET4_0",
-    "AL_NET4_1", "AL_NET6_0", "AL_NET6_1", "BL_V4_0", "BL_V4_1", "BL_V6_0", "BL_V6_1", "BL_NET4_0", "BL_NET4_1",
-    "BL_NET6_0", "BL_NET6_1", "BL_TAB4_0", "BL_TAB4_1", "BANS_V4", "BANS_V6", "BAN_PRESENT", "GEO_V4_0", "GEO_V4_1", "GEO_NET4_0", "GEO_NET4_1",
-    "GEO_V6_0", "GEO_V6_1", "GEO_POLICY", "GEO_DROPS", "SIG_0", "SIG_1", "SIG_PREFILTER", "RL_RULES", "RL_TABLE", "RL_SEED", "EVENTS",
-    "EVENT_STATS", "EVENT_TAT", "SCRATCH", "GEN_IFINDEX", "CLOCK",
+    "CONFIG",
+    "STATS",
+    "IFACE_SLOT",
+    "SIP_PORTS",
+    "AL_V4_0",
+    "AL_V4_1",
+    "AL_V6_0",
+    "AL_V6_1",
+    "AL_NET4_0",
+    "AL_NET4_1",
+    "AL_NET6_0",
+    "AL_NET6_1",
+    "BL_V4_0",
+    "BL_V4_1",
+    "BL_V6_0",
+    "BL_V6_1",
+    "BL_NET4_0",
+    "BL_NET4_1",
+    "BL_NET6_0",
+    "BL_NET6_1",
+    "BL_TAB4_0",
+    "BL_TAB4_1",
+    "BANS_V4",
+    "BANS_V6",
+    "BAN_PRESENT",
+    "GEO_V4_0",
+    "GEO_V4_1",
+    "GEO_NET4_0",
+    "GEO_NET4_1",
+    "GEO_V6_0",
+    "GEO_V6_1",
+    "GEO_POLICY",
+    "GEO_DROPS",
+    "SIG_0",
+    "SIG_1",
+    "SIG_PREFILTER",
+    "RL_RULES",
+    "RL_TABLE",
+    "RL_SEED",
+    "EVENTS",
+    "EVENT_STATS",
+    "EVENT_TAT",
+    "SCRATCH",
+    "GEN_IFINDEX",
+    "CLOCK",
 ];
 
 /// The kernel's tick in ns, measured once per process.
@@ -375,7 +415,9 @@ impl Filter {
         let tick_of = |hz: u64| (1_000_000_000 + hz / 2) / hz;
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
         if let Ok(cfg) = std::fs::read_to_string(format!("/boot/config-{}", release.trim())) {
-            if let Some(hz) = cfg.lines().find_map(|l| l.strip_prefix("CONFIG_HZ=")).and_then(|v| v.trim().parse::<u64>().ok()) {
+            if let Some(hz) =
+                cfg.lines().find_map(|l| l.strip_prefix("CONFIG_HZ=")).and_then(|v| v.trim().parse::<u64>().ok())
+            {
                 return Ok(tick_of(hz));
             }
         }
@@ -450,7 +492,11 @@ impl Filter {
                 let state = crate::state::state_dir();
                 std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
                 let path = state.join("writer.lock");
-                let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
                     .with_context(|| format!("{}: cannot open lock file", path.display()))?;
                 use std::os::fd::AsRawFd;
                 // SAFETY: valid fd; blocks until other writers finish.
@@ -692,7 +738,9 @@ impl Filter {
         let (mask, present) = match kind {
             ListKind::Blacklist => (
                 PRESENT_BL_ALL,
-                bit(PRESENT_BL_V6, list.v6.len()) | bit(PRESENT_BL_NET4, list.net4.len()) | bit(PRESENT_BL_NET6, list.net6.len()),
+                bit(PRESENT_BL_V6, list.v6.len())
+                    | bit(PRESENT_BL_NET4, list.net4.len())
+                    | bit(PRESENT_BL_NET6, list.net6.len()),
             ),
             ListKind::Allowlist => (
                 PRESENT_AL_ALL,
@@ -736,7 +784,8 @@ impl Filter {
 
     fn mmap_table4(&self, name: &str) -> Result<bpfsys::MmapRegion> {
         let len = BL4_BUCKETS as usize * std::mem::size_of::<Bucket4>();
-        bpfsys::MmapRegion::map(self.map(name)?.fd_borrowed(), len, true).map_err(|e| map_err(name, format!("mmap: {e}")))
+        bpfsys::MmapRegion::map(self.map(name)?.fd_borrowed(), len, true)
+            .map_err(|e| map_err(name, format!("mmap: {e}")))
     }
 
     fn clear_list_gen(&mut self, kind: ListKind, g: u32) -> Result<()> {
@@ -768,8 +817,7 @@ impl Filter {
         let mut out = IpList::default();
         if kind == ListKind::Blacklist {
             let m = self.mmap_table4(&format!("BL_TAB4_{g}"))?;
-            let mut v: Vec<[u8; 4]> =
-                m.slice::<u32>().iter().filter(|k| **k != 0).map(|k| k.to_ne_bytes()).collect();
+            let mut v: Vec<[u8; 4]> = m.slice::<u32>().iter().filter(|k| **k != 0).map(|k| k.to_ne_bytes()).collect();
             v.sort_unstable();
             out.v4 = v.into_iter().collect();
         }

@@ -73,12 +73,18 @@ impl IpList {
             IpAddr::V4(a) => {
                 let o = a.octets();
                 self.v4.contains(&o)
-                    || self.net4.iter().any(|(n, p)| IpNet::new(IpAddr::from(*n), *p).map(|n| n.contains(&ip)).unwrap_or(false))
+                    || self
+                        .net4
+                        .iter()
+                        .any(|(n, p)| IpNet::new(IpAddr::from(*n), *p).map(|n| n.contains(&ip)).unwrap_or(false))
             }
             IpAddr::V6(a) => {
                 let o = a.octets();
                 self.v6.contains(&o)
-                    || self.net6.iter().any(|(n, p)| IpNet::new(IpAddr::from(*n), *p).map(|n| n.contains(&ip)).unwrap_or(false))
+                    || self
+                        .net6
+                        .iter()
+                        .any(|(n, p)| IpNet::new(IpAddr::from(*n), *p).map(|n| n.contains(&ip)).unwrap_or(false))
             }
         }
     }
@@ -117,7 +123,11 @@ pub fn parse_list(text: &str, source_name: &str, skip_invalid: bool) -> Result<I
             Some(n) => list.insert(n),
             None if skip_invalid => list.skipped.push(format!("{source_name}:{}: {token:?}", i + 1)),
             None => {
-                return Err(ListError::Invalid { source_name: source_name.to_string(), line: i + 1, text: token.to_string() })
+                return Err(ListError::Invalid {
+                    source_name: source_name.to_string(),
+                    line: i + 1,
+                    text: token.to_string(),
+                })
             }
         }
     }
@@ -129,8 +139,8 @@ pub fn parse_list(text: &str, source_name: &str, skip_invalid: bool) -> Result<I
 }
 
 pub fn read_list_file(path: &Path, skip_invalid: bool) -> Result<IpList, ListError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| ListError::Read { path: path.display().to_string(), err })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|err| ListError::Read { path: path.display().to_string(), err })?;
     parse_list(&text, &path.display().to_string(), skip_invalid)
 }
 
@@ -142,9 +152,7 @@ pub fn fetch_list(url: &str, timeout: Duration, skip_invalid: bool) -> Result<Ip
         .set("User-Agent", concat!("sipshield/", env!("CARGO_PKG_VERSION")))
         .call()
         .map_err(|e| ListError::Fetch { url: url.to_string(), err: e.to_string() })?;
-    let text = resp
-        .into_string()
-        .map_err(|e| ListError::Fetch { url: url.to_string(), err: e.to_string() })?;
+    let text = resp.into_string().map_err(|e| ListError::Fetch { url: url.to_string(), err: e.to_string() })?;
     parse_list(&text, url, skip_invalid)
 }
 
@@ -161,9 +169,7 @@ pub fn load_sources(
     for (i, e) in entries.iter().enumerate() {
         match parse_entry(e.trim()) {
             Some(n) => list.insert(n),
-            None => {
-                return Err(ListError::Invalid { source_name: "entries".into(), line: i + 1, text: e.clone() })
-            }
+            None => return Err(ListError::Invalid { source_name: "entries".into(), line: i + 1, text: e.clone() }),
         }
     }
     for f in files {
@@ -195,7 +201,10 @@ mod tests {
     #[test]
     fn invalid_line_names_file_and_line() {
         let err = parse_list("198.51.100.1\n\n300.1.2.3\n", "bl.txt", false).unwrap_err();
-        assert_eq!(err.to_string(), "bl.txt:3: invalid entry \"300.1.2.3\": expected an IPv4/IPv6 address or CIDR range");
+        assert_eq!(
+            err.to_string(),
+            "bl.txt:3: invalid entry \"300.1.2.3\": expected an IPv4/IPv6 address or CIDR range"
+        );
         let l = parse_list("198.51.100.1\nbogus\n198.51.100.0/33\n", "bl.txt", true).unwrap();
         assert_eq!(l.v4.len(), 1);
         assert_eq!(l.skipped, vec!["bl.txt:2: \"bogus\"".to_string(), "bl.txt:3: \"198.51.100.0/33\"".to_string()]);

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use sipshield::{cli, config::Mode, daemon, replay, state};
 
 #[derive(Parser)]
-#[command(name = "sipshield", version, about = "XDP firewall for SIP servers: blacklists, GeoIP, scanner signatures and REGISTER flood limits, enforced before the kernel stack")]
+#[command(
+    name = "sipshield",
+    version,
+    about = "XDP firewall for SIP servers: blacklists, GeoIP, scanner signatures and REGISTER flood limits, enforced before the kernel stack"
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
@@ -114,7 +118,9 @@ enum Cmd {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp_millis().init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let args = Args::parse();
     if let Err(e) = dispatch(args.cmd) {
         eprintln!("sipshield: error: {e:#}");

@@ -30,10 +30,13 @@ pub fn render(filter: &Filter, ds: Option<&DaemonState>) -> Result<String> {
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     for (slot, row) in st.slots.iter().enumerate() {
-        let iface = ds
-            .and_then(|d| d.iface_of_slot(slot as u32))
-            .map(|i| i.name.clone())
-            .unwrap_or_else(|| if slot == 0 { "other".into() } else { format!("slot{slot}") });
+        let iface = ds.and_then(|d| d.iface_of_slot(slot as u32)).map(|i| i.name.clone()).unwrap_or_else(|| {
+            if slot == 0 {
+                "other".into()
+            } else {
+                format!("slot{slot}")
+            }
+        });
         if slot != 0 && ds.and_then(|d| d.iface_of_slot(slot as u32)).is_none() && row.iter().all(|c| c.packets == 0) {
             continue;
         }
@@ -75,14 +78,27 @@ pub fn render(filter: &Filter, ds: Option<&DaemonState>) -> Result<String> {
         }
     }
     reg.register("sipshield_list_entries", "Entries in each loaded list", entries);
-    reg.register("sipshield_list_last_load_timestamp_seconds", "Unix time of the last successful load of each list", last);
-    reg.register("sipshield_list_load_errors", "Failed loads/refreshes of each list (the last good list stays)", errors);
+    reg.register(
+        "sipshield_list_last_load_timestamp_seconds",
+        "Unix time of the last successful load of each list",
+        last,
+    );
+    reg.register(
+        "sipshield_list_load_errors",
+        "Failed loads/refreshes of each list (the last good list stays)",
+        errors,
+    );
 
     let events = Family::<Labels, Counter>::default();
-    for (kind, idx) in [("emitted", EVSTAT_EMITTED), ("suppressed", EVSTAT_SUPPRESSED), ("ring_full", EVSTAT_RING_FULL)] {
+    for (kind, idx) in [("emitted", EVSTAT_EMITTED), ("suppressed", EVSTAT_SUPPRESSED), ("ring_full", EVSTAT_RING_FULL)]
+    {
         events.get_or_create(&labels(&[("kind", kind)])).inc_by(st.events[idx as usize]);
     }
-    reg.register("sipshield_events", "Drop events: emitted, suppressed by kernel-side sampling, lost to a full ring", events);
+    reg.register(
+        "sipshield_events",
+        "Drop events: emitted, suppressed by kernel-side sampling, lost to a full ring",
+        events,
+    );
     let auto_bans: Counter = Counter::default();
     auto_bans.inc_by(st.events[EVSTAT_BANS as usize]);
     reg.register("sipshield_auto_bans", "Bans installed by the rate limiter", auto_bans);

@@ -103,9 +103,7 @@ impl L4 {
     fn header_len(&self) -> usize {
         match self {
             L4::Udp { .. } | L4::Icmp => 8,
-            L4::Tcp {
-                data_offset_words, ..
-            } => usize::from(*data_offset_words) * 4,
+            L4::Tcp { data_offset_words, .. } => usize::from(*data_offset_words) * 4,
             L4::Other(_) => 0,
         }
     }
@@ -140,10 +138,7 @@ impl PacketBuilder {
             src.is_ipv4() == dst.is_ipv4(),
             "PacketBuilder: src ({src}) and dst ({dst}) must be the same address family"
         );
-        if let L4::Tcp {
-            data_offset_words, ..
-        } = l4
-        {
+        if let L4::Tcp { data_offset_words, .. } = l4 {
             assert!(
                 (5..=15).contains(&data_offset_words),
                 "PacketBuilder: TCP data offset {data_offset_words} not in 5..=15"
@@ -173,16 +168,7 @@ impl PacketBuilder {
 
     /// TCP segment with PSH|ACK and no options.
     pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
-        Self::new(
-            src,
-            dst,
-            L4::Tcp {
-                sport,
-                dport,
-                flags: TCP_PSH | TCP_ACK,
-                data_offset_words: 5,
-            },
-        )
+        Self::new(src, dst, L4::Tcp { sport, dport, flags: TCP_PSH | TCP_ACK, data_offset_words: 5 })
     }
 
     /// Set the L4 payload (replaces any previous one).
@@ -198,8 +184,7 @@ impl PacketBuilder {
 
     /// Outer 802.1ad tag followed by an inner 802.1Q tag.
     pub fn qinq(self, outer_vid: u16, inner_vid: u16) -> Self {
-        self.vlan_raw(ETHERTYPE_QINQ, outer_vid & 0x0fff)
-            .vlan(inner_vid)
+        self.vlan_raw(ETHERTYPE_QINQ, outer_vid & 0x0fff).vlan(inner_vid)
     }
 
     /// Push an arbitrary tag: `tpid` followed by the raw 16-bit TCI (PCP/DEI/VID).
@@ -224,10 +209,7 @@ impl PacketBuilder {
     /// Add `words` 32-bit words of IPv4 options (NOPs ending with EOL).
     /// Ignored for IPv6. Panics if the IHL would exceed 15.
     pub fn ipv4_options(mut self, words: u8) -> Self {
-        assert!(
-            words <= 10,
-            "PacketBuilder: at most 10 words of IPv4 options"
-        );
+        assert!(words <= 10, "PacketBuilder: at most 10 words of IPv4 options");
         self.ipv4_opt_words = words;
         self
     }
@@ -282,10 +264,7 @@ impl PacketBuilder {
         let mut seg = match &self.l4 {
             L4::Udp { sport, dport } => {
                 let len = 8 + self.payload.len();
-                assert!(
-                    len <= 0xffff,
-                    "PacketBuilder: UDP datagram too long ({len})"
-                );
+                assert!(len <= 0xffff, "PacketBuilder: UDP datagram too long ({len})");
                 let mut h = Vec::with_capacity(len);
                 h.extend_from_slice(&sport.to_be_bytes());
                 h.extend_from_slice(&dport.to_be_bytes());
@@ -293,12 +272,7 @@ impl PacketBuilder {
                 h.extend_from_slice(&[0, 0]);
                 h
             }
-            L4::Tcp {
-                sport,
-                dport,
-                flags,
-                data_offset_words,
-            } => {
+            L4::Tcp { sport, dport, flags, data_offset_words } => {
                 let hl = usize::from(*data_offset_words) * 4;
                 let mut h = Vec::with_capacity(hl + self.payload.len());
                 h.extend_from_slice(&sport.to_be_bytes());
@@ -364,10 +338,7 @@ impl PacketBuilder {
         };
         let hl = 20 + usize::from(opt_words) * 4;
         let total = hl + payload_len;
-        assert!(
-            total <= 0xffff,
-            "PacketBuilder: IPv4 packet too long ({total})"
-        );
+        assert!(total <= 0xffff, "PacketBuilder: IPv4 packet too long ({total})");
         let mut h = Vec::with_capacity(hl);
         h.push(0x40 | (hl / 4) as u8);
         h.push(0); // DSCP/ECN
@@ -393,10 +364,7 @@ impl PacketBuilder {
         let (IpAddr::V6(src), IpAddr::V6(dst)) = (self.src, self.dst) else {
             unreachable!("ipv6_header on IPv4 builder")
         };
-        assert!(
-            payload_len <= 0xffff,
-            "PacketBuilder: IPv6 payload too long ({payload_len})"
-        );
+        assert!(payload_len <= 0xffff, "PacketBuilder: IPv6 payload too long ({payload_len})");
         let mut h = Vec::with_capacity(40);
         h.extend_from_slice(&[0x60, 0, 0, 0]); // version 6, TC 0, flow 0
         h.extend_from_slice(&(payload_len as u16).to_be_bytes());
@@ -447,12 +415,7 @@ impl PacketBuilder {
         } else {
             let frag = if self.dont_fragment { IPV4_DF } else { 0 };
             let mut f = self.eth_header(ETHERTYPE_IPV4);
-            f.extend_from_slice(&self.ipv4_header(
-                seg.len(),
-                self.ip_id,
-                frag,
-                self.ipv4_opt_words,
-            ));
+            f.extend_from_slice(&self.ipv4_header(seg.len(), self.ip_id, frag, self.ipv4_opt_words));
             f.extend_from_slice(&seg);
             f
         };
@@ -522,10 +485,7 @@ impl PacketBuilder {
 /// the first one is at least `first_min` (rounded up to 8).
 fn fragment_ranges(total: usize, max: usize, first_min: usize) -> Vec<(usize, usize)> {
     let step = max / 8 * 8;
-    assert!(
-        step > 0,
-        "build_fragments: max_frag_payload must be >= 8 (got {max})"
-    );
+    assert!(step > 0, "build_fragments: max_frag_payload must be >= 8 (got {max})");
     let mut size = step.max(first_min.div_ceil(8) * 8);
     let mut out = Vec::new();
     let mut start = 0;
@@ -580,10 +540,7 @@ fn pseudo_header(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> Vec<u8> {
 /// RFC 1071 Internet checksum of `data` (odd length padded with a zero byte).
 /// Verifying: the checksum over data that includes a correct checksum is 0.
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u64 = data
-        .chunks(2)
-        .map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
+    let mut sum: u64 = data.chunks(2).map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -619,16 +576,8 @@ const FILL_MAX: usize = 128;
 
 #[derive(Clone, Debug)]
 enum SipKind {
-    Request {
-        method: String,
-        user: String,
-        domain: String,
-    },
-    Response {
-        code: u16,
-        reason: String,
-        cseq_method: String,
-    },
+    Request { method: String, user: String, domain: String },
+    Response { code: u16, reason: String, cseq_method: String },
 }
 
 #[derive(Clone, Debug)]
@@ -676,11 +625,7 @@ impl SipMessage {
     /// A response like "SIP/2.0 200 OK" for a given CSeq method. Responses
     /// carry no User-Agent unless [`Self::user_agent`] is called.
     pub fn response(code: u16, reason: &str, cseq_method: &str) -> Self {
-        Self::with_kind(SipKind::Response {
-            code,
-            reason: reason.to_string(),
-            cseq_method: cseq_method.to_string(),
-        })
+        Self::with_kind(SipKind::Response { code, reason: reason.to_string(), cseq_method: cseq_method.to_string() })
     }
 
     /// Set the User-Agent header value.
@@ -742,33 +687,17 @@ impl SipMessage {
     pub fn build(&self) -> Vec<u8> {
         // Deterministic tokens derived from the identifying inputs.
         let seed = match &self.kind {
-            SipKind::Request {
-                method,
-                user,
-                domain,
-            } => format!("{method}|{user}|{domain}"),
-            SipKind::Response {
-                code,
-                reason,
-                cseq_method,
-            } => format!("{code}|{reason}|{cseq_method}"),
+            SipKind::Request { method, user, domain } => format!("{method}|{user}|{domain}"),
+            SipKind::Response { code, reason, cseq_method } => format!("{code}|{reason}|{cseq_method}"),
         };
         let h = fnv1a(seed.as_bytes());
         let branch = format!("z9hG4bK-{}", h % 1_000_000_000);
         let tag = format!("{:08x}", (h >> 32) as u32);
         let call_id = format!("{:016x}@{SIP_CLIENT}", h);
-        let display = self
-            .from_display
-            .as_ref()
-            .map(|d| format!("\"{d}\" "))
-            .unwrap_or_default();
+        let display = self.from_display.as_ref().map(|d| format!("\"{d}\" ")).unwrap_or_default();
 
-        let (via, from, to, cid) = (
-            self.name("Via", "v"),
-            self.name("From", "f"),
-            self.name("To", "t"),
-            self.name("Call-ID", "i"),
-        );
+        let (via, from, to, cid) =
+            (self.name("Via", "v"), self.name("From", "f"), self.name("To", "t"), self.name("Call-ID", "i"));
         let mut lines: Vec<String> = Vec::new();
         let ua = match (&self.ua, &self.kind) {
             (UaSetting::Custom(s), _) => Some(s.clone()),
@@ -776,39 +705,22 @@ impl SipMessage {
             _ => None,
         };
         match &self.kind {
-            SipKind::Request {
-                method,
-                user,
-                domain,
-            } => {
+            SipKind::Request { method, user, domain } => {
                 let aor = format!("sip:{user}@{domain}");
-                let uri = if method.eq_ignore_ascii_case("REGISTER") {
-                    format!("sip:{domain}")
-                } else {
-                    aor.clone()
-                };
+                let uri = if method.eq_ignore_ascii_case("REGISTER") { format!("sip:{domain}") } else { aor.clone() };
                 lines.push(format!("{method} {uri} SIP/2.0"));
-                lines.push(format!(
-                    "{via}: SIP/2.0/UDP {SIP_CLIENT}:5060;branch={branch};rport"
-                ));
+                lines.push(format!("{via}: SIP/2.0/UDP {SIP_CLIENT}:5060;branch={branch};rport"));
                 lines.push("Max-Forwards: 70".to_string());
                 lines.push(format!("{from}: {display}<{aor}>;tag={tag}"));
                 lines.push(format!("{to}: <{aor}>"));
                 lines.push(format!("{cid}: {call_id}"));
                 lines.push(format!("CSeq: 1 {method}"));
-                lines.push(format!(
-                    "{}: <sip:{user}@{SIP_CLIENT}:5060>",
-                    self.name("Contact", "m")
-                ));
+                lines.push(format!("{}: <sip:{user}@{SIP_CLIENT}:5060>", self.name("Contact", "m")));
                 if method.eq_ignore_ascii_case("REGISTER") {
                     lines.push("Expires: 3600".to_string());
                 }
             }
-            SipKind::Response {
-                code,
-                reason,
-                cseq_method,
-            } => {
+            SipKind::Response { code, reason, cseq_method } => {
                 let aor = "sip:alice@example.com";
                 lines.push(format!("SIP/2.0 {code} {reason}"));
                 lines.push(format!(
@@ -837,16 +749,9 @@ impl SipMessage {
             lines.push(format!("{n}: {v}"));
         }
         if !self.body.is_empty() {
-            lines.push(format!(
-                "{}: application/sdp",
-                self.name("Content-Type", "c")
-            ));
+            lines.push(format!("{}: application/sdp", self.name("Content-Type", "c")));
         }
-        lines.push(format!(
-            "{}: {}",
-            self.name("Content-Length", "l"),
-            self.body.len()
-        ));
+        lines.push(format!("{}: {}", self.name("Content-Length", "l"), self.body.len()));
 
         let mut out = String::new();
         for l in &lines {
@@ -896,9 +801,7 @@ fn filler_headers(total: usize) -> Vec<String> {
 
 /// 64-bit FNV-1a hash, used for deterministic tags/branches/Call-IDs.
 fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 #[cfg(test)]
@@ -964,11 +867,7 @@ mod tests {
         let mut off = l3 + 40;
         let mut chain = Vec::new();
         while matches!(nh, 0 | 43 | 60 | 44) {
-            let len = if nh == 44 {
-                8
-            } else {
-                (usize::from(f[off + 1]) + 1) * 8
-            };
+            let len = if nh == 44 { 8 } else { (usize::from(f[off + 1]) + 1) * 8 };
             chain.push((nh, f[off..off + len].to_vec()));
             nh = f[off];
             off += len;
@@ -1003,10 +902,7 @@ mod tests {
 
     #[test]
     fn ipv4_udp_frame() {
-        let f = PacketBuilder::udp(s4(), d4(), 5060, 5060)
-            .payload(b"hello")
-            .ttl(33)
-            .build();
+        let f = PacketBuilder::udp(s4(), d4(), 5060, 5060).payload(b"hello").ttl(33).build();
         assert_eq!(&f[0..6], &DEFAULT_DST_MAC);
         assert_eq!(&f[6..12], &DEFAULT_SRC_MAC);
         assert_eq!(f.len(), 14 + 20 + 8 + 5);
@@ -1028,9 +924,7 @@ mod tests {
     fn ipv4_udp_odd_and_empty_payloads_verify() {
         for len in [0usize, 1, 2, 3, 255, 1000, 1471] {
             let p: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-            let f = PacketBuilder::udp(s4(), d4(), 1234, 5060)
-                .payload(&p)
-                .build();
+            let f = PacketBuilder::udp(s4(), d4(), 1234, 5060).payload(&p).build();
             let (h, seg) = ipv4(&f);
             assert_eq!(checksum(h), 0);
             verify_l4_v4(h, seg);
@@ -1045,9 +939,7 @@ mod tests {
         assert_eq!(&f[0..6], &dst);
         assert_eq!(&f[6..12], &src);
         assert_eq!(f.len(), 42);
-        let p = PacketBuilder::udp(s4(), d4(), 1, 2)
-            .pad_to_min_frame()
-            .build();
+        let p = PacketBuilder::udp(s4(), d4(), 1, 2).pad_to_min_frame().build();
         assert_eq!(p.len(), ETH_MIN_FRAME);
         assert_eq!(&p[..42], &PacketBuilder::udp(s4(), d4(), 1, 2).build()[..]);
         assert!(p[42..].iter().all(|&b| b == 0));
@@ -1059,10 +951,7 @@ mod tests {
     #[test]
     fn ipv4_options_grow_ihl() {
         for words in [1u8, 3, 10] {
-            let f = PacketBuilder::udp(s4(), d4(), 1000, 5060)
-                .payload(b"x")
-                .ipv4_options(words)
-                .build();
+            let f = PacketBuilder::udp(s4(), d4(), 1000, 5060).payload(b"x").ipv4_options(words).build();
             let (h, seg) = ipv4(&f);
             assert_eq!(usize::from(h[0] & 0x0f), 5 + usize::from(words));
             assert_eq!(h.len(), 20 + 4 * usize::from(words));
@@ -1083,10 +972,7 @@ mod tests {
 
     #[test]
     fn ipv6_udp_frame() {
-        let f = PacketBuilder::udp(s6(), d6(), 5062, 5060)
-            .payload(b"OPTIONS")
-            .ttl(7)
-            .build();
+        let f = PacketBuilder::udp(s6(), d6(), 5062, 5060).payload(b"OPTIONS").ttl(7).build();
         let (_, et, l3) = parse_eth(&f);
         assert_eq!(et, ETHERTYPE_IPV6);
         assert_eq!(f[l3 + 7], 7);
@@ -1100,9 +986,7 @@ mod tests {
 
     #[test]
     fn tcp_v4_and_v6() {
-        let f = PacketBuilder::tcp(s4(), d4(), 40000, 5060)
-            .payload(b"REGISTER")
-            .build();
+        let f = PacketBuilder::tcp(s4(), d4(), 40000, 5060).payload(b"REGISTER").build();
         let (h, seg) = ipv4(&f);
         assert_eq!(h[9], IPPROTO_TCP);
         assert_eq!(seg[12] >> 4, 5);
@@ -1110,12 +994,7 @@ mod tests {
         assert_eq!(&seg[20..], b"REGISTER");
         verify_l4_v4(h, seg);
 
-        let l4 = L4::Tcp {
-            sport: 40000,
-            dport: 5061,
-            flags: TCP_SYN,
-            data_offset_words: 15,
-        };
+        let l4 = L4::Tcp { sport: 40000, dport: 5061, flags: TCP_SYN, data_offset_words: 15 };
         let f = PacketBuilder::new(s6(), d6(), l4).payload(b"abc").build();
         let (_, nh, seg) = ipv6(&f);
         assert_eq!(nh, IPPROTO_TCP);
@@ -1129,36 +1008,25 @@ mod tests {
     #[test]
     #[should_panic(expected = "not in 5..=15")]
     fn tcp_bad_data_offset() {
-        let l4 = L4::Tcp {
-            sport: 1,
-            dport: 2,
-            flags: 0,
-            data_offset_words: 4,
-        };
+        let l4 = L4::Tcp { sport: 1, dport: 2, flags: 0, data_offset_words: 4 };
         let _ = PacketBuilder::new(s4(), d4(), l4);
     }
 
     #[test]
     fn icmp_and_other() {
-        let f = PacketBuilder::new(s4(), d4(), L4::Icmp)
-            .payload(b"ping")
-            .build();
+        let f = PacketBuilder::new(s4(), d4(), L4::Icmp).payload(b"ping").build();
         let (h, seg) = ipv4(&f);
         assert_eq!(h[9], IPPROTO_ICMP);
         assert_eq!(seg[0], 8);
         assert_eq!(checksum(seg), 0, "ICMPv4 checksum has no pseudo-header");
 
-        let f = PacketBuilder::new(s6(), d6(), L4::Icmp)
-            .payload(b"ping")
-            .build();
+        let f = PacketBuilder::new(s6(), d6(), L4::Icmp).payload(b"ping").build();
         let (_, nh, seg) = ipv6(&f);
         assert_eq!(nh, IPPROTO_ICMPV6);
         assert_eq!(seg[0], 128);
         verify_l4_v6(s6(), d6(), nh, seg);
 
-        let f = PacketBuilder::new(s4(), d4(), L4::Other(47))
-            .payload(b"gre!")
-            .build();
+        let f = PacketBuilder::new(s4(), d4(), L4::Other(47)).payload(b"gre!").build();
         let (h, seg) = ipv4(&f);
         assert_eq!(h[9], 47);
         assert_eq!(seg, b"gre!");
@@ -1230,11 +1098,7 @@ mod tests {
         // Walk the TLVs: they must exactly tile the area.
         let mut i = 0;
         while i < v.len() {
-            i += if v[i] == 0 {
-                1
-            } else {
-                usize::from(v[i + 1]) + 2
-            };
+            i += if v[i] == 0 { 1 } else { usize::from(v[i + 1]) + 2 };
         }
         assert_eq!(i, v.len());
     }
@@ -1265,10 +1129,7 @@ mod tests {
     #[test]
     fn ipv4_fragments_reassemble() {
         let payload: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
-        let b = PacketBuilder::udp(s4(), d4(), 5060, 5060)
-            .payload(&payload)
-            .vlan(42)
-            .ipv4_options(2);
+        let b = PacketBuilder::udp(s4(), d4(), 5060, 5060).payload(&payload).vlan(42).ipv4_options(2);
         let whole = b.ip_payload();
         let frags = b.build_fragments(300, 0x1_abcd);
         // 1008 bytes in 296-byte pieces: 296*3 + 120.
@@ -1299,26 +1160,13 @@ mod tests {
         assert_eq!(frags.len(), 1);
         assert_eq!(be16(ipv4(&frags[0]).0, 6), 0);
 
-        let l4 = L4::Tcp {
-            sport: 1,
-            dport: 5060,
-            flags: TCP_ACK,
-            data_offset_words: 15,
-        };
+        let l4 = L4::Tcp { sport: 1, dport: 5060, flags: TCP_ACK, data_offset_words: 15 };
         let b = PacketBuilder::new(s4(), d4(), l4).payload(&[0x55; 100]);
         let frags = b.build_fragments(16, 9);
-        assert_eq!(
-            ipv4(&frags[0]).1.len(),
-            64,
-            "60-byte header rounded up to 64"
-        );
+        assert_eq!(ipv4(&frags[0]).1.len(), 64, "60-byte header rounded up to 64");
         assert_eq!(reassemble_v4(&frags, 9, 16), b.ip_payload());
         let exact = b.build_fragments_exact(16, 9);
-        assert_eq!(
-            ipv4(&exact[0]).1.len(),
-            16,
-            "tiny first fragment splits the header"
-        );
+        assert_eq!(ipv4(&exact[0]).1.len(), 16, "tiny first fragment splits the header");
         assert_eq!(reassemble_v4(&exact, 9, 16), b.ip_payload());
     }
 
@@ -1344,11 +1192,7 @@ mod tests {
             assert_eq!(parse_eth(f).0.len(), 2);
             let (chain, nh, data) = ipv6(f);
             let codes: Vec<u8> = chain.iter().map(|c| c.0).collect();
-            assert_eq!(
-                codes,
-                vec![0, 60, 44],
-                "fragment header after other ext headers"
-            );
+            assert_eq!(codes, vec![0, 60, 44], "fragment header after other ext headers");
             assert_eq!(chain[0].1[0], 60);
             assert_eq!(chain[1].1[0], 44);
             let fh = &chain[2].1;
@@ -1364,9 +1208,7 @@ mod tests {
         verify_l4_v6(s6(), d6(), IPPROTO_UDP, &out);
 
         // No other extension headers: IPv6 next header is 44 directly.
-        let frags = PacketBuilder::udp(s6(), d6(), 1, 2)
-            .payload(&[1; 64])
-            .build_fragments(32, 3);
+        let frags = PacketBuilder::udp(s6(), d6(), 1, 2).payload(&[1; 64]).build_fragments(32, 3);
         let (_, _, l3) = parse_eth(&frags[0]);
         assert_eq!(frags[0][l3 + 6], IPPROTO_FRAGMENT);
         assert_eq!(frags.len(), 3);
@@ -1398,19 +1240,13 @@ mod tests {
     fn header_value<'a>(lines: &[&'a str], names: &[&str]) -> Option<&'a str> {
         lines.iter().find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            names
-                .iter()
-                .any(|x| n.trim().eq_ignore_ascii_case(x))
-                .then(|| v.trim())
+            names.iter().any(|x| n.trim().eq_ignore_ascii_case(x)).then(|| v.trim())
         })
     }
 
     fn content_length_ok(msg: &str) {
         let (lines, body) = split(msg);
-        let cl: usize = header_value(&lines, &["Content-Length", "l"])
-            .expect("Content-Length")
-            .parse()
-            .unwrap();
+        let cl: usize = header_value(&lines, &["Content-Length", "l"]).expect("Content-Length").parse().unwrap();
         assert_eq!(cl, body.len());
     }
 
@@ -1431,10 +1267,7 @@ mod tests {
         assert_eq!(lines[9], format!("User-Agent: {DEFAULT_USER_AGENT}"));
         assert_eq!(lines[10], "Content-Length: 0");
         assert!(body.is_empty());
-        assert_eq!(
-            m,
-            text(&SipMessage::request("REGISTER", "1001", "pbx.example.com"))
-        );
+        assert_eq!(m, text(&SipMessage::request("REGISTER", "1001", "pbx.example.com")));
     }
 
     #[test]
@@ -1451,20 +1284,12 @@ mod tests {
         let (lines, body) = split(&m);
         assert_eq!(lines[0], "INVITE sip:bob@example.com SIP/2.0");
         assert!(lines.iter().all(|l| !l.starts_with("Expires")));
-        assert!(lines
-            .iter()
-            .any(|l| l.starts_with("From: \"Alice Ü\" <sip:bob@example.com>;tag=")));
-        let ua = lines
-            .iter()
-            .position(|l| *l == "User-Agent: friendly-scanner")
-            .unwrap();
+        assert!(lines.iter().any(|l| l.starts_with("From: \"Alice Ü\" <sip:bob@example.com>;tag=")));
+        let ua = lines.iter().position(|l| *l == "User-Agent: friendly-scanner").unwrap();
         assert!(lines[ua - 1].starts_with("Contact:"));
         assert_eq!(lines[ua + 1], "X-Test: 1");
         assert_eq!(lines[ua + 2], "User-Agent  : second");
-        assert_eq!(
-            header_value(&lines, &["Content-Type"]),
-            Some("application/sdp")
-        );
+        assert_eq!(header_value(&lines, &["Content-Type"]), Some("application/sdp"));
         assert_eq!(body, sdp);
         content_length_ok(&m);
         // Content-Length counts bytes, not chars.
@@ -1478,41 +1303,19 @@ mod tests {
         let m = text(&SipMessage::request("OPTIONS", "u", "d").no_user_agent());
         assert!(!m.contains("User-Agent"));
         content_length_ok(&m);
-        let m = text(
-            &SipMessage::request("OPTIONS", "u", "d")
-                .no_user_agent()
-                .user_agent_at(500),
-        );
+        let m = text(&SipMessage::request("OPTIONS", "u", "d").no_user_agent().user_agent_at(500));
         assert!(!m.contains("User-Agent") && !m.contains("X-Padding"));
     }
 
     #[test]
     fn sip_compact_names() {
-        let m = text(
-            &SipMessage::request("INVITE", "u", "example.org")
-                .compact()
-                .body("v=0\r\n"),
-        );
+        let m = text(&SipMessage::request("INVITE", "u", "example.org").compact().body("v=0\r\n"));
         let (lines, _) = split(&m);
         for short in ["v: ", "f: ", "t: ", "i: ", "m: ", "l: ", "c: "] {
-            assert!(
-                lines.iter().any(|l| l.starts_with(short)),
-                "missing {short}"
-            );
+            assert!(lines.iter().any(|l| l.starts_with(short)), "missing {short}");
         }
-        for long in [
-            "Via:",
-            "From:",
-            "To:",
-            "Call-ID:",
-            "Contact:",
-            "Content-Length:",
-            "Content-Type:",
-        ] {
-            assert!(
-                !lines.iter().any(|l| l.starts_with(long)),
-                "unexpected {long}"
-            );
+        for long in ["Via:", "From:", "To:", "Call-ID:", "Contact:", "Content-Length:", "Content-Type:"] {
+            assert!(!lines.iter().any(|l| l.starts_with(long)), "unexpected {long}");
         }
         assert!(lines.iter().any(|l| l.starts_with("CSeq: 1 INVITE")));
         assert!(lines.iter().any(|l| l.starts_with("User-Agent: ")));
@@ -1539,25 +1342,9 @@ mod tests {
 
     #[test]
     fn sip_user_agent_at_offsets() {
-        let base =
-            || SipMessage::request("REGISTER", "1001", "sip.example.net").user_agent("sipvicious");
+        let base = || SipMessage::request("REGISTER", "1001", "sip.example.net").user_agent("sipvicious");
         let natural = text(&base()).find("User-Agent:").unwrap();
-        for offset in [
-            0usize,
-            10,
-            40,
-            60,
-            100,
-            150,
-            natural,
-            natural + 1,
-            natural + 20,
-            300,
-            512,
-            700,
-            1400,
-            4000,
-        ] {
+        for offset in [0usize, 10, 40, 60, 100, 150, natural, natural + 1, natural + 20, 300, 512, 700, 1400, 4000] {
             for compact in [false, true] {
                 let mut m = base().user_agent_at(offset);
                 if compact {
@@ -1568,10 +1355,7 @@ mod tests {
                 assert!(s[..at].ends_with("\r\n"), "UA starts a line");
                 let first_line_end = s.find("\r\n").unwrap() + 2;
                 let want = offset.max(first_line_end);
-                assert!(
-                    at.abs_diff(want) <= FILL_MIN,
-                    "offset {offset}: UA at {at} (compact={compact})"
-                );
+                assert!(at.abs_diff(want) <= FILL_MIN, "offset {offset}: UA at {at} (compact={compact})");
                 if offset >= 100 {
                     assert_eq!(at, offset, "exact placement");
                 }
@@ -1590,9 +1374,7 @@ mod tests {
     #[test]
     fn sip_in_packet() {
         let msg = SipMessage::request("OPTIONS", "100", "example.com").build();
-        let f = PacketBuilder::udp(s6(), d6(), 5060, 5060)
-            .payload(&msg)
-            .build();
+        let f = PacketBuilder::udp(s6(), d6(), 5060, 5060).payload(&msg).build();
         let (_, nh, seg) = ipv6(&f);
         assert_eq!(&seg[8..], &msg[..]);
         verify_l4_v6(s6(), d6(), nh, seg);

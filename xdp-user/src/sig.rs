@@ -244,7 +244,13 @@ pub fn model_scan(payload: &[u8], sigs: &[Signature]) -> (u8, Option<usize>) {
                     colon = true;
                     p += 1
                 }
-                Some(b'\r') if colon && bytes.get(p + 1) == Some(&b'\n') && matches!(bytes.get(p + 2), Some(b' ') | Some(b'\t')) => p += 3,
+                Some(b'\r')
+                    if colon
+                        && bytes.get(p + 1) == Some(&b'\n')
+                        && matches!(bytes.get(p + 2), Some(b' ') | Some(b'\t')) =>
+                {
+                    p += 3
+                }
                 _ => break,
             }
         }
@@ -288,10 +294,19 @@ mod tests {
             let msg = format!("OPTIONS sip:100@198.51.100.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5:5060\r\nUser-Agent: {ua}\r\nContent-Length: 0\r\n\r\n");
             model_scan(msg.as_bytes(), &sigs).1.is_some()
         };
-        for ua in ["friendly-scanner", "sipvicious 0.3.4", "SIPCLI/v1.8", "VaxSIPUserAgent/3.1", "pplsip", "Friendly-Scanner"] {
+        for ua in
+            ["friendly-scanner", "sipvicious 0.3.4", "SIPCLI/v1.8", "VaxSIPUserAgent/3.1", "pplsip", "Friendly-Scanner"]
+        {
             assert!(scan(ua), "{ua} should match");
         }
-        for ua in ["Yealink SIP-T46S 66.86.0.15", "Grandstream GXP2170 1.0.11.3", "Linphone/5.2", "Asterisk PBX 18.0", "Zoiper rv2.10", "PolycomVVX-VVX_400"] {
+        for ua in [
+            "Yealink SIP-T46S 66.86.0.15",
+            "Grandstream GXP2170 1.0.11.3",
+            "Linphone/5.2",
+            "Asterisk PBX 18.0",
+            "Zoiper rv2.10",
+            "PolycomVVX-VVX_400",
+        ] {
             assert!(!scan(ua), "{ua} must pass");
         }
     }

@@ -116,16 +116,7 @@ impl Netns {
         }
         ip(&["-n", CLIENT_NS, "addr", "add", &format!("{LEGIT_V6}/64"), "dev", CLIENT_IF, "nodad"])?;
         ip(&["-n", SERVER_NS, "addr", "add", &format!("{SERVER_V4}/24"), "dev", SERVER_IF])?;
-        ip(&[
-            "-n",
-            SERVER_NS,
-            "addr",
-            "add",
-            &format!("{SERVER_V6}/64"),
-            "dev",
-            SERVER_IF,
-            "nodad",
-        ])?;
+        ip(&["-n", SERVER_NS, "addr", "add", &format!("{SERVER_V6}/64"), "dev", SERVER_IF, "nodad"])?;
         for (ns, ifn) in [(CLIENT_NS, CLIENT_IF), (SERVER_NS, SERVER_IF)] {
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
             ip(&["-n", ns, "link", "set", ifn, "up"])?;
@@ -177,9 +168,7 @@ struct Cli {
 impl Cli {
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.args(args)
-            .env("SIPSHIELD_STATE_DIR", &self.state_dir)
-            .env("SIPSHIELD_PIN_DIR", PIN_DIR);
+        c.args(args).env("SIPSHIELD_STATE_DIR", &self.state_dir).env("SIPSHIELD_PIN_DIR", PIN_DIR);
         c
     }
 
@@ -234,11 +223,7 @@ impl Controller {
             config.display()
         );
         let child = cmd.spawn().context("cannot start nsenter")?;
-        let mut c = Controller {
-            child: Some(child),
-            cli: cli.clone(),
-            log: log.into(),
-        };
+        let mut c = Controller { child: Some(child), cli: cli.clone(), log: log.into() };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -310,10 +295,7 @@ static SEQ: AtomicU64 = AtomicU64::new(1);
 
 fn token() -> String {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{:08x}{:04x}", t ^ (std::process::id() << 8), n & 0xffff)
 }
 
@@ -365,7 +347,10 @@ fn request(
 }
 
 /// Run `f` in a new thread that has entered network namespace `ns`.
-fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> Result<T> + Send + 'static) -> std::thread::JoinHandle<Result<T>> {
+fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> std::thread::JoinHandle<Result<T>> {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
@@ -426,11 +411,7 @@ fn legit_phone(deadline: Instant) -> Result<(u32, u32)> {
                 &call_id,
                 i + 1,
                 ua,
-                &[
-                    &contact,
-                    "Expires: 3600",
-                    "Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, OPTIONS, INFO, MESSAGE",
-                ],
+                &[&contact, "Expires: 3600", "Allow: INVITE, ACK, CANCEL, BYE, NOTIFY, REFER, OPTIONS, INFO, MESSAGE"],
             )
         } else {
             request(
@@ -630,26 +611,17 @@ pub fn run() -> Result<()> {
 
     util::step("demo: network namespaces, config, controller");
     let tmp = TempDir::new()?;
-    let cli = Cli {
-        bin: bin.clone(),
-        state_dir: tmp.0.join("state"),
-    };
+    let cli = Cli { bin: bin.clone(), state_dir: tmp.0.join("state") };
     std::fs::create_dir_all(&cli.state_dir)?;
     // Leftovers of an earlier, interrupted demo would be adopted with their counters: remove.
     if Path::new(PIN_DIR).exists() {
-        println!(
-            "removing leftover pins in {PIN_DIR}: {}",
-            cli.detach().unwrap_or_else(|e| format!("{e:#}"))
-        );
+        println!("removing leftover pins in {PIN_DIR}: {}", cli.detach().unwrap_or_else(|e| format!("{e:#}")));
         let _ = std::fs::remove_dir_all(PIN_DIR);
     }
     let netns = Netns::create()?;
     let config = tmp.0.join("sipshield.demo.toml");
     std::fs::write(&config, render_config()?)?;
-    println!(
-        "config {} (from sipshield.demo.toml, interfaces = [\"{SERVER_IF}\"])",
-        config.display()
-    );
+    println!("config {} (from sipshield.demo.toml, interfaces = [\"{SERVER_IF}\"])", config.display());
     let mut ctl = Controller::start(&cli, &config, &tmp.0.join("controller.log"))?;
     cli.show(&["status"])?;
 
@@ -726,8 +698,7 @@ pub fn run() -> Result<()> {
         if !ok {
             failures.push(format!(
                 "reason {r} counted {}",
-                n.map(|n| n.to_string())
-                    .unwrap_or_else(|| "nothing (missing from `sipshield stats`)".into())
+                n.map(|n| n.to_string()).unwrap_or_else(|| "nothing (missing from `sipshield stats`)".into())
             ));
         }
     }
@@ -742,10 +713,7 @@ pub fn run() -> Result<()> {
         got(LEGIT_V4) == legit4 as u64 && got(LEGIT_V6) == legit6 as u64,
         "every legitimate message reached the server".into(),
     );
-    check(
-        got(SCANNER) == 0 && got(BLACKLISTED) == 0,
-        "no scanner or blacklisted message reached the server".into(),
-    );
+    check(got(SCANNER) == 0 && got(BLACKLISTED) == 0, "no scanner or blacklisted message reached the server".into());
     if failures.is_empty() {
         println!("\ndemo passed: pass, blacklisted, scanner, ratelimit and banned were all counted");
         Ok(())
@@ -777,7 +745,8 @@ mod tests {
     #[test]
     fn requests_use_crlf() {
         let local: SocketAddr = "198.51.100.10:5060".parse().unwrap();
-        let m = String::from_utf8(request("OPTIONS", "sip:x", &local, "<sip:a@b>", "<sip:a@b>", "c", 1, "ua", &[])).unwrap();
+        let m = String::from_utf8(request("OPTIONS", "sip:x", &local, "<sip:a@b>", "<sip:a@b>", "c", 1, "ua", &[]))
+            .unwrap();
         assert!(m.ends_with("\r\n\r\n"));
         assert!(!m.replace("\r\n", "").contains('\n'));
     }

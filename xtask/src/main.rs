@@ -63,10 +63,7 @@ fn test(extra: &[String]) -> Result<()> {
 
     util::step(&format!("cargo test --workspace {}", extra.join(" ")));
     let mut test = util::cargo();
-    test.current_dir(&root)
-        .args(["test", "--workspace"])
-        .args(HOST_EXCLUDES)
-        .args(extra);
+    test.current_dir(&root).args(["test", "--workspace"]).args(HOST_EXCLUDES).args(extra);
     util::run(&mut test)?;
     println!("\nxtask: all tests passed");
     Ok(())

@@ -56,7 +56,9 @@ pub fn run() -> Result<()> {
 
 fn need_root(what: &str) -> Result<()> {
     if !is_root() {
-        bail!("setup must {what}, which needs root: run `cargo xtask setup` as root (e.g. `sudo -E cargo xtask setup`)");
+        bail!(
+            "setup must {what}, which needs root: run `cargo xtask setup` as root (e.g. `sudo -E cargo xtask setup`)"
+        );
     }
     Ok(())
 }
@@ -121,27 +123,20 @@ fn apt_packages() -> Result<bool> {
     util::run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))
         .context("apt-get update failed (is the Debian registry reachable?)")?;
     util::step(&format!("apt-get install -y {}", missing.join(" ")));
-    util::run(
-        Command::new("apt-get")
-            .args(["install", "-y"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-    .context("apt-get install failed")?;
+    util::run(Command::new("apt-get").args(["install", "-y"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
+        .context("apt-get install failed")?;
     let still: Vec<&str> = missing.iter().copied().filter(|p| !installed(p)).collect();
     if !still.is_empty() {
-        bail!(
-            "apt-get reported success but these packages are still not installed: {}",
-            still.join(" ")
-        );
+        bail!("apt-get reported success but these packages are still not installed: {}", still.join(" "));
     }
     println!("[done] installed {}", missing.join(" "));
     Ok(true)
 }
 
 fn rust_src() -> Result<bool> {
-    let out = util::capture(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-        .context("rustup is required (with a nightly toolchain)")?;
+    let out =
+        util::capture(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
+            .context("rustup is required (with a nightly toolchain)")?;
     if !out.status.success() {
         bail!(
             "`rustup component list --toolchain nightly --installed` failed: {} (is the nightly toolchain installed? `rustup toolchain install nightly`)",
@@ -162,9 +157,7 @@ fn rust_src() -> Result<bool> {
 /// `bpf-linker --version` output, if it runs.
 fn bpf_linker_version() -> Option<String> {
     let out = Command::new("bpf-linker").arg("--version").stderr(Stdio::null()).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn bpf_linker() -> Result<bool> {

@@ -229,7 +229,9 @@ fn per_packet_cost(a: &Args) -> Result<(f64, Vec<CostRow>)> {
     let mut rows = vec![];
     let names = cases
         .iter()
-        .map(|(name, msg, _, reason)| (*name, Some(ua_offset(msg)), msg.len(), xdp_common::REASON_NAMES[*reason as usize]))
+        .map(|(name, msg, _, reason)| {
+            (*name, Some(ua_offset(msg)), msg.len(), xdp_common::REASON_NAMES[*reason as usize])
+        })
         .chain(std::iter::once(("legit to a non-SIP port (ref.)", None, legit.len(), "pass")));
     for (i, (name, ua_at, msg_len, reason)) in names.enumerate() {
         let (actions, ns_rounds) = &measured[i + 1];
@@ -282,7 +284,18 @@ fn iptables_rules(tb: &Testbed) -> Result<()> {
     rule(SCANNER_UA, &[])?;
     rule(
         "REGISTER ",
-        &["-m", "hashlimit", "--hashlimit-above", "5/sec", "--hashlimit-burst", "20", "--hashlimit-mode", "srcip", "--hashlimit-name", "reg"],
+        &[
+            "-m",
+            "hashlimit",
+            "--hashlimit-above",
+            "5/sec",
+            "--hashlimit-burst",
+            "20",
+            "--hashlimit-mode",
+            "srcip",
+            "--hashlimit-name",
+            "reg",
+        ],
     )
 }
 

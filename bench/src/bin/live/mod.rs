@@ -631,7 +631,6 @@ impl Run {
     }
 }
 
-
 /// Warm up with the first few frames, blast `frames` (`per` repetitions each) and count as
 /// dropped the growth of `drops` (the measured side's drop counter) across the blast.
 pub fn counted_blast(
@@ -646,7 +645,13 @@ pub fn counted_blast(
     let before = drops(f)?;
     let b = blast(tb, f, frames, per)?;
     let after = drops(f)?;
-    Ok(Run { sent: b.sent, dropped: after - before, wall_secs: b.wall_secs, kernel_secs: b.kernel_secs, calls: b.calls })
+    Ok(Run {
+        sent: b.sent,
+        dropped: after - before,
+        wall_secs: b.wall_secs,
+        kernel_secs: b.kernel_secs,
+        calls: b.calls,
+    })
 }
 
 /// One sipshield run: attached natively on the receiver, warm-up, blast, count the drops of
