@@ -1011,7 +1011,7 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     let before = Mem::settled(settle)?;
     let slab_before = experiments::slabinfo();
     let t = Instant::now();
-    let list = read_list_file(&list_path, false).map_err(|e| anyhow!("{e}"))?;
+    let list = read_list_file(&list_path, &Default::default()).map_err(|e| anyhow!("{e}"))?;
     let parse_secs = t.elapsed().as_secs_f64();
     if list.v4.len() != g.addrs.len() || list.net4.len() != g.ranges.len() {
         bail!(
@@ -1058,7 +1058,7 @@ fn run_blacklist(a: &BlArgs, n_ranges: usize, settle: Duration, dir: &Path) -> R
     // is live, then clear the first one.
     eprintln!("sipshield: reload (parse + second swap of the same list) ...");
     let t = Instant::now();
-    let list2 = read_list_file(&list_path, false).map_err(|e| anyhow!("{e}"))?;
+    let list2 = read_list_file(&list_path, &Default::default()).map_err(|e| anyhow!("{e}"))?;
     let reparse_secs = t.elapsed().as_secs_f64();
     let r2 = filter.swap_list(ListKind::Blacklist, &list2)?;
     let reload_wall = t.elapsed().as_secs_f64();

@@ -8,6 +8,8 @@ use sipshield::config::Config;
 use sipshield::filter::{Filter, XDP_DROP, XDP_PASS};
 use xdp_common::*;
 
+pub mod ctl;
+
 /// Privileged tests run when root. Outside CI a non-root run is skipped loudly; under CI=true
 /// it fails, so CI can never silently skip them.
 pub fn require_root(test: &str) -> bool {
@@ -24,9 +26,8 @@ pub fn require_root(test: &str) -> bool {
 /// A private filter (loaded, nothing attached) filled from a TOML config.
 pub fn filter_with(toml: &str) -> Filter {
     let cfg = Config::parse(toml, Path::new("test.toml")).unwrap_or_else(|e| panic!("test config: {e:#}"));
-    let prepared = sipshield::apply::prepare(&cfg).unwrap_or_else(|e| panic!("prepare: {e:#}"));
     let mut f = Filter::load_private().unwrap_or_else(|e| panic!("load: {e:#}"));
-    sipshield::apply::apply(&mut f, &cfg, &prepared).unwrap_or_else(|e| panic!("apply: {e:#}"));
+    sipshield::policy::apply_config(&mut f, &cfg).unwrap_or_else(|e| panic!("apply: {e:#}"));
     f
 }
 

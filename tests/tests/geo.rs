@@ -424,7 +424,8 @@ fn damaged_files_never_crash() {
 
 fn new_filter(scope_all: bool) -> Filter {
     let mut f = Filter::load_private().unwrap_or_else(|e| panic!("Filter::load_private: {e:#}"));
-    f.set_sip_ports(&[SIP_PORT]).expect("set_sip_ports");
+    let cfg = sipshield::config::Config::parse(&format!("[sip]\nports = [{SIP_PORT}]\n"), Path::new("t.toml")).unwrap();
+    sipshield::policy::apply_config(&mut f, &cfg).expect("apply_config");
     f.update_config(|c| {
         c.flags |= CFG_GEO_ENABLED;
         if scope_all {

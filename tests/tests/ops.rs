@@ -117,7 +117,8 @@ fn fail2ban_bans_through_sipshield() {
     let state = dir.join("state");
     // A pinned filter (not attached): fail2ban's action edits its ban map through the CLI.
     let mut filter = Filter::load_pinned(&pin).unwrap();
-    filter.set_sip_ports(&[5060]).unwrap();
+    let cfg = sipshield::config::Config::parse("[sip]\nports = [5060]\n", Path::new("t.toml")).unwrap();
+    sipshield::policy::apply_config(&mut filter, &cfg).unwrap();
 
     let conf = dir.join("conf");
     std::fs::create_dir_all(conf.join("action.d")).unwrap();
@@ -170,7 +171,7 @@ fn fail2ban_bans_through_sipshield() {
     drop(f);
     let deadline = Instant::now() + Duration::from_secs(30);
     let banned = loop {
-        let bans = sipshield::apply::ban_list(&filter).unwrap();
+        let bans = sipshield::bans::list(&filter).unwrap();
         if let Some(b) = bans.into_iter().find(|b| b.address == "203.0.113.50") {
             break Some(b);
         }
@@ -197,7 +198,7 @@ fn fail2ban_bans_through_sipshield() {
     // Stopping fail2ban unbans (actionunban → `sipshield ban del`).
     let _ = f2b(&["stop"]);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while sipshield::apply::ban_list(&filter).unwrap().iter().any(|b| b.address == "203.0.113.50") {
+    while sipshield::bans::list(&filter).unwrap().iter().any(|b| b.address == "203.0.113.50") {
         assert!(Instant::now() < deadline, "fail2ban's unban did not reach sipshield");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -222,7 +223,8 @@ fn dashboard_uses_only_exported_metrics() {
         "blacklist".into(),
         sipshield::state::ListState { entries: 1, last_load_unix: 1.0, ..Default::default() },
     );
-    let text = sipshield::metrics::render(&f, Some(&ds)).unwrap();
+    let snap = sipshield::metrics::Snapshot { state: ds, ..Default::default() };
+    let text = sipshield::metrics::render(&f, &snap).unwrap();
     let source =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdp-user/src/metrics.rs")).unwrap();
     let dash = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json"))

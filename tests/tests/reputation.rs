@@ -3,7 +3,8 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use sipshield::apply::{ban_add, ban_del, ban_list};
+use sipshield::bans::{add as ban_add, del as ban_del, list as ban_list};
+use sipshield::config::ListCfg;
 use sipshield::filter::{clock_ns, Filter, ListKind};
 use sipshield::lists::{self, IpList};
 use sipshield::packet::PacketBuilder;
@@ -126,23 +127,27 @@ fn bad_input_keeps_the_last_good_state() {
     // Malformed line: error names file and line; nothing changes.
     let bad = dir.join("bad.txt");
     std::fs::write(&bad, "203.0.113.5\n# comment\n203.0.113.300\n").unwrap();
-    let err = lists::read_list_file(&bad, false).unwrap_err().to_string();
+    let err = lists::read_list_file(&bad, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("bad.txt:3") && err.contains("203.0.113.300"), "{err}");
     // skip_invalid reports instead.
-    let l = lists::read_list_file(&bad, true).unwrap();
+    let l = lists::read_list_file(&bad, &sipshield::config::ListCfg { skip_invalid: true, ..Default::default() }).unwrap();
     assert_eq!((l.len(), l.skipped.len()), (1, 1));
 
     // Deleted file.
     let gone = dir.join("gone.txt");
     std::fs::write(&gone, "203.0.113.9\n").unwrap();
     std::fs::remove_file(&gone).unwrap();
-    let err = lists::load_sources(std::slice::from_ref(&gone), &[], &[], false, Duration::from_secs(2))
+    let err = lists::load_sources(&ListCfg { files: vec![gone.clone()], timeout: Duration::from_secs(2), ..Default::default() })
         .unwrap_err()
         .to_string();
     assert!(err.contains("gone.txt"), "{err}");
 
     // Unreachable URL (nothing listens on port 1 of loopback).
-    let err = lists::load_sources(&[], &["http://127.0.0.1:1/list.txt".into()], &[], false, Duration::from_secs(2))
+    let err = lists::load_sources(&ListCfg {
+        urls: vec!["http://127.0.0.1:1/list.txt".into()],
+        timeout: Duration::from_secs(2),
+        ..Default::default()
+    })
         .unwrap_err()
         .to_string();
     assert!(err.contains("127.0.0.1:1") && err.contains("fetch failed"), "{err}");
@@ -178,7 +183,12 @@ fn lists_fetch_over_http() {
         write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
     });
     let url = format!("http://127.0.0.1:{port}/list.txt");
-    let l = lists::load_sources(&[], &[url], &["198.51.100.1".into()], false, Duration::from_secs(5)).unwrap();
+    let l = lists::load_sources(&ListCfg {
+        urls: vec![url],
+        entries: vec!["198.51.100.1".into()],
+        timeout: Duration::from_secs(5),
+        ..Default::default()
+    }).unwrap();
     server.join().unwrap();
     assert_eq!((l.v4.len(), l.net6.len()), (2, 1));
 }
@@ -243,7 +253,8 @@ fn a_million_entries_fit() {
     // All of them fit the bucket table (no overflow at this load).
     assert_eq!(f.config().unwrap().bl4_overflow, 0);
     assert_eq!(f.read_list(ListKind::Blacklist).unwrap().v4.len(), 1_000_000);
-    f.set_sip_ports(&[5060]).unwrap();
+    let cfg = sipshield::config::Config::parse("[sip]\nports = [5060]\n", std::path::Path::new("t.toml")).unwrap();
+    sipshield::policy::apply_config(&mut f, &cfg).unwrap();
     let listed = std::net::Ipv4Addr::from(0x2000_0000u32 + 999_999 * 7).to_string();
     check(&mut f, "last of 1M", &from(&listed), Want::Drop(REASON_BLACKLISTED));
     let unlisted = std::net::Ipv4Addr::from(0x2000_0000u32 + 999_999 * 7 + 1).to_string();
@@ -286,10 +297,10 @@ fn program_clock_and_ban_presence() {
     check(&mut f, "short v6 ban lapsed", &from("2001:db8:5::9"), Pass(REASON_PASS));
     check(&mut f, "5 s ban still holds", &from("198.51.100.202"), Drop(REASON_BANNED));
     // The sweep removes the expired bans; the IPv6 map is empty again and stops being looked up.
-    assert_eq!(sipshield::apply::ban_gc(&mut f).unwrap(), 2);
+    assert_eq!(sipshield::bans::gc(&mut f).unwrap().0, 2);
     assert_eq!(ban_flags(&f), [1, 0]);
     assert!(ban_del(&mut f, ip("198.51.100.202")).unwrap());
-    sipshield::apply::ban_gc(&mut f).unwrap();
+    sipshield::bans::gc(&mut f).unwrap().0;
     assert_eq!(ban_flags(&f), [0, 0]);
     check(&mut f, "no bans: passes", &from("198.51.100.202"), Pass(REASON_PASS));
     // A ban installed while the flag is clear is enforced at once.

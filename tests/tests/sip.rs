@@ -375,7 +375,7 @@ fn ipv6_sources_share_a_bucket_per_64() {
     }
     let p = udp("2001:db8:1:2:aaaa::1", 5060, &SipMessage::request("OPTIONS", "1", "x").build()).build();
     assert_eq!(at(&mut f, t0 + 100, &p), REASON_BANNED, "the /64 is banned");
-    let bans = sipshield::apply::ban_list(&f).unwrap();
+    let bans = sipshield::bans::list(&f).unwrap();
     assert!(bans.iter().any(|b| b.address == "2001:db8:1:2::" && b.prefix == 64), "{bans:?}");
 }
 

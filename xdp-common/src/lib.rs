@@ -9,6 +9,11 @@
 // Verdict reasons. Every packet is counted exactly once, under one reason.
 // ---------------------------------------------------------------------------------------------
 
+pub mod maps;
+
+/// Words (u64) of the SIP ports bitmap: one bit per port.
+pub const SIP_PORT_WORDS: u32 = 1024;
+
 /// Passed: no rule matched.
 pub const REASON_PASS: u32 = 0;
 /// Passed: the source is on the allowlist (skips every other check).

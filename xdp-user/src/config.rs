@@ -8,43 +8,29 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use xdp_common::*;
 
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Interfaces to attach to.
-    #[serde(default)]
     pub interfaces: Vec<String>,
     /// "auto" (native, falling back to skb), "native" or "skb".
-    #[serde(default)]
     pub mode: Mode,
     /// Count what would be dropped, pass everything.
-    #[serde(default)]
     pub dry_run: bool,
     /// Drop packets with malformed/truncated headers (default: count and pass).
-    #[serde(default)]
     pub drop_malformed: bool,
-    #[serde(default)]
     pub sip: SipCfg,
-    #[serde(default)]
     pub blacklist: ListCfg,
-    #[serde(default)]
     pub allowlist: ListCfg,
-    #[serde(default)]
     pub geoip: Option<GeoCfg>,
-    #[serde(default)]
     pub scanners: ScannersCfg,
     /// `[ratelimit]`: `ipv6_prefix = 64` and one `[ratelimit.<method>]` table per method.
-    #[serde(default)]
     pub ratelimit: RateLimitCfg,
-    #[serde(default)]
     pub metrics: MetricsCfg,
-    #[serde(default)]
     pub events: EventsCfg,
-    #[serde(default)]
-    pub crowdsec: Option<toml::Table>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
@@ -53,61 +39,43 @@ pub enum Mode {
     Skb,
 }
 
-impl std::str::FromStr for Mode {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "auto" => Ok(Mode::Auto),
-            "native" => Ok(Mode::Native),
-            "skb" => Ok(Mode::Skb),
-            _ => bail!("mode must be auto, native or skb (got {s:?})"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct SipCfg {
     /// Protected SIP ports (UDP and TCP).
-    #[serde(default = "default_ports")]
     pub ports: Vec<u16>,
     /// Inspect TCP segments on SIP ports too (best effort, per segment).
-    #[serde(default = "yes")]
     pub tcp: bool,
 }
 
 impl Default for SipCfg {
     fn default() -> Self {
-        SipCfg { ports: default_ports(), tcp: true }
+        SipCfg { ports: vec![5060, 5061], tcp: true }
     }
 }
 
-fn default_ports() -> Vec<u16> {
-    vec![5060, 5061]
-}
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct ListCfg {
-    #[serde(default)]
     pub files: Vec<PathBuf>,
-    #[serde(default)]
     pub urls: Vec<String>,
     /// Inline addresses/ranges.
-    #[serde(default)]
     pub entries: Vec<String>,
     /// Refresh period for files and URLs, e.g. "6h".
-    #[serde(default = "default_refresh", with = "humantime_serde_compat")]
+    #[serde(with = "humantime_serde")]
     pub refresh: Duration,
     /// Skip (and report) invalid lines instead of rejecting the list.
-    #[serde(default)]
     pub skip_invalid: bool,
     /// HTTP timeout for URLs.
-    #[serde(default = "default_timeout", with = "humantime_serde_compat")]
+    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// A file or URL that yields no entry is a failed load (the last good list stays) unless
+    /// this is set.
+    pub allow_empty: bool,
+    /// Largest list file or HTTP body accepted, in bytes.
+    pub max_bytes: u64,
+    /// Accept `0.0.0.0/0` and `::/0` (every address) in this list.
+    pub allow_match_all: bool,
 }
 
 impl Default for ListCfg {
@@ -116,21 +84,56 @@ impl Default for ListCfg {
             files: vec![],
             urls: vec![],
             entries: vec![],
-            refresh: default_refresh(),
+            refresh: Duration::from_secs(6 * 3600),
             skip_invalid: false,
-            timeout: default_timeout(),
+            timeout: Duration::from_secs(30),
+            allow_empty: false,
+            max_bytes: 256 << 20,
+            allow_match_all: false,
         }
     }
 }
 
-fn default_refresh() -> Duration {
-    Duration::from_secs(6 * 3600)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(30)
+/// Bounds of list settings.
+pub const LIST_REFRESH_MIN: Duration = Duration::from_secs(10);
+pub const LIST_REFRESH_MAX: Duration = Duration::from_secs(30 * 86400);
+pub const LIST_TIMEOUT_MAX: Duration = Duration::from_secs(600);
+pub const LIST_MAX_BYTES_MAX: u64 = 4 << 30;
+
+impl ListCfg {
+    fn check(&self, section: &str) -> Result<()> {
+        for (i, e) in self.entries.iter().enumerate() {
+            let n = crate::lists::parse_entry(e.trim())
+                .ok_or_else(|| anyhow!("{section}.entries[{i}]: invalid address or CIDR {e:?}"))?;
+            if n.prefix_len() == 0 && !self.allow_match_all {
+                bail!(
+                    "{section}.entries[{i}]: {e:?} matches every address; set {section}.allow_match_all = true if you mean it"
+                );
+            }
+        }
+        for f in &self.files {
+            crate::lists::check_list_file(f, self.max_bytes).map_err(|e| anyhow!("{section}.files: {e}"))?;
+        }
+        for u in &self.urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("{section}.urls: {u:?} is not an http(s) URL");
+            }
+        }
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        if self.refresh < LIST_REFRESH_MIN || self.refresh > LIST_REFRESH_MAX {
+            bail!("{section}.refresh: {} is out of range 10s..=30days", fmt(self.refresh));
+        }
+        if self.timeout < Duration::from_secs(1) || self.timeout > LIST_TIMEOUT_MAX {
+            bail!("{section}.timeout: {} is out of range 1s..=10m", fmt(self.timeout));
+        }
+        if !(1024..=LIST_MAX_BYTES_MAX).contains(&self.max_bytes) {
+            bail!("{section}.max_bytes: {} is out of range 1024..={LIST_MAX_BYTES_MAX}", self.max_bytes);
+        }
+        Ok(())
+    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GeoCfg {
     pub database: PathBuf,
@@ -149,6 +152,10 @@ pub struct GeoCfg {
     pub reload: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Unknown {
@@ -165,31 +172,21 @@ pub enum Scope {
     All,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct ScannersCfg {
-    #[serde(default = "yes")]
     pub enabled: bool,
     /// Include the built-in signature list.
-    #[serde(default = "yes")]
     pub defaults: bool,
     /// Extra signatures per header (prefix, case-insensitive).
-    #[serde(default)]
     pub user_agent: Vec<String>,
-    #[serde(default)]
     pub from: Vec<String>,
-    #[serde(default)]
     pub to: Vec<String>,
-    #[serde(default)]
     pub contact: Vec<String>,
-    #[serde(default)]
     pub via: Vec<String>,
-    #[serde(default)]
     pub call_id: Vec<String>,
-    #[serde(default)]
     pub subject: Vec<String>,
     /// Built-in signatures to leave out.
-    #[serde(default)]
     pub disable: Vec<String>,
 }
 
@@ -210,7 +207,7 @@ impl Default for ScannersCfg {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateCfg {
     /// Requests per second (sustained).
@@ -220,9 +217,9 @@ pub struct RateCfg {
     /// Excess packets within `window` that put the source in the timed-ban map (0 = never).
     #[serde(default)]
     pub ban_after: u32,
-    #[serde(default = "default_ban_ttl", with = "humantime_serde_compat")]
+    #[serde(default = "default_ban_ttl", with = "humantime_serde")]
     pub ban_ttl: Duration,
-    #[serde(default = "default_window", with = "humantime_serde_compat")]
+    #[serde(default = "default_window", with = "humantime_serde")]
     pub window: Duration,
 }
 
@@ -233,17 +230,59 @@ fn default_window() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Debug, Clone, Default)]
+/// Bounds of a rate rule: what the kernel's GCRA arithmetic (u64 ns) holds without overflow.
+pub const RATE_MIN: f64 = 0.001;
+pub const RATE_MAX: f64 = 1e6;
+pub const BURST_MAX: u32 = 1_000_000;
+pub const WINDOW_MAX: Duration = Duration::from_secs(86400);
+
+impl RateCfg {
+    /// Check every value against what the kernel representation can hold.
+    fn check(&self, key: &str) -> Result<()> {
+        if !(self.rate.is_finite() && (RATE_MIN..=RATE_MAX).contains(&self.rate)) {
+            bail!("ratelimit.{key}.rate: {} is out of range {RATE_MIN}..={RATE_MAX} requests per second", self.rate);
+        }
+        if !(1..=BURST_MAX).contains(&self.burst) {
+            bail!("ratelimit.{key}.burst: {} is out of range 1..={BURST_MAX}", self.burst);
+        }
+        if self.window < Duration::from_secs(1) || self.window > WINDOW_MAX {
+            bail!("ratelimit.{key}.window: {} is out of range 1s..=1day", humantime::format_duration(self.window));
+        }
+        crate::bans::check_ttl(&format!("ratelimit.{key}.ban_ttl"), self.ban_ttl)
+    }
+
+    /// The kernel's rule.
+    pub fn kernel_rule(&self) -> RateRule {
+        let interval = (1e9 / self.rate).round().max(1.0) as u64;
+        RateRule {
+            interval_ns: interval,
+            tolerance_ns: interval * (self.burst as u64 - 1),
+            ban_ttl_ns: self.ban_ttl.as_nanos() as u64,
+            window_ns: self.window.as_nanos() as u64,
+            ban_after: self.ban_after,
+            _pad: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitCfg {
     pub ipv6_prefix: u32,
+    /// Rules by lowercase method name.
     pub rules: BTreeMap<String, RateCfg>,
+}
+
+impl Default for RateLimitCfg {
+    fn default() -> Self {
+        RateLimitCfg { ipv6_prefix: 64, rules: BTreeMap::new() }
+    }
 }
 
 impl<'de> Deserialize<'de> for RateLimitCfg {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error;
         let table = toml::Table::deserialize(d)?;
-        let mut out = RateLimitCfg { ipv6_prefix: 64, rules: BTreeMap::new() };
+        let mut out = RateLimitCfg::default();
         for (k, v) in table {
             if k == "ipv6_prefix" {
                 let p = v.as_integer().ok_or_else(|| D::Error::custom("ratelimit.ipv6_prefix must be an integer"))?;
@@ -261,13 +300,14 @@ impl<'de> Deserialize<'de> for RateLimitCfg {
             let rule: RateCfg = v
                 .try_into()
                 .map_err(|e: toml::de::Error| D::Error::custom(format!("ratelimit.{k}: {}", e.message())))?;
-            if !(rule.rate > 0.0 && rule.rate <= 1e9) {
-                return Err(D::Error::custom(format!("ratelimit.{k}.rate must be > 0 (got {})", rule.rate)));
+            rule.check(&k).map_err(|e| D::Error::custom(format!("{e:#}")))?;
+            let name = k.to_ascii_lowercase();
+            if out.rules.contains_key(&name) {
+                return Err(D::Error::custom(format!(
+                    "ratelimit.{k}: a second table for the method {name} (method names are case-insensitive)"
+                )));
             }
-            if rule.burst == 0 {
-                return Err(D::Error::custom(format!("ratelimit.{k}.burst must be >= 1")));
-            }
-            out.rules.insert(k.to_ascii_lowercase(), rule);
+            out.rules.insert(name, rule);
         }
         Ok(out)
     }
@@ -279,42 +319,31 @@ pub fn method_slot(name: &str) -> Option<u8> {
     METHOD_NAMES.iter().position(|m| !m.is_empty() && *m == up && *m != "RESPONSE" && *m != "OTHER").map(|i| i as u8)
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct MetricsCfg {
-    #[serde(default = "default_metrics")]
-    pub listen: String,
-    #[serde(default = "yes")]
+    pub listen: std::net::SocketAddr,
     pub enabled: bool,
 }
 
 impl Default for MetricsCfg {
     fn default() -> Self {
-        MetricsCfg { listen: default_metrics(), enabled: true }
+        MetricsCfg { listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9610)), enabled: true }
     }
 }
 
-fn default_metrics() -> String {
-    "127.0.0.1:9610".into()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
 pub struct EventsCfg {
     /// Also append JSON lines to this file.
-    #[serde(default)]
     pub file: Option<PathBuf>,
     /// Maximum events per second per CPU (kernel-side sampling).
-    #[serde(default = "default_event_rate")]
     pub rate: u32,
     /// Burst of events allowed at once.
-    #[serde(default = "default_event_burst")]
     pub burst: u32,
     /// Reasons that produce events (default: every drop reason).
-    #[serde(default = "default_event_reasons")]
     pub reasons: Vec<String>,
     /// Print events to stdout (journal).
-    #[serde(default = "yes")]
     pub stdout: bool,
 }
 
@@ -322,39 +351,22 @@ impl Default for EventsCfg {
     fn default() -> Self {
         EventsCfg {
             file: None,
-            rate: default_event_rate(),
-            burst: default_event_burst(),
-            reasons: default_event_reasons(),
+            rate: 100,
+            burst: 50,
+            reasons: ["blacklisted", "banned", "geo", "scanner", "ratelimit"].iter().map(|s| s.to_string()).collect(),
             stdout: true,
         }
     }
 }
 
-fn default_event_rate() -> u32 {
-    100
-}
-fn default_event_burst() -> u32 {
-    50
-}
-fn default_event_reasons() -> Vec<String> {
-    ["blacklisted", "banned", "geo", "scanner", "ratelimit"].iter().map(|s| s.to_string()).collect()
-}
-
-mod humantime_serde_compat {
-    use serde::{Deserialize, Deserializer};
-    use std::time::Duration;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| {
-            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); use e.g. \"30s\", \"15m\", \"6h\""))
-        })
-    }
-}
+/// Largest config file accepted.
+const CONFIG_MAX_BYTES: u64 = 16 << 20;
 
 impl Config {
     /// Read and validate a config file. Errors name the file and the key.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read config", path.display()))?;
+        let text = crate::lists::read_regular_file(path, CONFIG_MAX_BYTES)
+            .with_context(|| format!("{}: cannot read config", path.display()))?;
         Self::parse(&text, path)
     }
 
@@ -365,7 +377,23 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks that go beyond the schema: CIDRs, country codes, files that must exist.
+    /// Read and validate the config of a controller (`run` and `reload` alike): everything
+    /// [`Config::load`] checks, plus the interfaces.
+    pub fn load_for_daemon(path: &Path) -> Result<Config> {
+        let cfg = Self::load(path)?;
+        cfg.check_interfaces().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// A controller's config names its interfaces, each once, each existing.
+    pub fn check_interfaces(&self) -> Result<()> {
+        if self.interfaces.is_empty() {
+            bail!("interfaces: at least one interface is required (e.g. interfaces = [\"eth1\"])");
+        }
+        check_iface_names(&self.interfaces)
+    }
+
+    /// Checks that go beyond the schema: bounds, CIDRs, country codes, files that must exist.
     pub fn validate(&self) -> Result<()> {
         if self.sip.ports.is_empty() {
             bail!("sip.ports: at least one port is required");
@@ -373,26 +401,14 @@ impl Config {
         if self.sip.ports.contains(&0) {
             bail!("sip.ports: port 0 is not valid");
         }
-        for (section, l) in [("blacklist", &self.blacklist), ("allowlist", &self.allowlist)] {
-            for (i, e) in l.entries.iter().enumerate() {
-                if crate::lists::parse_entry(e.trim()).is_none() {
-                    bail!("{section}.entries[{i}]: invalid address or CIDR {e:?}");
-                }
-            }
-            for f in &l.files {
-                if !f.exists() {
-                    bail!("{section}.files: {}: no such file", f.display());
-                }
-            }
-            for u in &l.urls {
-                if !(u.starts_with("http://") || u.starts_with("https://")) {
-                    bail!("{section}.urls: {u:?} is not an http(s) URL");
-                }
-            }
-            if l.refresh < Duration::from_secs(10) {
-                bail!("{section}.refresh: must be at least 10s");
+        let mut seen = std::collections::BTreeSet::new();
+        for i in &self.interfaces {
+            if !seen.insert(i) {
+                bail!("interfaces: {i:?} is listed twice");
             }
         }
+        self.blacklist.check("blacklist")?;
+        self.allowlist.check("allowlist")?;
         if let Some(g) = &self.geoip {
             if g.allow_countries.is_empty() == g.deny_countries.is_empty() {
                 bail!("geoip: set exactly one of allow_countries or deny_countries");
@@ -404,7 +420,7 @@ impl Config {
                     }
                 }
             }
-            if !g.database.exists() {
+            if !g.database.is_file() {
                 bail!("geoip.database: {}: no such file", g.database.display());
             }
         }
@@ -420,8 +436,11 @@ impl Config {
                 bail!("events.reasons: unknown reason {r:?} (one of {})", REASON_NAMES.join(", "));
             }
         }
-        if self.metrics.enabled && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
-            bail!("metrics.listen: {:?} is not an address:port", self.metrics.listen);
+        if !(1..=1_000_000).contains(&self.events.rate) {
+            bail!("events.rate: {} is out of range 1..=1000000", self.events.rate);
+        }
+        if !(1..=1_000_000).contains(&self.events.burst) {
+            bail!("events.burst: {} is out of range 1..=1000000", self.events.burst);
         }
         Ok(())
     }
@@ -455,6 +474,20 @@ impl Config {
         }
         f
     }
+}
+
+/// Interface names given to a controller: unique and existing.
+pub fn check_iface_names(names: &[String]) -> Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for i in names {
+        if !seen.insert(i) {
+            bail!("interface {i:?} is given twice");
+        }
+        if crate::sys::ifindex(i).is_none() {
+            bail!("interface {i:?} does not exist");
+        }
+    }
+    Ok(())
 }
 
 impl ScannersCfg {
@@ -506,7 +539,7 @@ mod tests {
         let c = Config::load(path).unwrap();
         assert_eq!(c.interfaces, vec!["eth1"]);
         assert_eq!(c.ratelimit.rules["register"].burst, 20);
-        assert_eq!(c.metrics.listen, "127.0.0.1:9610");
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9610");
     }
 
     #[test]

@@ -1,8 +1,20 @@
-//! `sipshield run`: load (or adopt) the pinned filter, fill it from the config, attach it to the
-//! interfaces with pinned links, then serve: list refreshes, SIGHUP reloads, ban expiry and the
-//! drop-event stream. Stopping or killing the controller leaves the filter in place.
+//! `sipshield run`: the controller process.
+//!
+//! Threads, each with one job:
+//! - the **main loop** (tokio, current thread) handles signals, timers, the control socket and
+//!   `/metrics`; it never touches the filter's policy itself;
+//! - the **worker** owns the filter and applies everything that changes it — reloads, list
+//!   refreshes, GeoIP reloads, ban sweeps and CLI edits — one at a time, in order;
+//! - **fetchers** read list files and URLs for refreshes, so a hanging feed delays nothing else;
+//! - the **event drain** empties the kernel's ring buffer.
+//!
+//! Start and reload share one path: read and check everything (config, interfaces, lists,
+//! GeoIP, event files, the metrics address, the control socket), then commit the whole policy
+//! in one generation swap. A failed start leaves nothing pinned that was not there before.
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::RingBuf;
@@ -10,11 +22,18 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::XdpMode;
 use log::{error, info, warn};
-use tokio::io::unix::AsyncFd;
+use serde_json::json;
+use tokio::sync::oneshot;
 
-use crate::apply::{self, Prepared};
+use crate::addrlist::ListKind;
 use crate::config::{Config, Mode};
-use crate::filter::{Filter, ListKind};
+use crate::control::{Caller, Reply, Request};
+use crate::edits::{self, Base};
+use crate::events::EventSink;
+use crate::filter::Filter;
+use crate::lists::IpList;
+use crate::policy::{self, ApplyReport, Policy, Sources};
+use crate::sig::Signature;
 use crate::state::{self, DaemonState, IfaceState, ListState, Runtime};
 
 pub struct RunOpts {
@@ -23,73 +42,47 @@ pub struct RunOpts {
     pub mode: Option<Mode>,
 }
 
-/// Merge CLI runtime edits (allowlist additions, scanner edits) into a prepared config.
-pub fn merge_runtime(p: &mut Prepared, rt: &Runtime) -> Result<()> {
-    rt.add_allow(&mut p.allowlist);
-    for (h, t) in &rt.scanners_del {
-        if let Some(id) = crate::sig::header_id(h) {
-            p.signatures.retain(|s| !(s.header == id && s.text == t.to_ascii_lowercase()));
-        }
-    }
-    for (h, t) in &rt.scanners_add {
-        let id = crate::sig::header_id(h).ok_or_else(|| anyhow!("runtime scanner header {h:?} unknown"))?;
-        let s = crate::sig::Signature::new(id, t)?;
-        if !p.signatures.contains(&s) {
-            p.signatures.push(s);
-        }
-    }
-    Ok(())
-}
-
 fn link_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("links")
 }
 
 /// Attach (or re-attach, replacing the program in an existing pinned link without a gap).
-fn attach(filter: &mut Filter, pin_dir: &Path, iface: &str, mode: Mode) -> Result<String> {
+/// Returns the mode and whether a new link was created.
+fn attach(filter: &mut Filter, pin_dir: &Path, iface: &str, mode: Mode) -> Result<(String, bool)> {
     let ifindex = crate::sys::ifindex(iface).ok_or_else(|| anyhow!("interface {iface:?} does not exist"))?;
     let links = link_dir(pin_dir);
     std::fs::create_dir_all(&links)?;
     let pin = links.join(iface);
     let prog = filter.program()?;
-    let mode_name;
-    let id = if pin.exists() {
+    let (mode_name, id, created) = if pin.exists() {
         // A previous controller left this link: swap the new program into it atomically.
         let pinned = PinnedLink::from_pin(&pin).map_err(|e| anyhow!("{}: {e}", pin.display()))?;
         let fd_link: FdLink = pinned.unpin().map_err(|e| anyhow!("{}: unpin: {e}", pin.display()))?;
         let xdp_link = XdpLink::try_from(fd_link).map_err(|e| anyhow!("{}: not an XDP link: {e}", pin.display()))?;
-        mode_name = "adopted";
-        prog.attach_to_link(xdp_link).map_err(|e| anyhow!("{iface}: replacing the program in the pinned link: {e}"))?
+        let id =
+            prog.attach_to_link(xdp_link).map_err(|e| anyhow!("{iface}: replacing the program in the pinned link: {e}"))?;
+        ("adopted", id, false)
     } else {
-        let try_mode = |prog: &mut aya::programs::Xdp, m: XdpMode| prog.attach_to_if_index(ifindex, m);
-        match mode {
-            Mode::Native => {
-                mode_name = "native";
-                try_mode(prog, XdpMode::Driver).map_err(|e| anyhow!("{iface}: native XDP attach failed: {e}"))?
-            }
-            Mode::Skb => {
-                mode_name = "skb";
-                try_mode(prog, XdpMode::Skb).map_err(|e| anyhow!("{iface}: skb XDP attach failed: {e}"))?
-            }
-            Mode::Auto => match try_mode(prog, XdpMode::Driver) {
-                Ok(id) => {
-                    mode_name = "native";
-                    id
-                }
+        let mut try_mode = |m: XdpMode| prog.attach_to_if_index(ifindex, m);
+        let (name, id) = match mode {
+            Mode::Native => ("native", try_mode(XdpMode::Driver).map_err(|e| anyhow!("{iface}: native XDP attach failed: {e}"))?),
+            Mode::Skb => ("skb", try_mode(XdpMode::Skb).map_err(|e| anyhow!("{iface}: skb XDP attach failed: {e}"))?),
+            Mode::Auto => match try_mode(XdpMode::Driver) {
+                Ok(id) => ("native", id),
                 Err(e) => {
                     warn!("{iface}: native XDP not available ({e}); falling back to skb (generic) mode");
-                    mode_name = "skb";
-                    try_mode(prog, XdpMode::Skb).map_err(|e| anyhow!("{iface}: skb XDP attach failed too: {e}"))?
+                    ("skb", try_mode(XdpMode::Skb).map_err(|e| anyhow!("{iface}: skb XDP attach failed too: {e}"))?)
                 }
             },
-        }
+        };
+        (name, id, true)
     };
     let link = prog.take_link(id)?;
     let fd_link: FdLink = link
         .try_into()
         .map_err(|_| anyhow!("{iface}: the kernel attached XDP through netlink, not a bpf link; cannot pin it"))?;
     fd_link.pin(&pin).map_err(|e| anyhow!("{}: pinning the link: {e}", pin.display()))?;
-    Ok(mode_name.to_string())
+    Ok((mode_name.to_string(), created))
 }
 
 /// Detach from `iface` (or all interfaces). When nothing stays attached, the pinned maps are
@@ -120,9 +113,7 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Vec<String>> {
     }
     let left = std::fs::read_dir(&links).map(|rd| rd.count()).unwrap_or(0);
     if left == 0 {
-        let _ = std::fs::remove_dir_all(pin_dir.join("maps"));
-        let _ = std::fs::remove_dir(&links);
-        let _ = std::fs::remove_dir(pin_dir);
+        unpin_all(pin_dir);
     }
     if let Some(mut st) = DaemonState::load() {
         st.interfaces.retain(|i| !removed.contains(&i.name));
@@ -131,52 +122,294 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-fn list_state(entries: usize, load_secs: f64) -> ListState {
-    ListState { entries, last_load_unix: state::unix_now(), load_secs, errors: 0, last_error: None }
+/// Remove the pinned maps and the pin directories (the filter unloads once nothing uses it).
+fn unpin_all(pin_dir: &Path) {
+    let _ = std::fs::remove_dir_all(pin_dir.join("maps"));
+    let _ = std::fs::remove_dir(link_dir(pin_dir));
+    let _ = std::fs::remove_dir(pin_dir);
 }
 
-struct Daemon {
+/// What the main loop and the event drain share with the worker.
+#[derive(Clone)]
+pub struct Shared {
+    /// The live signatures (event decoding names the matched one).
+    pub sigs: Arc<RwLock<Vec<Signature>>>,
+    /// What `/metrics` reports besides the kernel counters.
+    pub snapshot: Arc<RwLock<crate::metrics::Snapshot>>,
+    pub sink: Arc<Mutex<EventSink>>,
+}
+
+/// Work for the worker, in arrival order.
+pub enum Job {
+    Control { req: Request, caller: Caller, reply: oneshot::Sender<Reply> },
+    Reload,
+    Refresh,
+    Fetched { epoch: u64, kind: ListKind, result: Result<IpList>, waiter: Option<oneshot::Sender<Reply>> },
+    GeoCheck,
+    Gc,
+    Stop,
+}
+
+/// The filter's owner: applies every change, one at a time.
+struct Worker {
     filter: Filter,
     cfg: Config,
     config_path: PathBuf,
+    pin_dir: PathBuf,
+    sources: Sources,
+    runtime: Runtime,
     state: DaemonState,
-    sigs: Vec<crate::sig::Signature>,
-    /// Modification time of the GeoIP database last loaded.
-    geo_mtime: Option<std::time::SystemTime>,
+    shared: Shared,
+    geo_mtime: Option<SystemTime>,
+    /// Bumped by every reload: refreshes fetched for an older config are discarded.
+    epoch: u64,
+    fetching: [bool; 2],
+    jobs: mpsc::Sender<Job>,
+    stop: tokio::sync::mpsc::UnboundedSender<()>,
+    active_bans: usize,
 }
 
-fn mtime(p: &Path) -> Option<std::time::SystemTime> {
+fn kind_index(kind: ListKind) -> usize {
+    match kind {
+        ListKind::Blacklist => 0,
+        ListKind::Allowlist => 1,
+    }
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
 
-impl Daemon {
-    /// Re-read the config and apply it; on any error the running filter is left as it was.
-    fn reload(&mut self) -> Result<()> {
-        let cfg = Config::load(&self.config_path)?;
-        let mut prepared = apply::prepare(&cfg)?;
-        merge_runtime(&mut prepared, &Runtime::load())?;
-        let report = apply::apply(&mut self.filter, &cfg, &prepared)?;
-        self.record(&report);
-        self.sigs = prepared.signatures.clone();
-        self.geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
-        self.cfg = cfg;
-        info!("configuration reloaded: {}", serde_json::to_string(&report)?);
-        Ok(())
+impl Worker {
+    fn run(mut self, jobs: mpsc::Receiver<Job>) {
+        for job in jobs {
+            match job {
+                Job::Control { req, caller, reply } => {
+                    if self.control(req, caller, reply) {
+                        let _ = self.stop.send(());
+                        return;
+                    }
+                }
+                Job::Reload => {
+                    if let Err(e) = self.reload() {
+                        error!("reload rejected, the running configuration stays: {e:#}");
+                    }
+                }
+                Job::Refresh => self.start_refresh(None),
+                Job::Fetched { epoch, kind, result, waiter } => self.fetched(epoch, kind, result, waiter),
+                Job::GeoCheck => self.check_geo_file(),
+                Job::Gc => self.gc(),
+                Job::Stop => return,
+            }
+            self.publish();
+        }
     }
 
-    fn record(&mut self, r: &apply::ApplyReport) {
-        let bl = &r.blacklist;
-        let al = &r.allowlist;
-        self.state.lists.insert("blacklist".into(), list_state(bl.v4 + bl.v6 + bl.net4 + bl.net6, bl.load_secs));
-        self.state.lists.insert("allowlist".into(), list_state(al.v4 + al.v6 + al.net4 + al.net6, al.load_secs));
-        self.state.lists.insert("scanners".into(), list_state(r.signatures, 0.0));
+    /// Apply one request from the control socket and answer it (a refresh answers once its
+    /// fetch is committed). Returns true when the controller must stop (detached everywhere).
+    fn control(&mut self, req: Request, caller: Caller, reply: oneshot::Sender<Reply>) -> bool {
+        if req.is_edit() {
+            info!(
+                "control: {} from uid {} pid {}",
+                serde_json::to_string(&req).unwrap_or_default(),
+                caller.uid,
+                caller.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+            );
+        }
+        let mut stop = false;
+        let r = match req {
+            Request::Status => {
+                let r = self.status().map(|v| Reply { ok: true, message: String::new(), data: v });
+                let _ = reply.send(r.unwrap_or_else(|e| Reply::err(&e)));
+                return false;
+            }
+            Request::Refresh => {
+                if self.list_sources().is_empty() {
+                    Ok("no list has files or URLs to refresh".to_string())
+                } else {
+                    self.start_refresh(Some(reply));
+                    return false;
+                }
+            }
+            Request::Reload => self.reload().map(|r| format!("configuration reloaded: {}", summary(&r))),
+            Request::Detach { iface } => {
+                let r = self.detach(iface.as_deref());
+                stop = r.as_ref().map(|(_, left)| *left == 0).unwrap_or(false);
+                r.map(|(m, _)| m)
+            }
+            other => self.edit(other),
+        };
+        let ok = r.is_ok();
+        if let Err(e) = &r {
+            warn!("control request failed: {e:#}");
+        }
+        self.publish_sigs();
+        let _ = reply.send(Reply::from_result(r));
+        stop && ok
+    }
+
+    /// Bans and runtime edits.
+    fn edit(&mut self, req: Request) -> Result<String> {
+        let base = Base {
+            cfg: &self.cfg,
+            config_path: &self.config_path,
+            allowlist: &self.sources.allowlist,
+            signatures: &self.sources.signatures,
+        };
+        let f = &mut self.filter;
+        let rt = &mut self.runtime;
+        match req {
+            Request::BanAdd { ip, ttl_secs } => {
+                let ttl = Duration::from_secs(ttl_secs);
+                crate::bans::add(f, ip, ttl)?;
+                self.active_bans += 1;
+                Ok(format!("banned {ip} for {}", humantime::format_duration(ttl)))
+            }
+            Request::BanDel { ip } => match crate::bans::del(f, ip)? {
+                true => Ok(format!("unbanned {ip}")),
+                false => Err(anyhow!("{ip} is not banned")),
+            },
+            Request::AllowAdd { entry } => edits::allow_add(f, rt, &base, &entry),
+            Request::AllowDel { entry } => edits::allow_del(f, rt, &base, &entry),
+            Request::ScannerAdd { header, text } => edits::scanner_add(f, rt, &base, &header, &text),
+            Request::ScannerDel { header, text } => edits::scanner_del(f, rt, &base, &header, &text),
+            Request::DryRun { mode } => edits::dry_run(f, rt, &base, mode),
+            Request::Status | Request::Reload | Request::Refresh | Request::Detach { .. } => {
+                unreachable!("handled by control()")
+            }
+        }
+    }
+
+    /// Re-read the config and apply it as one change; on any error nothing changes.
+    fn reload(&mut self) -> Result<ApplyReport> {
+        let cfg = Config::load_for_daemon(&self.config_path)?;
+        if cfg.interfaces != self.cfg.interfaces {
+            bail!(
+                "interfaces changed from {:?} to {:?}: restart the controller to change interfaces (nothing was changed)",
+                self.cfg.interfaces,
+                cfg.interfaces
+            );
+        }
+        if cfg.metrics != self.cfg.metrics {
+            bail!("[metrics] changed: restart the controller to change the metrics listener (nothing was changed)");
+        }
+        let sources = Sources::read(&cfg)?;
+        let policy = Policy::new(&cfg, &sources, &self.runtime)?;
+        let sink = EventSink::open(&cfg)?;
+        let report = policy.commit(&mut self.filter)?;
+        *self.shared.sink.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+        self.geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
+        self.cfg = cfg;
+        self.sources = sources;
+        self.epoch += 1;
+        self.record(&report);
+        self.publish_sigs();
+        info!("configuration reloaded: {}", summary(&report));
+        Ok(report)
+    }
+
+    fn record(&mut self, r: &ApplyReport) {
+        self.state.lists.insert("blacklist".into(), ListState::loaded(r.blacklist.total(), r.load_secs));
+        self.state.lists.insert("allowlist".into(), ListState::loaded(r.allowlist.total(), r.load_secs));
+        self.state.lists.insert("scanners".into(), ListState::loaded(r.signatures, 0.0));
         if let Some(g) = &r.geo {
-            self.state.lists.insert("geoip".into(), list_state(g.v4_networks + g.v6_networks, g.load_secs));
+            self.state.lists.insert("geoip".into(), ListState::loaded(g.v4_networks + g.v6_networks, g.load_secs));
         }
         for s in &r.skipped_lines {
             warn!("skipped invalid list line {s}");
         }
-        let _ = self.state.save();
+        self.save_state();
+    }
+
+    fn save_state(&self) {
+        if let Err(e) = self.state.save() {
+            warn!("{e:#}");
+        }
+    }
+
+    /// List kinds that have files or URLs.
+    fn list_sources(&self) -> Vec<ListKind> {
+        [ListKind::Allowlist, ListKind::Blacklist]
+            .into_iter()
+            .filter(|k| {
+                let l = match k {
+                    ListKind::Blacklist => &self.cfg.blacklist,
+                    ListKind::Allowlist => &self.cfg.allowlist,
+                };
+                !(l.files.is_empty() && l.urls.is_empty())
+            })
+            .collect()
+    }
+
+    /// Fetch the lists on threads of their own; each result comes back as `Job::Fetched`.
+    fn start_refresh(&mut self, mut waiter: Option<oneshot::Sender<Reply>>) {
+        let kinds = self.list_sources();
+        for (i, kind) in kinds.iter().enumerate() {
+            // The waiter (a CLI `blacklist reload`) is answered by the last list's commit.
+            let w = if i + 1 == kinds.len() { waiter.take() } else { None };
+            if self.fetching[kind_index(*kind)] && w.is_none() {
+                continue;
+            }
+            self.fetching[kind_index(*kind)] = true;
+            let cfg = self.cfg.clone();
+            let jobs = self.jobs.clone();
+            let epoch = self.epoch;
+            let kind = *kind;
+            let spawned = std::thread::Builder::new().name(format!("fetch-{}", kind.name())).spawn(move || {
+                let result = policy::read_list(&cfg, kind);
+                let _ = jobs.send(Job::Fetched { epoch, kind, result, waiter: w });
+            });
+            if let Err(e) = spawned {
+                error!("{}: cannot start the refresh: {e}", kind.name());
+                self.fetching[kind_index(kind)] = false;
+            }
+        }
+    }
+
+    /// Commit a fetched list (unless the config changed meanwhile).
+    fn fetched(&mut self, epoch: u64, kind: ListKind, result: Result<IpList>, waiter: Option<oneshot::Sender<Reply>>) {
+        self.fetching[kind_index(kind)] = false;
+        let r = if epoch != self.epoch {
+            Err(anyhow!("the configuration was reloaded during the refresh; the reloaded lists stay"))
+        } else {
+            result.and_then(|list| self.commit_list(kind, list))
+        };
+        let entry = self.state.lists.entry(kind.name().into()).or_default();
+        match &r {
+            Ok((n, secs)) => {
+                info!("{} refreshed: {n} entries in {secs:.3}s", kind.name());
+                let errors = entry.errors;
+                *entry = ListState::loaded(*n, *secs);
+                entry.errors = errors;
+            }
+            Err(e) => {
+                error!("{} refresh failed, keeping the last good list: {e:#}", kind.name());
+                entry.errors += 1;
+                entry.last_error = Some(format!("{e:#}"));
+            }
+        }
+        self.save_state();
+        if let Some(w) = waiter {
+            let _ = w.send(Reply::from_result(
+                r.map(|(n, secs)| format!("{} refreshed: {n} entries in {secs:.3}s", kind.name())),
+            ));
+        }
+    }
+
+    fn commit_list(&mut self, kind: ListKind, list: IpList) -> Result<(usize, f64)> {
+        for s in &list.skipped {
+            warn!("skipped invalid list line {s}");
+        }
+        let merged = match kind {
+            ListKind::Blacklist => list.clone(),
+            ListKind::Allowlist => policy::merged_allowlist(&list, &self.runtime),
+        };
+        let r = policy::swap_list(&mut self.filter, kind, &merged)?;
+        match kind {
+            ListKind::Blacklist => self.sources.blacklist = list,
+            ListKind::Allowlist => self.sources.allowlist = list,
+        }
+        Ok((merged.len(), r.load_secs))
     }
 
     /// `[geoip] reload = true`: reload the database when its file changes. A bad new file is
@@ -192,10 +425,11 @@ impl Daemon {
         }
         self.geo_mtime = now;
         let policy = crate::geo::GeoPolicy::from(&g);
-        let res = crate::geo::read_db(&g.database).and_then(|db| crate::geo::load_geo(&mut self.filter, &db, &policy));
+        let res = crate::geo::read_db(&g.database)
+            .and_then(|db| crate::geo::load_geo(&mut self.filter, &db, &policy).map(|r| (db, r)));
         let entry = self.state.lists.entry("geoip".into()).or_default();
         match res {
-            Ok(r) => {
+            Ok((db, r)) => {
                 info!(
                     "GeoIP database {} changed: reloaded {} networks in {:.3}s",
                     g.database.display(),
@@ -203,188 +437,296 @@ impl Daemon {
                     r.load_secs
                 );
                 let errors = entry.errors;
-                *entry = list_state(r.v4_networks + r.v6_networks, r.load_secs);
+                *entry = ListState::loaded(r.v4_networks + r.v6_networks, r.load_secs);
                 entry.errors = errors;
+                self.sources.geo = Some(db);
             }
             Err(e) => {
-                error!(
-                    "GeoIP database {} changed but was rejected, keeping the previous one: {e:#}",
-                    g.database.display()
-                );
+                error!("GeoIP database {} changed but was rejected, keeping the previous one: {e:#}", g.database.display());
                 entry.errors += 1;
                 entry.last_error = Some(format!("{e:#}"));
             }
         }
-        let _ = self.state.save();
+        self.save_state();
     }
 
-    /// Periodic refresh of file/URL lists. A failure keeps the last good list and is reported.
-    fn refresh_lists(&mut self) {
-        for kind in [ListKind::Allowlist, ListKind::Blacklist] {
-            let l = match kind {
-                ListKind::Blacklist => &self.cfg.blacklist,
-                ListKind::Allowlist => &self.cfg.allowlist,
-            };
-            if l.files.is_empty() && l.urls.is_empty() {
-                continue;
-            }
-            let res = crate::lists::load_sources(&l.files, &l.urls, &l.entries, l.skip_invalid, l.timeout)
-                .map_err(anyhow::Error::from)
-                .and_then(|mut list| {
-                    if kind == ListKind::Allowlist {
-                        Runtime::load().add_allow(&mut list);
-                    }
-                    self.filter.swap_list(kind, &list)
-                });
-            let entry = self.state.lists.entry(kind.name().into()).or_default();
-            match res {
-                Ok(r) => {
-                    info!(
-                        "{} refreshed: {} entries in {:.3}s",
-                        kind.name(),
-                        r.v4 + r.v6 + r.net4 + r.net6,
-                        r.load_secs
-                    );
-                    let errors = entry.errors;
-                    *entry = list_state(r.v4 + r.v6 + r.net4 + r.net6, r.load_secs);
-                    entry.errors = errors;
-                }
-                Err(e) => {
-                    error!("{} refresh failed, keeping the last good list: {e:#}", kind.name());
-                    entry.errors += 1;
-                    entry.last_error = Some(format!("{e:#}"));
-                }
+    fn gc(&mut self) {
+        match crate::bans::gc(&mut self.filter) {
+            Ok((_, active)) => self.active_bans = active,
+            Err(e) => warn!("ban expiry sweep failed: {e:#}"),
+        }
+    }
+
+    /// Detach from one interface (the controller keeps protecting the others) or from all (the
+    /// controller stops). Returns the message and how many interfaces stay attached.
+    fn detach(&mut self, iface: Option<&str>) -> Result<(String, usize)> {
+        if let Some(i) = iface {
+            if !self.state.interfaces.iter().any(|s| s.name == i) {
+                bail!("the controller is not attached to {i}");
             }
         }
-        let _ = self.state.save();
+        let removed = detach(&self.pin_dir, iface)?;
+        self.state.interfaces.retain(|i| !removed.contains(&i.name));
+        self.save_state();
+        let left = self.state.interfaces.len();
+        let msg = if left == 0 {
+            format!("detached from {}; the filter is unloaded and the controller stops", removed.join(", "))
+        } else {
+            format!("detached from {}; the controller keeps protecting the other interfaces", removed.join(", "))
+        };
+        info!("{msg}");
+        Ok((msg, left))
     }
+
+    fn publish_sigs(&self) {
+        let sigs = policy::merged_signatures(&self.sources.signatures, &self.runtime).unwrap_or_default();
+        if let Ok(mut s) = self.shared.sigs.write() {
+            *s = sigs;
+        }
+    }
+
+    /// Share what `/metrics` reports.
+    fn publish(&self) {
+        if let Ok(mut s) = self.shared.snapshot.write() {
+            s.state = self.state.clone();
+            s.active_bans = self.active_bans;
+            s.signatures = self.shared.sigs.read().map(|v| v.len()).unwrap_or(0);
+            s.events_write_errors = self.shared.sink.lock().map(|k| k.write_errors).unwrap_or(0);
+        }
+    }
+
+    /// `status --json`, from the controller's own knowledge.
+    fn status(&mut self) -> Result<serde_json::Value> {
+        let kcfg = self.filter.config()?;
+        let links: Vec<String> = std::fs::read_dir(link_dir(&self.pin_dir))
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let bans = crate::bans::list(&self.filter)?.len();
+        let al = policy::merged_allowlist(&self.sources.allowlist, &self.runtime);
+        let bl = &self.sources.blacklist;
+        let sigs = self.shared.sigs.read().map(|v| v.len()).unwrap_or(0);
+        Ok(json!({
+            "controller": "running",
+            "pid": self.state.pid,
+            "uptime_secs": state::unix_now() - self.state.started_unix,
+            "config": self.config_path.display().to_string(),
+            "program_id": self.state.program_id,
+            "attached": links,
+            "interfaces": self.state.interfaces,
+            "dry_run": kcfg.flags & xdp_common::CFG_DRY_RUN != 0,
+            "dry_run_source": edits::dry_run_source(&self.runtime),
+            "sip_ports": self.filter.sip_ports()?,
+            "lists": {
+                "blacklist": {"v4": bl.v4.len(), "v6": bl.v6.len(), "ranges_v4": bl.net4.len(), "ranges_v6": bl.net6.len()},
+                "allowlist": {"v4": al.v4.len(), "v6": al.v6.len(), "ranges_v4": al.net4.len(), "ranges_v6": al.net6.len()},
+                "scanner_signatures": sigs,
+                "active_bans": bans,
+                "loads": self.state.lists,
+            },
+            "runtime": self.runtime,
+            "geoip": kcfg.flags & xdp_common::CFG_GEO_ENABLED != 0,
+        }))
+    }
+}
+
+fn summary(r: &ApplyReport) -> String {
+    format!(
+        "blacklist {} entries, allowlist {} entries, {} signatures{}, live in {:.3}s",
+        r.blacklist.total(),
+        r.allowlist.total(),
+        r.signatures,
+        r.geo.as_ref().map(|g| format!(", GeoIP {} networks", g.v4_networks + g.v6_networks)).unwrap_or_default(),
+        r.load_secs
+    )
+}
+
+/// Everything `run` needs, checked and prepared before the kernel is touched.
+struct Prepared {
+    cfg: Config,
+    ifaces: Vec<String>,
+    mode: Mode,
+    sources: Sources,
+    runtime: Runtime,
+    policy: Policy,
+    sink: EventSink,
+    metrics: Option<std::net::TcpListener>,
+    control: std::os::unix::net::UnixListener,
+    lock: state::Lock,
+}
+
+fn prepare(opts: &RunOpts) -> Result<Prepared> {
+    let cfg = Config::load_for_daemon(&opts.config)?;
+    let ifaces = if opts.ifaces.is_empty() { cfg.interfaces.clone() } else { opts.ifaces.clone() };
+    crate::config::check_iface_names(&ifaces)?;
+    let lock = state::lock()?;
+    let runtime = Runtime::load()?;
+    // Resources before the kernel: a metrics port that cannot be bound, an event file that
+    // cannot be opened or a bad list stops the start with nothing changed.
+    let metrics = match cfg.metrics.enabled {
+        true => Some(
+            std::net::TcpListener::bind(cfg.metrics.listen)
+                .with_context(|| format!("metrics.listen: cannot listen on {}", cfg.metrics.listen))?,
+        ),
+        false => None,
+    };
+    let control = bind_control()?;
+    let sink = EventSink::open(&cfg)?;
+    let sources = Sources::read(&cfg)?;
+    let policy = Policy::new(&cfg, &sources, &runtime)?;
+    Ok(Prepared { mode: opts.mode.unwrap_or(cfg.mode), cfg, ifaces, sources, runtime, policy, sink, metrics, control, lock })
+}
+
+/// Bind the control socket (root only). A stale socket left by a dead controller is replaced:
+/// we hold the controller lock, so nobody else is serving it.
+fn bind_control() -> Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = state::control_socket();
+    let _ = std::fs::remove_file(&path);
+    let l = std::os::unix::net::UnixListener::bind(&path).with_context(|| format!("{}: cannot bind", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("{}: chmod", path.display()))?;
+    Ok(l)
+}
+
+/// The kernel part of a start: load or adopt, commit, attach. On failure, undo what this start
+/// created (pins of a fresh load, links it made).
+fn start_filter(p: &Prepared, pin_dir: &Path) -> Result<(Filter, DaemonState, ApplyReport)> {
+    let fresh = !pin_dir.join("maps").join(xdp_common::maps::CONFIG).exists();
+    let mut created = vec![];
+    let res = (|| -> Result<(Filter, DaemonState, ApplyReport)> {
+        let mut filter = Filter::load_pinned(pin_dir)?;
+        if !fresh {
+            info!("adopting the pinned filter state in {} (counters and bans are kept)", pin_dir.display());
+        }
+        let report = p.policy.commit(&mut filter)?;
+        let mut st = DaemonState { pid: std::process::id(), started_unix: state::unix_now(), ..Default::default() };
+        for iface in &p.ifaces {
+            let (m, new) = attach(&mut filter, pin_dir, iface, p.mode)?;
+            if new {
+                created.push(iface.clone());
+            }
+            let ifindex = crate::sys::ifindex(iface).unwrap_or(0);
+            let slot = filter.assign_iface_slot(ifindex)?;
+            info!("attached to {iface} (ifindex {ifindex}, {m} mode)");
+            st.interfaces.push(IfaceState { name: iface.clone(), ifindex, mode: m, slot });
+        }
+        st.program_id = filter.program().ok().and_then(|p| p.info().ok()).map(|i| i.id());
+        Ok((filter, st, report))
+    })();
+    if res.is_err() {
+        for iface in &created {
+            let _ = detach(pin_dir, Some(iface));
+        }
+        if fresh {
+            unpin_all(pin_dir);
+        }
+    }
+    res
 }
 
 pub fn run(opts: RunOpts) -> Result<()> {
-    let cfg = Config::load(&opts.config)?;
-    let ifaces = if opts.ifaces.is_empty() { cfg.interfaces.clone() } else { opts.ifaces.clone() };
-    if ifaces.is_empty() {
-        bail!("no interface to protect: set interfaces = [\"eth1\"] in {} or pass --iface", opts.config.display());
-    }
-    for i in &ifaces {
-        if crate::sys::ifindex(i).is_none() {
-            bail!("interface {i:?} does not exist");
-        }
-    }
-    let _lock = state::lock()?;
-    // Read every list and database before touching the kernel.
-    let mut prepared = apply::prepare(&cfg)?;
-    merge_runtime(&mut prepared, &Runtime::load())?;
-    let pin_dir = state::pin_dir();
-    let adopted = pin_dir.join("maps").join("CONFIG").exists();
-    let mut filter = Filter::load_pinned(&pin_dir)?;
-    if adopted {
-        info!("adopting the pinned filter state in {} (counters and bans are kept)", pin_dir.display());
-    }
-    let report = apply::apply(&mut filter, &cfg, &prepared)?;
-    let mode = opts.mode.unwrap_or(cfg.mode);
-    let mut st = DaemonState {
-        pid: std::process::id(),
-        config: opts.config.canonicalize().unwrap_or(opts.config.clone()),
-        started_unix: state::unix_now(),
-        ..Default::default()
-    };
-    for iface in &ifaces {
-        let m = attach(&mut filter, &pin_dir, iface, mode)?;
-        let ifindex = crate::sys::ifindex(iface).unwrap_or(0);
-        let slot = filter.assign_iface_slot(ifindex)?;
-        info!("attached to {iface} (ifindex {ifindex}, {m} mode)");
-        st.interfaces.push(IfaceState { name: iface.clone(), ifindex, mode: m, slot });
-    }
-    st.program_id = filter.program().ok().and_then(|p| p.info().ok()).map(|i| i.id());
-    let events = filter.take_map("EVENTS")?;
-    let geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
-    let mut d = Daemon {
-        filter,
-        cfg,
-        config_path: opts.config.clone(),
-        state: st,
-        sigs: prepared.signatures.clone(),
-        geo_mtime,
-    };
-    d.record(&report);
-    info!("sipshield running: {}", serde_json::to_string(&report)?);
-    notify_ready();
-
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(serve(d, events))
+    rt.block_on(serve(opts))
 }
 
-/// sd_notify READY=1 when started by systemd with Type=notify.
-fn notify_ready() {
-    if let Some(path) = std::env::var_os("NOTIFY_SOCKET") {
-        let path = path.to_string_lossy().into_owned();
-        let sock = std::os::unix::net::UnixDatagram::unbound();
-        if let Ok(s) = sock {
-            let target = if let Some(abs) = path.strip_prefix('@') {
-                use std::os::linux::net::SocketAddrExt;
-                std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes()).ok()
-            } else {
-                std::os::unix::net::SocketAddr::from_pathname(&path).ok()
-            };
-            if let Some(t) = target {
-                let _ = s.send_to_addr(b"READY=1", &t);
-            }
-        }
-    }
-}
-
-async fn serve(mut d: Daemon, events: aya::maps::Map) -> Result<()> {
+async fn serve(opts: RunOpts) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Signals first: a SIGHUP or SIGTERM during the start is handled, never fatal.
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let refresh = d.cfg.blacklist.refresh.min(d.cfg.allowlist.refresh);
-    let mut refresh_tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
-    let mut gc_tick = tokio::time::interval(Duration::from_secs(30));
-    let mut geo_tick = tokio::time::interval(Duration::from_secs(2));
-    if d.cfg.metrics.enabled {
-        let addr: std::net::SocketAddr = d.cfg.metrics.listen.parse().context("metrics.listen")?;
-        let listener = crate::metrics::bind(addr).await?;
-        tokio::spawn(crate::metrics::serve(listener, state::pin_dir()));
-    }
+    let config_path = opts.config.canonicalize().unwrap_or(opts.config.clone());
+    let pin_dir = state::pin_dir();
+    let (p, filter, mut st, report) = {
+        let pin_dir = pin_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let p = prepare(&opts)?;
+            let (filter, st, report) = start_filter(&p, &pin_dir)?;
+            Ok((p, filter, st, report))
+        })
+        .await
+        .map_err(|e| anyhow!("start: {e}"))??
+    };
+    st.config = config_path.clone();
+    let Prepared { cfg, sources, runtime, sink, metrics, control, lock: _lock, .. } = p;
+    let mut filter = filter;
+    let events = filter.take_map(xdp_common::maps::EVENTS)?;
     let ring = RingBuf::try_from(events)?;
-    #[allow(deprecated)] // AsyncFd::register is unsafe; the ring buffer owns its fd for the task's lifetime
-    let mut ring = AsyncFd::new(ring)?;
-    let mut sink = EventSink::open(&d.cfg)?;
+    let shared = Shared {
+        sigs: Arc::new(RwLock::new(vec![])),
+        snapshot: Arc::new(RwLock::new(crate::metrics::Snapshot::default())),
+        sink: Arc::new(Mutex::new(sink)),
+    };
+    let stop_events = Arc::new(AtomicBool::new(false));
+    let drain = crate::events::spawn_drain(ring, shared.sigs.clone(), shared.sink.clone(), stop_events.clone())?;
+    let metrics_filter = Filter::open_pinned(&pin_dir)?;
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let refresh = cfg.blacklist.refresh.min(cfg.allowlist.refresh);
+    let mut worker = Worker {
+        filter,
+        geo_mtime: cfg.geoip.as_ref().and_then(|g| mtime(&g.database)),
+        cfg,
+        config_path,
+        pin_dir: pin_dir.clone(),
+        sources,
+        runtime,
+        state: st,
+        shared: shared.clone(),
+        epoch: 0,
+        fetching: [false; 2],
+        jobs: job_tx.clone(),
+        stop: stop_tx,
+        active_bans: 0,
+    };
+    worker.record(&report);
+    worker.publish_sigs();
+    worker.gc();
+    worker.publish();
+    let worker = std::thread::Builder::new().name("worker".into()).spawn(move || worker.run(job_rx))?;
+    if let Some(l) = metrics {
+        l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(l)?;
+        tokio::spawn(crate::metrics::serve(l, Arc::new(Mutex::new(metrics_filter)), shared.snapshot.clone()));
+    }
+    control.set_nonblocking(true)?;
+    let control = tokio::net::UnixListener::from_std(control)?;
+    info!("sipshield running: {}", summary(&report));
+    notify(&[sd_notify::NotifyState::Ready]);
+
+    let mut refresh_tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
+    let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
+    let mut geo_tick = tokio::time::interval(Duration::from_secs(2));
     let started = Instant::now();
+    let send = |j: Job| {
+        if job_tx.send(j).is_err() {
+            error!("the worker thread is gone");
+        }
+    };
     loop {
         tokio::select! {
-            _ = hup.recv() => {
-                if let Err(e) = d.reload() {
-                    error!("reload rejected, the running configuration stays: {e:#}");
-                } else if let Ok(s) = EventSink::open(&d.cfg) {
-                    sink = s;
-                }
-            }
-            _ = usr1.recv() => d.refresh_lists(),
-            _ = refresh_tick.tick() => d.refresh_lists(),
-            _ = geo_tick.tick() => d.check_geo_file(),
-            _ = gc_tick.tick() => {
-                if let Err(e) = apply::ban_gc(&mut d.filter) { warn!("ban expiry sweep failed: {e:#}"); }
-            }
-            guard = ring.readable_mut() => {
-                let mut guard = guard?;
-                let rb = guard.get_inner_mut();
-                let now = crate::filter::clock_ns();
-                let wall = std::time::SystemTime::now();
-                while let Some(item) = rb.next() {
-                    if let Some(ev) = crate::events::decode(&item, &d.sigs, now, wall) {
-                        sink.write(&ev);
-                    }
-                }
-                guard.clear_ready();
-            }
+            _ = hup.recv() => send(Job::Reload),
+            _ = usr1.recv() => send(Job::Refresh),
+            _ = refresh_tick.tick() => send(Job::Refresh),
+            _ = geo_tick.tick() => send(Job::GeoCheck),
+            _ = gc_tick.tick() => send(Job::Gc),
+            conn = control.accept() => match conn {
+                Ok((stream, _)) => { tokio::spawn(serve_control(stream, job_tx.clone())); }
+                Err(e) => warn!("control socket: accept: {e}"),
+            },
+            _ = stop_rx.recv() => break,
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = job_tx.send(Job::Stop);
+    let _ = std::fs::remove_file(state::control_socket());
+    stop_events.store(true, Ordering::Relaxed);
+    let _ = drain.join();
+    // The worker finishes the job at hand (a reload is never cut in half), then stops.
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     info!(
         "controller stopping after {:.0}s; the filter stays attached (use `sipshield detach` to remove it)",
         started.elapsed().as_secs_f64()
@@ -392,56 +734,40 @@ async fn serve(mut d: Daemon, events: aya::maps::Map) -> Result<()> {
     Ok(())
 }
 
-/// Where decoded events go: stdout (journal), the optional configured file, and the state
-/// directory's rolling log read by `sipshield events`.
-struct EventSink {
-    stdout: bool,
-    files: Vec<std::fs::File>,
-    log_path: PathBuf,
-    log_bytes: u64,
+/// sd_notify to systemd (Type=notify), when started by it.
+fn notify(state: &[sd_notify::NotifyState]) {
+    let _ = sd_notify::notify(false, state);
 }
 
-const EVENT_LOG_MAX: u64 = 16 << 20;
-
-impl EventSink {
-    fn open(cfg: &Config) -> Result<EventSink> {
-        let mut files = vec![];
-        let log_path = state::events_log();
-        let open = |p: &Path| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("{}: cannot open event file", p.display()))
-        };
-        files.push(open(&log_path)?);
-        if let Some(f) = &cfg.events.file {
-            files.push(open(f)?);
-        }
-        let log_bytes = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
-        Ok(EventSink { stdout: cfg.events.stdout, files, log_path, log_bytes })
-    }
-
-    fn write(&mut self, ev: &crate::events::EventLine) {
-        use std::io::Write;
-        let line = match serde_json::to_string(ev) {
-            Ok(l) => l + "\n",
-            Err(_) => return,
-        };
-        if self.stdout {
-            print!("{line}");
-        }
-        for f in &mut self.files {
-            let _ = f.write_all(line.as_bytes());
-        }
-        self.log_bytes += line.len() as u64;
-        if self.log_bytes > EVENT_LOG_MAX {
-            // Keep one previous generation of the state-dir log.
-            let _ = std::fs::rename(&self.log_path, self.log_path.with_extension("jsonl.1"));
-            if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path) {
-                self.files[0] = f;
+/// One control connection: read the request, check the caller, queue it, write the answer.
+async fn serve_control(stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let cred = stream.peer_cred().ok();
+    let (rd, mut wr) = stream.into_split();
+    let mut line = String::new();
+    let mut rd = BufReader::new(rd).take(crate::control::MAX_REQUEST as u64);
+    let read = tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut line)).await;
+    let reply = match (read, cred) {
+        (Ok(Ok(_)), Some(c)) if c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw() => {
+            match serde_json::from_str::<Request>(&line) {
+                Ok(req) => {
+                    let (tx, rx) = oneshot::channel();
+                    let caller = Caller { uid: c.uid(), pid: c.pid() };
+                    if jobs.send(Job::Control { req, caller, reply: tx }).is_err() {
+                        Reply::err(&anyhow!("the controller is stopping"))
+                    } else {
+                        rx.await.unwrap_or_else(|_| Reply::err(&anyhow!("the controller stopped before answering")))
+                    }
+                }
+                Err(e) => Reply::err(&anyhow!("bad request: {e}")),
             }
-            self.log_bytes = 0;
         }
-    }
+        (Ok(Ok(_)), Some(c)) => Reply::err(&anyhow!("permission denied: uid {} may not control sipshield", c.uid())),
+        (Ok(Ok(_)), None) => Reply::err(&anyhow!("cannot identify the caller")),
+        (Ok(Err(e)), _) => Reply::err(&anyhow!("reading the request: {e}")),
+        (Err(_), _) => Reply::err(&anyhow!("no request within 10s")),
+    };
+    let mut out = serde_json::to_string(&reply).unwrap_or_default();
+    out.push('\n');
+    let _ = wr.write_all(out.as_bytes()).await;
 }

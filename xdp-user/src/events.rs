@@ -95,3 +95,104 @@ pub fn human(v: &serde_json::Value) -> String {
     }
     s
 }
+
+/// Where decoded events go: stdout (journal), the optional configured file, and the state
+/// directory's rolling log read by `sipshield events`.
+pub struct EventSink {
+    stdout: bool,
+    files: Vec<std::fs::File>,
+    log_path: std::path::PathBuf,
+    log_bytes: u64,
+    /// Write failures (a full disk): counted and reported once, never fatal.
+    pub write_errors: u64,
+}
+
+const EVENT_LOG_MAX: u64 = 16 << 20;
+
+impl EventSink {
+    /// Open every destination of `cfg` (done before a config is committed: a file that cannot
+    /// be opened rejects the config).
+    pub fn open(cfg: &crate::config::Config) -> anyhow::Result<EventSink> {
+        use anyhow::Context;
+        let mut files = vec![];
+        let log_path = crate::state::events_log();
+        let open = |p: &std::path::Path| {
+            if let Some(d) = p.parent() {
+                let _ = std::fs::create_dir_all(d);
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("{}: cannot open event file", p.display()))
+        };
+        files.push(open(&log_path)?);
+        if let Some(f) = &cfg.events.file {
+            files.push(open(f).context("events.file")?);
+        }
+        let log_bytes = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
+        Ok(EventSink { stdout: cfg.events.stdout, files, log_path, log_bytes, write_errors: 0 })
+    }
+
+    pub fn write(&mut self, ev: &EventLine) {
+        use std::io::Write;
+        let line = match serde_json::to_string(ev) {
+            Ok(l) => l + "\n",
+            Err(_) => return,
+        };
+        if self.stdout {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(line.as_bytes());
+        }
+        for f in &mut self.files {
+            if let Err(e) = f.write_all(line.as_bytes()) {
+                if self.write_errors == 0 {
+                    log::warn!("writing events: {e} (further failures are counted, not logged)");
+                }
+                self.write_errors += 1;
+            }
+        }
+        self.log_bytes += line.len() as u64;
+        if self.log_bytes > EVENT_LOG_MAX {
+            // Keep one previous generation of the state-dir log.
+            let _ = std::fs::rename(&self.log_path, self.log_path.with_extension("jsonl.1"));
+            if let Ok(f) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path) {
+                self.files[0] = f;
+            }
+            self.log_bytes = 0;
+        }
+    }
+}
+
+/// Drain the kernel's event ring on a thread of its own, so nothing the controller does
+/// (reloads, refreshes, scrapes) delays it. Stops when `stop` is set.
+pub fn spawn_drain(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    sigs: std::sync::Arc<std::sync::RwLock<Vec<Signature>>>,
+    sink: std::sync::Arc<std::sync::Mutex<EventSink>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    std::thread::Builder::new().name("events".into()).spawn(move || {
+        let mut ring = ring;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            {
+                let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
+                let _ = poll(&mut fds, PollTimeout::from(100u16));
+            }
+            let now = crate::filter::clock_ns();
+            let wall = std::time::SystemTime::now();
+            let sigs = sigs.read().map(|s| s.clone()).unwrap_or_default();
+            let mut sink = match sink.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+            while let Some(item) = ring.next() {
+                if let Some(ev) = decode(&item, &sigs, now, wall) {
+                    sink.write(&ev);
+                }
+            }
+        }
+    })
+}

@@ -24,19 +24,19 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapError};
 use maxminddb::{LookupResult, MaxMindDbError, PathElement, Reader, WithinOptions};
 use xdp_common::{
-    Config, GeoRow, CFG_GEO_UNKNOWN_DROP, GEO_COUNTRIES, GEO_NET_V4_CAPACITY, GEO_SPLIT, GEO_UNKNOWN, GEO_V4_ROWS,
-    GEO_V6_CAPACITY,
+    maps, Config, GeoRow, CFG_GEO_UNKNOWN_DROP, GEO_COUNTRIES, GEO_NET_V4_CAPACITY, GEO_SPLIT, GEO_UNKNOWN,
+    GEO_V4_ROWS, GEO_V6_CAPACITY,
 };
 
 use crate::bpfsys;
 use crate::countries;
 use crate::filter::{map_data, Filter};
+use crate::gen::Part;
 
 /// How the records of a database name the country.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -731,139 +731,111 @@ pub fn policy_row(p: &GeoPolicy) -> [u32; 256] {
 // Loading into the kernel.
 // ---------------------------------------------------------------------------------------------
 
-fn names(g: u32) -> (String, String, String) {
-    (format!("GEO_V4_{g}"), format!("GEO_NET4_{g}"), format!("GEO_V6_{g}"))
+fn names(g: u32) -> (&'static str, &'static str, &'static str) {
+    let g = (g & 1) as usize;
+    (maps::GEO_V4[g], maps::GEO_NET4[g], maps::GEO_V6[g])
 }
 
 fn map_err(name: &str, e: impl fmt::Display) -> anyhow::Error {
     anyhow!("map {name}: {e}")
 }
 
-/// Remove every entry of the LPM trie `name` (key data `K`, u32 values); returns how many.
-fn clear_trie<K: aya::Pod>(filter: &mut Filter, name: &str) -> Result<usize> {
-    let map = filter.map_mut(name)?;
-    let keys: Vec<Key<K>> = {
-        let t: LpmTrie<_, K, u32> = LpmTrie::try_from(&*map).map_err(|e| map_err(name, e))?;
-        t.keys().collect::<Result<_, _>>().map_err(|e| map_err(name, e))?
-    };
-    if keys.is_empty() {
-        return Ok(0);
-    }
-    if bpfsys::delete_batch(map_data(map).fd().as_fd(), &keys).is_err() {
-        // Kernels without batch deletion for tries (or a key vanished meanwhile): one by one.
-        let mut t: LpmTrie<_, K, u32> = LpmTrie::try_from(map).map_err(|e| map_err(name, e))?;
-        for k in &keys {
-            match t.remove(k) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(name, e)),
+/// A database and policy prepared for the kernel (tables built, capacities and policy checked
+/// by [`GeoPart::new`]).
+#[derive(Clone)]
+pub struct GeoPart {
+    tables: GeoTables,
+    row: [u32; 256],
+    unknown_drop: bool,
+    v4_networks: usize,
+    v6_networks: usize,
+}
+
+impl GeoPart {
+    pub fn new(db: &GeoDb, policy: &GeoPolicy) -> Result<GeoPart> {
+        check_policy(policy)?;
+        let tables = build_tables(db);
+        let checks = [
+            ("IPv4 prefixes inside split /24s", tables.net4.len(), GEO_NET_V4_CAPACITY, "GEO_NET4"),
+            ("IPv6 networks", tables.v6.len(), GEO_V6_CAPACITY, "GEO_V6"),
+        ];
+        for (what, n, cap, map) in checks {
+            if n > cap as usize {
+                bail!("{}: {n} {what} exceed the capacity of {cap} ({map})", db.path.display());
             }
         }
+        Ok(GeoPart {
+            row: policy_row(policy),
+            tables,
+            unknown_drop: policy.unknown_drop,
+            v4_networks: db.v4.len(),
+            v6_networks: db.v6.len(),
+        })
     }
-    Ok(keys.len())
-}
 
-/// Insert `entries` into the LPM trie `name`.
-fn fill_trie<K: aya::Pod>(filter: &mut Filter, name: &str, entries: &[(K, u8, u32)]) -> Result<()> {
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<Key<K>> = entries.iter().map(|(a, len, _)| Key::new(*len as u32, *a)).collect();
-    let values: Vec<u32> = entries.iter().map(|e| e.2).collect();
-    let map = filter.map_mut(name)?;
-    if let Err(e) = bpfsys::update_batch(map_data(map).fd().as_fd(), &keys, &values) {
-        // EINVAL / EOPNOTSUPP / the kernel-internal ENOTSUPP (524): no batch op for this map.
-        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | 524)) {
-            return Err(map_err(name, e));
-        }
-        // No batch support for tries on this kernel: one syscall per entry.
-        let mut t: LpmTrie<_, K, u32> = LpmTrie::try_from(map).map_err(|e| map_err(name, e))?;
-        for (k, v) in keys.iter().zip(&values) {
-            t.insert(k, v, 0).map_err(|e| map_err(name, e))?;
+    pub fn report(&self, load_secs: f64) -> GeoReport {
+        GeoReport {
+            v4_networks: self.v4_networks,
+            v6_networks: self.v6_networks,
+            split_24s: self.tables.split_24s(),
+            load_secs,
+            cleanup_secs: 0.0,
+            generation: 0,
         }
     }
-    Ok(())
 }
 
-/// Write the tables and policy of generation `g` (its tries must be empty).
-fn write_generation(filter: &mut Filter, g: u32, t: &GeoTables, policy: &[u32; 256]) -> Result<()> {
-    let (n4, nn4, n6) = names(g);
-    let keys: Vec<u32> = (0..GEO_V4_ROWS).collect();
-    let map = filter.map_mut(&n4)?;
-    bpfsys::update_batch(map_data(map).fd().as_fd(), &keys, &t.rows).map_err(|e| map_err(&n4, e))?;
-    fill_trie(filter, &nn4, &t.net4)?;
-    fill_trie(filter, &n6, &t.v6)?;
-    let pkeys: Vec<u32> = (g * GEO_COUNTRIES..(g + 1) * GEO_COUNTRIES).collect();
-    let map = filter.map_mut("GEO_POLICY")?;
-    bpfsys::update_batch(map_data(map).fd().as_fd(), &pkeys, policy).map_err(|e| map_err("GEO_POLICY", e))?;
-    Ok(())
-}
-
-/// Load `db` with `policy` into the inactive generation, make it live with one config write,
-/// then empty the previous generation's tries.
-///
-/// Capacities and the policy are checked before any map is touched; on any error before the
-/// flip the inactive generation is emptied again and the live one stays as it was. The
-/// config's [`CFG_GEO_UNKNOWN_DROP`] bit is set to match `policy.unknown_drop` in the same
-/// write that flips the generation. (Enabling GeoIP and its scope are config flags, not part of
-/// the tables.)
-pub fn load_geo(filter: &mut Filter, db: &GeoDb, policy: &GeoPolicy) -> Result<GeoReport> {
-    let _lock = filter.write_lock()?;
-    let t0 = Instant::now();
-    check_policy(policy)?;
-    let tables = build_tables(db);
-    let checks = [
-        ("IPv4 prefixes inside split /24s", tables.net4.len(), GEO_NET_V4_CAPACITY, "GEO_NET4"),
-        ("IPv6 networks", tables.v6.len(), GEO_V6_CAPACITY, "GEO_V6"),
-    ];
-    for (what, n, cap, map) in checks {
-        if n > cap as usize {
-            bail!(
-                "{}: {n} {what} exceed the capacity of {cap} ({map}); the filter keeps its previous GeoIP tables",
-                db.path.display()
-            );
-        }
+impl Part for GeoPart {
+    fn name(&self) -> &'static str {
+        "GeoIP tables"
     }
-    let row = policy_row(policy);
-    let live = filter.config()?.geo_gen & 1;
-    let next = 1 - live;
-    let (_, nn4, n6) = names(next);
-    let written = (|| -> Result<()> {
-        // The inactive generation is normally empty already; make sure.
-        clear_trie::<[u8; 4]>(filter, &nn4)?;
-        clear_trie::<[u8; 16]>(filter, &n6)?;
-        write_generation(filter, next, &tables, &row)
-    })();
-    if let Err(e) = written {
-        let _ = clear_trie::<[u8; 4]>(filter, &nn4);
-        let _ = clear_trie::<[u8; 16]>(filter, &n6);
-        return Err(
-            e.context(format!("loading GeoIP tables from {}; the filter keeps its previous ones", db.path.display()))
-        );
+    fn live(&self, c: &Config) -> u32 {
+        c.geo_gen
     }
-    filter.update_config(|c: &mut Config| {
-        c.geo_gen = next;
-        if policy.unknown_drop {
+    fn set_live(&self, c: &mut Config, g: u32) {
+        c.geo_gen = g;
+    }
+    fn fill(&self, f: &mut Filter, g: u32) -> Result<()> {
+        let (n4, nn4, n6) = names(g);
+        let t = &self.tables;
+        let keys: Vec<u32> = (0..GEO_V4_ROWS).collect();
+        let map = f.map_mut(n4)?;
+        bpfsys::update_batch(map_data(map).fd().as_fd(), &keys, &t.rows).map_err(|e| map_err(n4, e))?;
+        let net4: Vec<([u8; 4], u32, u32)> = t.net4.iter().map(|(a, l, c)| (*a, *l as u32, *c)).collect();
+        crate::trie::fill(f, nn4, &net4)?;
+        let v6: Vec<([u8; 16], u32, u32)> = t.v6.iter().map(|(a, l, c)| (*a, *l as u32, *c)).collect();
+        crate::trie::fill(f, n6, &v6)?;
+        let g = g & 1;
+        let pkeys: Vec<u32> = (g * GEO_COUNTRIES..(g + 1) * GEO_COUNTRIES).collect();
+        let map = f.map_mut(maps::GEO_POLICY)?;
+        bpfsys::update_batch(map_data(map).fd().as_fd(), &pkeys, &self.row).map_err(|e| map_err(maps::GEO_POLICY, e))
+    }
+    fn clear(&self, f: &mut Filter, g: u32) -> Result<()> {
+        let (_, nn4, n6) = names(g);
+        crate::trie::clear::<[u8; 4], u32>(f, nn4)?;
+        crate::trie::clear::<[u8; 16], u32>(f, n6)?;
+        Ok(())
+    }
+    fn configure(&self, c: &mut Config) {
+        if self.unknown_drop {
             c.flags |= CFG_GEO_UNKNOWN_DROP;
         } else {
             c.flags &= !CFG_GEO_UNKNOWN_DROP;
         }
-    })?;
-    let load_secs = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    // The new tables are live: a failure to release the old ones is not a failed load (the next
-    // load empties that generation before filling it anyway).
-    let (_, old4, old6) = names(live);
-    if let Err(e) = clear_trie::<[u8; 4]>(filter, &old4).and_then(|_| clear_trie::<[u8; 16]>(filter, &old6)) {
-        log::warn!("GeoIP: releasing generation {live} after the swap: {e:#}");
     }
-    Ok(GeoReport {
-        v4_networks: db.v4.len(),
-        v6_networks: db.v6.len(),
-        split_24s: tables.split_24s(),
-        load_secs,
-        cleanup_secs: t1.elapsed().as_secs_f64(),
-        generation: next,
-    })
+}
+
+/// Load `db` with `policy` into the inactive generation and make it live (see [`gen::swap`]):
+/// capacities and the policy are checked before any map is touched, and any failure leaves the
+/// live generation as it was. The config's [`CFG_GEO_UNKNOWN_DROP`] bit changes in the same
+/// write that flips the generation.
+pub fn load_geo(filter: &mut Filter, db: &GeoDb, policy: &GeoPolicy) -> Result<GeoReport> {
+    let part = GeoPart::new(db, policy).with_context(|| "the filter keeps its previous GeoIP tables".to_string())?;
+    let r = crate::gen::swap(filter, &[&part], |_| {})?;
+    let mut report = part.report(r.load_secs);
+    report.cleanup_secs = r.cleanup_secs;
+    report.generation = filter.config()?.geo_gen;
+    Ok(report)
 }
 
 fn trie_get<K: aya::Pod>(filter: &Filter, name: &str, key: Key<K>) -> Result<u32> {
@@ -883,17 +855,18 @@ pub fn lookup_live(filter: &Filter, ip: IpAddr) -> Result<(u8, bool)> {
     let country = match ip {
         IpAddr::V4(a) => {
             let o = a.octets();
-            let rows: Array<_, GeoRow> = Array::try_from(filter.map(&n4)?).map_err(|e| map_err(&n4, e))?;
-            let row = rows.get(&(u16::from_be_bytes([o[0], o[1]]) as u32), 0).map_err(|e| map_err(&n4, e))?;
+            let rows: Array<_, GeoRow> = Array::try_from(filter.map(n4)?).map_err(|e| map_err(n4, e))?;
+            let row = rows.get(&(u16::from_be_bytes([o[0], o[1]]) as u32), 0).map_err(|e| map_err(n4, e))?;
             match row.country[o[2] as usize] {
-                GEO_SPLIT => trie_get(filter, &nn4, Key::new(32, o))?,
+                GEO_SPLIT => trie_get(filter, nn4, Key::new(32, o))?,
                 c => c as u32,
             }
         }
-        IpAddr::V6(a) => trie_get(filter, &n6, Key::new(128, a.octets()))?,
+        IpAddr::V6(a) => trie_get(filter, n6, Key::new(128, a.octets()))?,
     };
-    let policy: Array<_, u32> = Array::try_from(filter.map("GEO_POLICY")?).map_err(|e| map_err("GEO_POLICY", e))?;
-    let drop = policy.get(&(g * GEO_COUNTRIES + (country & 0xff)), 0).map_err(|e| map_err("GEO_POLICY", e))? != 0;
+    let policy: Array<_, u32> =
+        Array::try_from(filter.map(maps::GEO_POLICY)?).map_err(|e| map_err(maps::GEO_POLICY, e))?;
+    let drop = policy.get(&(g * GEO_COUNTRIES + (country & 0xff)), 0).map_err(|e| map_err(maps::GEO_POLICY, e))? != 0;
     Ok((country as u8, drop))
 }
 

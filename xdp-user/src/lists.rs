@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use ipnet::IpNet;
+
+use crate::config::ListCfg;
 
 /// A parsed, de-duplicated list, split the way the kernel stores it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,6 +30,10 @@ pub enum ListError {
     Read { path: String, err: std::io::Error },
     #[error("{url}: fetch failed: {err}")]
     Fetch { url: String, err: String },
+    #[error("{source_name}:{line}: matches every address; set allow_match_all = true in the list's section if you mean it")]
+    MatchAll { source_name: String, line: usize },
+    #[error("{source_name}: no valid entry ({skipped} invalid lines skipped); the last good list stays (set allow_empty = true if this source may be empty)")]
+    Empty { source_name: String, skipped: usize },
 }
 
 impl IpList {
@@ -90,23 +95,51 @@ impl IpList {
     }
 }
 
-/// Parse one entry: an address or a CIDR range.
+/// Parse one entry: an address or a CIDR range. IPv4-mapped IPv6 (`::ffff:a.b.c.d`, and
+/// ranges of at least /96 inside `::ffff:0:0/96`) is the IPv4 address or range: that is what
+/// the kernel sees on the wire.
 pub fn parse_entry(text: &str) -> Option<IpNet> {
-    if text.contains('/') {
-        text.parse::<IpNet>().ok()
+    let net = if text.contains('/') {
+        text.parse::<IpNet>().ok()?
     } else {
-        text.parse::<IpAddr>().ok().map(IpNet::from)
-    }
+        IpNet::from(text.parse::<IpAddr>().ok()?)
+    };
+    Some(match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
+            Some(v4) => IpNet::V4(ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).ok()?),
+            None => net,
+        },
+        _ => net,
+    })
 }
 
 /// Parse list text. `source_name` names the file or URL in errors. With `skip_invalid`,
-/// invalid lines are recorded in `skipped` instead of failing.
+/// invalid lines are recorded in `skipped` instead of failing. `0.0.0.0/0` and `::/0` are
+/// refused unless `allow_match_all`.
 pub fn parse_list(text: &str, source_name: &str, skip_invalid: bool) -> Result<IpList, ListError> {
+    parse_list_with(text, source_name, skip_invalid, false)
+}
+
+pub fn parse_list_with(
+    text: &str,
+    source_name: &str,
+    skip_invalid: bool,
+    allow_match_all: bool,
+) -> Result<IpList, ListError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut list = IpList::default();
     // Exact IPv4 addresses (the bulk of a blacklist) are collected in a Vec and turned into the
     // set in one sorted bulk build, instead of a million tree inserts.
     let mut v4 = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
+    // Line numbers as an editor shows them: CRLF counts once.
+    let mut line_no = 0usize;
+    let mut prev_cr = false;
+    for piece in text.split_inclusive(['\n', '\r']) {
+        if !(prev_cr && piece == "\n") {
+            line_no += 1;
+        }
+        prev_cr = piece.ends_with('\r');
+        let raw = piece.trim_end_matches(['\n', '\r']);
         let line = raw.split(['#', ';']).next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
@@ -120,12 +153,15 @@ pub fn parse_list(text: &str, source_name: &str, skip_invalid: bool) -> Result<I
             }
         }
         match parse_entry(token) {
+            Some(n) if n.prefix_len() == 0 && !allow_match_all => {
+                return Err(ListError::MatchAll { source_name: source_name.to_string(), line: line_no })
+            }
             Some(n) => list.insert(n),
-            None if skip_invalid => list.skipped.push(format!("{source_name}:{}: {token:?}", i + 1)),
+            None if skip_invalid => list.skipped.push(format!("{source_name}:{line_no}: {token:?}")),
             None => {
                 return Err(ListError::Invalid {
                     source_name: source_name.to_string(),
-                    line: i + 1,
+                    line: line_no,
                     text: token.to_string(),
                 })
             }
@@ -138,45 +174,84 @@ pub fn parse_list(text: &str, source_name: &str, skip_invalid: bool) -> Result<I
     Ok(list)
 }
 
-pub fn read_list_file(path: &Path, skip_invalid: bool) -> Result<IpList, ListError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|err| ListError::Read { path: path.display().to_string(), err })?;
-    parse_list(&text, &path.display().to_string(), skip_invalid)
+/// Read a regular file of at most `max_bytes` (a FIFO, a device such as /dev/zero or a
+/// directory is refused before anything is read).
+pub fn read_regular_file(path: &Path, max_bytes: u64) -> std::io::Result<String> {
+    check_list_file(path, max_bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let f = std::fs::File::open(path)?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(f, max_bytes + 1), &mut text)?;
+    if text.len() as u64 > max_bytes {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {max_bytes} bytes")));
+    }
+    Ok(text)
 }
 
-/// Fetch a list over HTTP(S) with a timeout.
-pub fn fetch_list(url: &str, timeout: Duration, skip_invalid: bool) -> Result<IpList, ListError> {
-    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+/// A list (or config) file must be a regular file no larger than `max_bytes`.
+pub fn check_list_file(path: &Path, max_bytes: u64) -> Result<(), String> {
+    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !md.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    if md.len() > max_bytes {
+        return Err(format!("{}: {} bytes, larger than the limit of {max_bytes} (max_bytes)", path.display(), md.len()));
+    }
+    Ok(())
+}
+
+pub fn read_list_file(path: &Path, cfg: &ListCfg) -> Result<IpList, ListError> {
+    let text = read_regular_file(path, cfg.max_bytes)
+        .map_err(|err| ListError::Read { path: path.display().to_string(), err })?;
+    parse_list_with(&text, &path.display().to_string(), cfg.skip_invalid, cfg.allow_match_all)
+}
+
+/// Fetch a list over HTTP(S) with the section's timeout and size limit.
+pub fn fetch_list(url: &str, cfg: &ListCfg) -> Result<IpList, ListError> {
+    let fetch_err = |err: String| ListError::Fetch { url: url.to_string(), err };
+    let agent = ureq::AgentBuilder::new().timeout(cfg.timeout).build();
     let resp = agent
         .get(url)
         .set("User-Agent", concat!("sipshield/", env!("CARGO_PKG_VERSION")))
         .call()
-        .map_err(|e| ListError::Fetch { url: url.to_string(), err: e.to_string() })?;
-    let text = resp.into_string().map_err(|e| ListError::Fetch { url: url.to_string(), err: e.to_string() })?;
-    parse_list(&text, url, skip_invalid)
+        .map_err(|e| fetch_err(e.to_string()))?;
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(resp.into_reader(), cfg.max_bytes + 1), &mut body)
+        .map_err(|e| fetch_err(e.to_string()))?;
+    if body.len() as u64 > cfg.max_bytes {
+        return Err(fetch_err(format!("body larger than the limit of {} bytes (max_bytes)", cfg.max_bytes)));
+    }
+    let text = String::from_utf8(body).map_err(|e| fetch_err(format!("not UTF-8 text: {e}")))?;
+    parse_list_with(&text, url, cfg.skip_invalid, cfg.allow_match_all)
+}
+
+/// A source that yields nothing is a failed load unless the section allows it: an empty
+/// answer from a feed must not empty the list.
+fn non_empty(list: IpList, source_name: &str, cfg: &ListCfg) -> Result<IpList, ListError> {
+    if list.is_empty() && !cfg.allow_empty {
+        return Err(ListError::Empty { source_name: source_name.to_string(), skipped: list.skipped.len() });
+    }
+    Ok(list)
 }
 
 /// Load every file and URL of a list section and the inline entries, merged.
 /// Any failure fails the whole load (the caller keeps the previous list).
-pub fn load_sources(
-    files: &[std::path::PathBuf],
-    urls: &[String],
-    entries: &[String],
-    skip_invalid: bool,
-    timeout: Duration,
-) -> Result<IpList, ListError> {
+pub fn load_sources(cfg: &ListCfg) -> Result<IpList, ListError> {
     let mut list = IpList::default();
-    for (i, e) in entries.iter().enumerate() {
+    for (i, e) in cfg.entries.iter().enumerate() {
         match parse_entry(e.trim()) {
+            Some(n) if n.prefix_len() == 0 && !cfg.allow_match_all => {
+                return Err(ListError::MatchAll { source_name: "entries".into(), line: i + 1 })
+            }
             Some(n) => list.insert(n),
             None => return Err(ListError::Invalid { source_name: "entries".into(), line: i + 1, text: e.clone() }),
         }
     }
-    for f in files {
-        list.merge(read_list_file(f, skip_invalid)?);
+    for f in &cfg.files {
+        let name = f.display().to_string();
+        list.merge(non_empty(read_list_file(f, cfg)?, &name, cfg)?);
     }
-    for u in urls {
-        list.merge(fetch_list(u, timeout, skip_invalid)?);
+    for u in &cfg.urls {
+        list.merge(non_empty(fetch_list(u, cfg)?, u, cfg)?);
     }
     Ok(list)
 }
@@ -196,6 +271,48 @@ mod tests {
         assert!(l.contains("203.0.113.200".parse().unwrap()));
         assert!(l.contains("2001:db8:1:ffff::1".parse().unwrap()));
         assert!(!l.contains("198.51.100.10".parse().unwrap()));
+    }
+
+    #[test]
+    fn line_endings_bom_and_mapped_addresses() {
+        for text in ["198.51.100.1\n198.51.100.2\n", "198.51.100.1\r\n198.51.100.2\r\n", "198.51.100.1\r198.51.100.2"] {
+            assert_eq!(parse_list(text, "t", false).unwrap().v4.len(), 2, "{text:?}");
+        }
+        let l = parse_list("\u{feff}198.51.100.1\n", "t", false).unwrap();
+        assert_eq!(l.v4.len(), 1);
+        let l = parse_list("::ffff:198.51.100.7\n::ffff:203.0.113.0/120\n", "t", false).unwrap();
+        assert!(l.v4.contains(&[198, 51, 100, 7]) && l.v6.is_empty());
+        assert!(l.net4.contains(&([203, 0, 113, 0], 24)) && l.net6.is_empty());
+        // CRLF counts as one line in error positions.
+        let e = parse_list("198.51.100.1\r\n\r\nbogus\r\n", "bl.txt", false).unwrap_err().to_string();
+        assert!(e.starts_with("bl.txt:3:"), "{e}");
+    }
+
+    #[test]
+    fn match_all_and_empty_sources_are_refused() {
+        let e = parse_list("0.0.0.0/0\n", "bl.txt", false).unwrap_err().to_string();
+        assert!(e.contains("bl.txt:1") && e.contains("allow_match_all"), "{e}");
+        assert!(parse_list("::/0\n", "bl.txt", false).is_err());
+        assert_eq!(parse_list_with("::/0\n", "bl.txt", false, true).unwrap().net6.len(), 1);
+        let dir = std::env::temp_dir().join(format!("sipshield-lists-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("empty.txt");
+        std::fs::write(&f, "# nothing\n\n").unwrap();
+        let cfg = ListCfg { files: vec![f.clone()], ..Default::default() };
+        let e = load_sources(&cfg).unwrap_err().to_string();
+        assert!(e.contains("empty.txt") && e.contains("no valid entry"), "{e}");
+        std::fs::write(&f, "bogus\n").unwrap();
+        let cfg = ListCfg { files: vec![f.clone()], skip_invalid: true, ..Default::default() };
+        assert!(load_sources(&cfg).unwrap_err().to_string().contains("1 invalid lines skipped"));
+        let cfg = ListCfg { files: vec![f.clone()], skip_invalid: true, allow_empty: true, ..Default::default() };
+        assert!(load_sources(&cfg).unwrap().is_empty());
+        let big = dir.join("big.txt");
+        std::fs::write(&big, "198.51.100.1\n".repeat(200)).unwrap();
+        let cfg = ListCfg { files: vec![big], max_bytes: 1024, ..Default::default() };
+        assert!(load_sources(&cfg).unwrap_err().to_string().contains("larger than"));
+        let cfg = ListCfg { files: vec!["/dev/zero".into()], ..Default::default() };
+        assert!(load_sources(&cfg).unwrap_err().to_string().contains("not a regular file"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Prometheus metrics (text exposition format) rendered from the pinned maps on each scrape,
-//! served on `[metrics] listen` (localhost by default).
-use std::net::SocketAddr;
-use std::path::PathBuf;
+//! Prometheus metrics (text exposition format), served on `[metrics] listen` (localhost by
+//! default). A scrape reads the kernel's counters through map handles opened once at start,
+//! and everything else from a [`Snapshot`] the controller's worker publishes: its cost does not
+//! grow with the size of the lists or the number of bans, and it never waits for a reload.
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::{Context, Result};
 use prometheus_client::encoding::text::encode;
@@ -12,8 +13,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use xdp_common::*;
 
-use crate::filter::{Filter, ListKind};
+use crate::filter::Filter;
 use crate::state::DaemonState;
+
+/// What the worker knows and the kernel counters do not say.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub state: DaemonState,
+    /// Unexpired bans at the last sweep (every 10 s) or CLI ban.
+    pub active_bans: usize,
+    pub signatures: usize,
+    pub events_write_errors: u64,
+}
 
 type Labels = Vec<(String, String)>;
 
@@ -21,8 +32,9 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
-/// Render all metrics of the filter pinned at `filter`.
-pub fn render(filter: &Filter, ds: Option<&DaemonState>) -> Result<String> {
+/// Render all metrics.
+pub fn render(filter: &Filter, snap: &Snapshot) -> Result<String> {
+    let ds = Some(&snap.state);
     let st = filter.stats()?;
     let cfg = filter.config()?;
     let mut reg = Registry::default();
@@ -58,13 +70,11 @@ pub fn render(filter: &Filter, ds: Option<&DaemonState>) -> Result<String> {
     reg.register("sipshield_geo_dropped", "Packets dropped by the GeoIP policy, by source country", geo);
 
     let bans: Gauge = Gauge::default();
-    bans.set(crate::apply::ban_list(filter)?.len() as i64);
+    bans.set(snap.active_bans as i64);
     reg.register("sipshield_bans_active", "Sources currently in the timed-ban map", bans);
 
     let entries = Family::<Labels, Gauge>::default();
-    entries.get_or_create(&labels(&[("list", "blacklist")])).set(filter.list_len(ListKind::Blacklist)? as i64);
-    entries.get_or_create(&labels(&[("list", "allowlist")])).set(filter.list_len(ListKind::Allowlist)? as i64);
-    entries.get_or_create(&labels(&[("list", "scanners")])).set(crate::sig::read(filter)?.len() as i64);
+    entries.get_or_create(&labels(&[("list", "scanners")])).set(snap.signatures as i64);
     let last = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let errors = Family::<Labels, Counter>::default();
     if let Some(d) = ds {
@@ -72,7 +82,7 @@ pub fn render(filter: &Filter, ds: Option<&DaemonState>) -> Result<String> {
             let lb = labels(&[("list", name)]);
             last.get_or_create(&lb).set(l.last_load_unix);
             errors.get_or_create(&lb).inc_by(l.errors);
-            if name == "geoip" {
+            if name != "scanners" {
                 entries.get_or_create(&lb).set(l.entries as i64);
             }
         }
@@ -102,6 +112,9 @@ pub fn render(filter: &Filter, ds: Option<&DaemonState>) -> Result<String> {
     let auto_bans: Counter = Counter::default();
     auto_bans.inc_by(st.events[EVSTAT_BANS as usize]);
     reg.register("sipshield_auto_bans", "Bans installed by the rate limiter", auto_bans);
+    let write_errors: Counter = Counter::default();
+    write_errors.inc_by(snap.events_write_errors);
+    reg.register("sipshield_event_write_errors", "Event lines that could not be written (e.g. a full disk)", write_errors);
 
     let dry: Gauge = Gauge::default();
     dry.set((cfg.flags & CFG_DRY_RUN != 0) as i64);
@@ -112,13 +125,8 @@ pub fn render(filter: &Filter, ds: Option<&DaemonState>) -> Result<String> {
     Ok(out)
 }
 
-/// Bind the metrics listener (done before serving so a bad address fails `run` up front).
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics.listen: cannot listen on {addr}"))
-}
-
 /// Serve `GET /metrics` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, pin_dir: PathBuf) {
+pub async fn serve(listener: tokio::net::TcpListener, filter: Arc<Mutex<Filter>>, snap: Arc<RwLock<Snapshot>>) {
     use http_body_util::Full;
     use hyper::body::Bytes;
     use hyper::{server::conn::http1, service::service_fn, Request, Response, StatusCode};
@@ -135,15 +143,22 @@ pub async fn serve(listener: tokio::net::TcpListener, pin_dir: PathBuf) {
                 continue;
             }
         };
-        let pin_dir = pin_dir.clone();
+        let (filter, snap) = (filter.clone(), snap.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let pin_dir = pin_dir.clone();
+                let (filter, snap) = (filter.clone(), snap.clone());
                 async move {
                     let resp = if req.uri().path() != "/metrics" {
                         Response::builder().status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from("see /metrics\n")))
                     } else {
-                        let body = Filter::open_pinned(&pin_dir).and_then(|f| render(&f, DaemonState::load().as_ref()));
+                        // Map reads are syscalls: off the async thread.
+                        let body = tokio::task::spawn_blocking(move || {
+                            let snap = snap.read().map(|s| s.clone()).unwrap_or_default();
+                            let f = filter.lock().unwrap_or_else(|p| p.into_inner());
+                            render(&f, &snap)
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(anyhow::anyhow!("{e}")));
                         match body {
                             Ok(text) => Response::builder()
                                 .header("Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -169,9 +169,8 @@ pub fn read_pcap(path: &Path) -> Result<Vec<(u64, Vec<u8>)>> {
 pub fn run(config: &Path, capture: &Path, json: bool) -> Result<()> {
     let cfg = Config::load(config)?;
     let frames = read_pcap(capture)?;
-    let prepared = crate::apply::prepare(&cfg)?;
     let mut filter = Filter::load_private()?;
-    crate::apply::apply(&mut filter, &cfg, &prepared)?;
+    crate::policy::apply_config(&mut filter, &cfg)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let totals = replay_frames(&mut filter, frames, |v| {

@@ -8,6 +8,7 @@ use aya::maps::{lpm_trie::Key, Array, LpmTrie};
 use xdp_common::*;
 
 use crate::filter::Filter;
+use crate::gen::Part;
 
 /// A signature: case-insensitive prefix of a header's value.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -91,50 +92,67 @@ fn trie_key(s: &Signature) -> Key<SigKeyData> {
     Key::new(32 + 8 * s.text.len() as u32, SigKeyData { header: s.header, value })
 }
 
-/// Load `sigs` into the inactive generation and switch to it (one config write: the generation
-/// and the header mask change together), then empty the old generation.
-pub fn load(filter: &mut Filter, sigs: &[Signature]) -> Result<()> {
-    if sigs.len() > SIG_MAX as usize {
-        bail!("{} signatures exceed the capacity of {SIG_MAX}", sigs.len());
-    }
-    let _lock = filter.write_lock()?;
-    let live = filter.config()?.sig_gen & 1;
-    let next = 1 - live;
-    clear(filter, next)?;
-    let mut headers = 0u32;
-    let mut prefilter = SigPrefilter { ready: 1, ..Default::default() };
-    {
-        let mut t: LpmTrie<_, SigKeyData, u32> = LpmTrie::try_from(filter.map_mut(&format!("SIG_{next}"))?)?;
-        for (id, s) in sigs.iter().enumerate() {
-            t.insert(&trie_key(s), id as u32, 0)?;
-            headers |= 1 << s.header;
-            prefilter.add(s.header, s.text.as_bytes());
-        }
-    }
-    {
-        let mut a: Array<_, SigPrefilter> = Array::try_from(filter.map_mut("SIG_PREFILTER")?)?;
-        a.set(next, prefilter, 0)?;
-    }
-    filter.update_config(|c| {
-        c.sig_gen = next;
-        c.sig_headers = headers;
-    })?;
-    clear(filter, live)
+/// A signature set for the kernel: the trie of one generation, its prefilter and the header
+/// mask (which changes with the generation, in the same config write).
+pub struct SigPart<'a> {
+    sigs: &'a [Signature],
 }
 
-fn clear(filter: &mut Filter, g: u32) -> Result<()> {
-    let mut t: LpmTrie<_, SigKeyData, u32> = LpmTrie::try_from(filter.map_mut(&format!("SIG_{g}"))?)?;
-    let keys: Vec<_> = t.keys().collect::<Result<_, _>>()?;
-    for k in keys {
-        t.remove(&k)?;
+impl<'a> SigPart<'a> {
+    pub fn new(sigs: &'a [Signature]) -> SigPart<'a> {
+        SigPart { sigs }
     }
-    Ok(())
+
+    fn headers(&self) -> u32 {
+        self.sigs.iter().fold(0, |m, s| m | 1 << s.header)
+    }
+}
+
+impl Part for SigPart<'_> {
+    fn name(&self) -> &'static str {
+        "scanner signatures"
+    }
+    fn live(&self, c: &Config) -> u32 {
+        c.sig_gen
+    }
+    fn set_live(&self, c: &mut Config, g: u32) {
+        c.sig_gen = g;
+    }
+    fn check(&self) -> Result<()> {
+        if self.sigs.len() > SIG_MAX as usize {
+            bail!("{} scanner signatures exceed the capacity of {SIG_MAX}", self.sigs.len());
+        }
+        Ok(())
+    }
+    fn fill(&self, f: &mut Filter, g: u32) -> Result<()> {
+        let mut prefilter = SigPrefilter { ready: 1, ..Default::default() };
+        let mut entries = Vec::with_capacity(self.sigs.len());
+        for (id, s) in self.sigs.iter().enumerate() {
+            let k = trie_key(s);
+            entries.push((k.data(), k.prefix_len(), id as u32));
+            prefilter.add(s.header, s.text.as_bytes());
+        }
+        crate::trie::fill(f, maps::SIG[(g & 1) as usize], &entries)?;
+        let mut a: Array<_, SigPrefilter> = Array::try_from(f.map_mut(maps::SIG_PREFILTER)?)?;
+        a.set(g & 1, prefilter, 0).map_err(|e| anyhow::anyhow!("map {}: {e}", maps::SIG_PREFILTER))
+    }
+    fn clear(&self, f: &mut Filter, g: u32) -> Result<()> {
+        crate::trie::clear::<SigKeyData, u32>(f, maps::SIG[(g & 1) as usize]).map(|_| ())
+    }
+    fn configure(&self, c: &mut Config) {
+        c.sig_headers = self.headers();
+    }
+}
+
+/// Load `sigs` into the inactive generation and switch to it.
+pub fn load(filter: &mut Filter, sigs: &[Signature]) -> Result<()> {
+    crate::gen::swap(filter, &[&SigPart::new(sigs)], |_| {}).map(|_| ())
 }
 
 /// The live signatures, ordered by id, read back from the kernel.
 pub fn read(filter: &Filter) -> Result<Vec<Signature>> {
     let g = filter.config()?.sig_gen & 1;
-    let t: LpmTrie<_, SigKeyData, u32> = LpmTrie::try_from(filter.map(&format!("SIG_{g}"))?)?;
+    let t: LpmTrie<_, SigKeyData, u32> = LpmTrie::try_from(filter.map(maps::SIG[g as usize])?)?;
     let mut out = vec![];
     for kv in t.iter() {
         let (k, id) = kv?;

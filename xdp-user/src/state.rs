@@ -1,13 +1,18 @@
 //! Controller state outside bpffs: the running daemon's description (`state.json`), the
 //! single-controller lock, runtime edits made from the CLI (`runtime.json`), and the event log
 //! that `sipshield events --follow` reads.
+//!
+//! Every file is written atomically (temporary file in the same directory, fsync, rename, fsync
+//! of the directory): a crash or a full disk leaves either the old or the new content, never a
+//! truncated file. A file that exists but cannot be parsed is an error naming it, never read
+//! as "empty".
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Where state lives: `$SIPSHIELD_STATE_DIR` or `/run/sipshield`.
@@ -20,7 +25,46 @@ pub fn pin_dir() -> PathBuf {
     std::env::var_os("SIPSHIELD_PIN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(crate::filter::PIN_DIR))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+/// Write `bytes` to `path` atomically: a reader (or the next start after a crash or a full
+/// disk) sees the old content or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().ok_or_else(|| anyhow!("{}: no parent directory", path.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("{}: cannot write: {e} (the previous content is unchanged)", path.display());
+    }
+    Ok(())
+}
+
+/// Read a JSON state file: `Ok(None)` when it does not exist, an error naming the file when it
+/// cannot be read or parsed.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => bail!("{}: cannot read: {e}", path.display()),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| anyhow!("{}: corrupt ({e})", path.display()))
+}
+
+/// Move a corrupt file out of the way, keeping it for inspection; returns where it went.
+pub fn move_aside(path: &Path) -> Result<PathBuf> {
+    let aside = path.with_extension(format!("corrupt-{}", unix_now() as u64));
+    std::fs::rename(path, &aside).with_context(|| format!("moving {} aside", path.display()))?;
+    Ok(aside)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct IfaceState {
     pub name: String,
     pub ifindex: u32,
@@ -28,13 +72,19 @@ pub struct IfaceState {
     pub slot: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct ListState {
     pub entries: usize,
     pub last_load_unix: f64,
     pub load_secs: f64,
     pub errors: u64,
     pub last_error: Option<String>,
+}
+
+impl ListState {
+    pub fn loaded(entries: usize, load_secs: f64) -> ListState {
+        ListState { entries, last_load_unix: unix_now(), load_secs, errors: 0, last_error: None }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -51,83 +101,124 @@ impl DaemonState {
     pub fn path() -> PathBuf {
         state_dir().join("state.json")
     }
+
+    /// The last state written by a controller. `state.json` only describes (it holds no operator
+    /// data and is rewritten by every controller): a corrupt one is moved aside with a warning.
     pub fn load() -> Option<DaemonState> {
-        let text = std::fs::read_to_string(Self::path()).ok()?;
-        serde_json::from_str(&text).ok()
+        let path = Self::path();
+        match read_json(&path) {
+            Ok(s) => s,
+            Err(e) => {
+                match move_aside(&path) {
+                    Ok(to) => log::warn!("{e:#}; moved to {}", to.display()),
+                    Err(m) => log::warn!("{e:#}; {m:#}"),
+                }
+                None
+            }
+        }
     }
+
     pub fn save(&self) -> Result<()> {
-        let dir = state_dir();
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join("state.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, Self::path())?;
-        Ok(())
+        write_atomic(&Self::path(), &serde_json::to_vec_pretty(self)?)
     }
-    /// Is the controller that wrote this state still alive?
-    pub fn running(&self) -> bool {
-        // SAFETY: signal 0 only checks for existence.
-        self.pid != 0 && unsafe { libc::kill(self.pid as i32, 0) } == 0
-    }
+
     pub fn iface_of_slot(&self, slot: u32) -> Option<&IfaceState> {
         self.interfaces.iter().find(|i| i.slot == slot)
     }
 }
 
-/// Exclusive lock held by the running controller.
+/// Exclusive lock held by the running controller (`lock` in the state directory); released
+/// when dropped or when the process dies.
 pub struct Lock {
-    _file: File,
+    _file: nix::fcntl::Flock<File>,
 }
 
 pub fn lock() -> Result<Lock> {
     let dir = state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join("lock");
-    let mut file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path)?;
-    // SAFETY: valid fd.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let other = std::fs::read_to_string(&path).unwrap_or_default();
-        bail!(
-            "another sipshield controller is already running on this host (pid {}); stop it first or use the CLI verbs to change it",
-            other.trim()
-        );
-    }
-    file.set_len(0)?;
-    write!(file, "{}", std::process::id())?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}: cannot open the controller lock", path.display()))?;
+    let mut file = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(f) => f,
+        Err(_) => {
+            let other = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another sipshield controller is already running on this host (pid {}); stop it first or use the CLI verbs to change it",
+                other.trim()
+            );
+        }
+    };
+    // The pid is informative only (the lock is what counts): a full disk must not stop a start.
+    let _ = file.set_len(0).and_then(|_| write!(file, "{}", std::process::id()));
     Ok(Lock { _file: file })
 }
 
+/// Is a controller holding the lock right now (without taking it)?
+pub fn controller_lock_held() -> bool {
+    let path = state_dir().join("lock");
+    let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else { return false };
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_) => false,
+        Err(_) => true,
+    }
+}
+
 /// CLI edits that must survive config reloads and restarts.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct Runtime {
+    /// Allowlist entries added with `sipshield allow add`, canonical text.
     #[serde(default)]
     pub allow: Vec<String>,
-    /// (header name, text)
+    /// Signatures added with `sipshield scanners add`: (header name, text).
     #[serde(default)]
     pub scanners_add: Vec<(String, String)>,
+    /// Signatures of the configuration switched off with `sipshield scanners del`: an explicit,
+    /// persistent exclusion listed by `sipshield scanners list`.
     #[serde(default)]
     pub scanners_del: Vec<(String, String)>,
+    /// `sipshield dry-run on|off`: overrides the config's `dry_run` until `dry-run config`.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
 }
 
 impl Runtime {
-    fn path() -> PathBuf {
+    pub fn path() -> PathBuf {
         state_dir().join("runtime.json")
     }
-    pub fn load() -> Runtime {
-        std::fs::read_to_string(Self::path()).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
-    }
-    pub fn save(&self) -> Result<()> {
-        std::fs::create_dir_all(state_dir())?;
-        std::fs::write(Self::path(), serde_json::to_vec_pretty(self)?)?;
-        Ok(())
+
+    /// The operator's CLI edits. A corrupt file is an error naming it: starting without the
+    /// edits would silently drop allowlist entries the operator relies on.
+    pub fn load() -> Result<Runtime> {
+        let path = Self::path();
+        match read_json(&path) {
+            Ok(r) => Ok(r.unwrap_or_default()),
+            Err(e) => Err(e.context(format!(
+                "the CLI edits (allowlist, scanners, dry-run) cannot be read; fix the file, or move it aside \
+                 (mv {p} {p}.bad) to continue without them",
+                p = path.display()
+            ))),
+        }
     }
 
-    /// Add the CLI's allowlist entries (`sipshield allow add`) to `list`.
-    pub fn add_allow(&self, list: &mut crate::lists::IpList) {
+    pub fn save(&self) -> Result<()> {
+        write_atomic(&Self::path(), &serde_json::to_vec_pretty(self)?)
+    }
+
+    /// The CLI's allowlist entries.
+    pub fn allow_list(&self) -> crate::lists::IpList {
+        let mut list = crate::lists::IpList::default();
         for e in &self.allow {
             if let Some(n) = crate::lists::parse_entry(e) {
                 list.insert(n);
             }
         }
+        list
     }
 }
 
@@ -135,10 +226,31 @@ pub fn events_log() -> PathBuf {
     state_dir().join("events.jsonl")
 }
 
+pub fn control_socket() -> PathBuf {
+    state_dir().join("control.sock")
+}
+
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
-pub fn exists(p: &Path) -> bool {
-    p.exists()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_and_corrupt_read() {
+        let dir = std::env::temp_dir().join(format!("sipshield-state-{}", std::process::id()));
+        let p = dir.join("x.json");
+        write_atomic(&p, b"{\"allow\":[\"198.51.100.1\"]}").unwrap();
+        let r: Runtime = read_json(&p).unwrap().unwrap();
+        assert_eq!(r.allow, vec!["198.51.100.1"]);
+        std::fs::write(&p, b"{\"allow\":[\"198.51").unwrap();
+        let e = read_json::<Runtime>(&p).unwrap_err().to_string();
+        assert!(e.contains("x.json") && e.contains("corrupt"), "{e}");
+        assert!(read_json::<Runtime>(&dir.join("missing.json")).unwrap().is_none());
+        let aside = move_aside(&p).unwrap();
+        assert!(aside.exists() && !p.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

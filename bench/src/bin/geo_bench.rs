@@ -565,7 +565,7 @@ fn bench(a: &Args, scratch: &Path, t0: Instant) -> Result<()> {
 
     let policy = GeoPolicy { allow: vec![], deny: vec![code.to_string()], unknown_drop: false };
     let mut f = Filter::load_private()?;
-    f.set_sip_ports(&[5060, 5061])?;
+    sipshield::policy::apply_config(&mut f, &Config::parse("[sip]\nports = [5060, 5061]\n", Path::new("bench.toml"))?)?;
     let first = geo::load_geo(&mut f, &db, &policy)?;
     let t = Instant::now();
     let db2 = geo::read_db(&db_path)?;
@@ -578,14 +578,15 @@ fn bench(a: &Args, scratch: &Path, t0: Instant) -> Result<()> {
         db_path.display().to_string()
     );
     let cfg = Config::parse(&toml, Path::new("bench.toml"))?;
-    let prepared = sipshield::apply::Prepared {
+    let sources = sipshield::policy::Sources {
         blacklist: Default::default(),
         allowlist: Default::default(),
         signatures: sipshield::sig::from_config(&cfg.scanners)?,
         geo: Some(db.clone()),
     };
     let t = Instant::now();
-    let applied = sipshield::apply::apply(&mut f, &cfg, &prepared)?;
+    let prepared = sipshield::policy::Policy::new(&cfg, &sources, &Default::default())?;
+    let applied = prepared.commit(&mut f)?;
     let apply_secs = t.elapsed().as_secs_f64();
     let apply_live_secs = applied.geo.as_ref().map_or(f64::NAN, |g| g.load_secs);
     drop(prepared);

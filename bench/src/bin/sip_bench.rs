@@ -111,9 +111,8 @@ const SIP_PORT: u16 = 5060;
 
 fn filter_with(toml: &str) -> Result<Filter> {
     let cfg = Config::parse(toml, Path::new("bench.toml"))?;
-    let prepared = sipshield::apply::prepare(&cfg)?;
     let mut f = Filter::load_private()?;
-    sipshield::apply::apply(&mut f, &cfg, &prepared)?;
+    sipshield::policy::apply_config(&mut f, &cfg)?;
     Ok(f)
 }
 

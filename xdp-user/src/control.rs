@@ -1,0 +1,144 @@
+//! The control socket: while a controller runs, every CLI verb that changes state is a
+//! [`Request`] sent over `control.sock` in the state directory (mode 0600, root only), and the
+//! controller applies it in order with its own reloads and refreshes — one writer. The reply
+//! carries the controller's real result, so the CLI exits non-zero with the daemon's error.
+//!
+//! Protocol: one JSON line each way per connection.
+use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// How long the CLI waits for the controller's answer (a reload of large lists takes seconds).
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(300);
+/// Largest request line the controller reads.
+pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// `dry-run on|off|config`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DryRun {
+    /// Count what would be dropped, pass everything (overrides the config).
+    On,
+    /// Enforce (overrides the config).
+    Off,
+    /// Drop the override: follow the config's `dry_run`.
+    Config,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Reload,
+    Refresh,
+    BanAdd { ip: IpAddr, ttl_secs: u64 },
+    BanDel { ip: IpAddr },
+    AllowAdd { entry: String },
+    AllowDel { entry: String },
+    ScannerAdd { header: String, text: String },
+    ScannerDel { header: String, text: String },
+    DryRun { mode: DryRun },
+    Detach { iface: Option<String> },
+}
+
+impl Request {
+    /// Does this request change state (and so belong in the audit log)?
+    pub fn is_edit(&self) -> bool {
+        !matches!(self, Request::Status)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reply {
+    pub ok: bool,
+    /// Human-readable result or error.
+    pub message: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl Reply {
+    pub fn ok(message: impl Into<String>) -> Reply {
+        Reply { ok: true, message: message.into(), data: serde_json::Value::Null }
+    }
+    pub fn err(e: &anyhow::Error) -> Reply {
+        Reply { ok: false, message: format!("{e:#}"), data: serde_json::Value::Null }
+    }
+    pub fn from_result(r: Result<String>) -> Reply {
+        match r {
+            Ok(m) => Reply::ok(m),
+            Err(e) => Reply::err(&e),
+        }
+    }
+    /// The reply as a result: the message on success, an error otherwise.
+    pub fn into_result(self) -> Result<Reply> {
+        if self.ok {
+            Ok(self)
+        } else {
+            Err(anyhow!("{}", self.message))
+        }
+    }
+}
+
+/// Who sent a request (from `SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: Option<i32>,
+}
+
+/// Send `req` to the running controller. `Ok(None)` when no controller listens (no socket, or
+/// a stale one nobody accepts on and no controller holds the lock).
+pub fn call(socket: &Path, req: &Request) -> Result<Option<Reply>> {
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            if crate::state::controller_lock_held() {
+                bail!(
+                    "a sipshield controller holds the lock but does not answer on {} ({e}); is it still starting?",
+                    socket.display()
+                );
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(anyhow!("{}: {e}", socket.display())),
+    };
+    stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
+    let mut line = serde_json::to_string(req)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).with_context(|| format!("{}: sending the request", socket.display()))?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .with_context(|| format!("{}: waiting for the controller's answer", socket.display()))?;
+    if answer.is_empty() {
+        bail!("the controller closed {} without answering (did it stop?)", socket.display());
+    }
+    Ok(Some(serde_json::from_str(&answer).context("the controller's answer is not valid JSON")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let reqs = [
+            Request::Status,
+            Request::BanAdd { ip: "198.51.100.7".parse().unwrap(), ttl_secs: 60 },
+            Request::AllowDel { entry: "203.0.113.0/24".into() },
+            Request::DryRun { mode: DryRun::Config },
+            Request::Detach { iface: None },
+        ];
+        for r in reqs {
+            let s = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r, "{s}");
+        }
+        assert!(!Request::Status.is_edit() && Request::Reload.is_edit());
+    }
+}

@@ -1,0 +1,257 @@
+//! All-or-nothing policy changes, for start, reload and replay alike.
+//!
+//! [`Sources::read`] reads everything a configuration names (list files and URLs, the GeoIP
+//! database, signatures) without touching the kernel; [`Policy::new`] merges the operator's
+//! runtime edits, computes every kernel value and checks every capacity. Only then does
+//! [`Policy::commit`] write: one [`gen::swap`] of every part (allowlist, blacklist,
+//! signatures, GeoIP, SIP ports and rate rules) and the scalar settings, so the program sees
+//! the old policy or the new one. A rejected policy changes nothing.
+use anyhow::{anyhow, Context, Result};
+use xdp_common::{maps, RateRule, CFG_DRY_RUN, NUM_METHOD_SLOTS, REASON_NAMES, SIP_PORT_WORDS};
+
+type KConfig = xdp_common::Config;
+
+use crate::addrlist::{ListCounts, ListKind, ListPart};
+use crate::config::Config;
+use crate::filter::Filter;
+use crate::gen::{self, Part};
+use crate::geo::{GeoPart, GeoReport};
+use crate::lists::{self, IpList};
+use crate::sig::{self, SigPart, Signature};
+use crate::state::Runtime;
+
+/// What a configuration's sources hold, read from disk and network.
+#[derive(Clone)]
+pub struct Sources {
+    pub blacklist: IpList,
+    /// The configuration's allowlist (without the CLI's additions).
+    pub allowlist: IpList,
+    /// The configuration's signatures (without the CLI's edits).
+    pub signatures: Vec<Signature>,
+    pub geo: Option<crate::geo::GeoDb>,
+}
+
+impl Sources {
+    /// Read every source of `cfg`. Fails without side effects, naming the file, URL or key.
+    pub fn read(cfg: &Config) -> Result<Sources> {
+        let blacklist = read_list(cfg, ListKind::Blacklist)?;
+        let allowlist = read_list(cfg, ListKind::Allowlist)?;
+        let signatures = sig::from_config(&cfg.scanners)?;
+        let geo = match &cfg.geoip {
+            Some(g) => Some(crate::geo::read_db(&g.database)?),
+            None => None,
+        };
+        Ok(Sources { blacklist, allowlist, signatures, geo })
+    }
+}
+
+/// Read one list section of `cfg` (entries, files, URLs).
+pub fn read_list(cfg: &Config, kind: ListKind) -> Result<IpList> {
+    let l = match kind {
+        ListKind::Blacklist => &cfg.blacklist,
+        ListKind::Allowlist => &cfg.allowlist,
+    };
+    lists::load_sources(l).with_context(|| kind.name().to_string())
+}
+
+/// Everything the kernel will hold, computed and checked.
+pub struct Policy {
+    pub cfg: Config,
+    pub blacklist: IpList,
+    pub allowlist: IpList,
+    pub signatures: Vec<Signature>,
+    pub geo: Option<GeoPart>,
+    pub ports: PolicyPart,
+    /// Config flags with the runtime dry-run override applied.
+    pub flags: u32,
+    pub skipped_lines: Vec<String>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ApplyReport {
+    pub blacklist: ListCounts,
+    pub allowlist: ListCounts,
+    pub signatures: usize,
+    pub geo: Option<GeoReport>,
+    pub load_secs: f64,
+    pub cleanup_secs: f64,
+    pub skipped_lines: Vec<String>,
+}
+
+/// The configuration's allowlist with the CLI's additions.
+pub fn merged_allowlist(src: &IpList, rt: &Runtime) -> IpList {
+    let mut l = src.clone();
+    l.merge(rt.allow_list());
+    l.skipped.clear();
+    l
+}
+
+/// The configuration's signatures with the CLI's additions and exclusions.
+pub fn merged_signatures(src: &[Signature], rt: &Runtime) -> Result<Vec<Signature>> {
+    let mut out: Vec<Signature> = src.to_vec();
+    for (h, t) in &rt.scanners_del {
+        let id = sig::header_id(h).ok_or_else(|| anyhow!("runtime scanner exclusion: unknown header {h:?}"))?;
+        out.retain(|s| !(s.header == id && s.text == t.to_ascii_lowercase()));
+    }
+    for (h, t) in &rt.scanners_add {
+        let id = sig::header_id(h).ok_or_else(|| anyhow!("runtime scanner: unknown header {h:?}"))?;
+        let s = Signature::new(id, t)?;
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Config flags of `cfg` with the CLI's dry-run override.
+pub fn flags(cfg: &Config, rt: &Runtime) -> u32 {
+    let mut f = cfg.flags();
+    match rt.dry_run {
+        Some(true) => f |= CFG_DRY_RUN,
+        Some(false) => f &= !CFG_DRY_RUN,
+        None => {}
+    }
+    f
+}
+
+impl Policy {
+    /// Merge `rt` into `src` and compute every kernel value of `cfg`; checks every capacity.
+    pub fn new(cfg: &Config, src: &Sources, rt: &Runtime) -> Result<Policy> {
+        let allowlist = merged_allowlist(&src.allowlist, rt);
+        let signatures = merged_signatures(&src.signatures, rt)?;
+        let geo = match (&cfg.geoip, &src.geo) {
+            (Some(g), Some(db)) => Some(GeoPart::new(db, &crate::geo::GeoPolicy::from(g))?),
+            _ => None,
+        };
+        let p = Policy {
+            cfg: cfg.clone(),
+            blacklist: src.blacklist.clone(),
+            allowlist,
+            signatures,
+            geo,
+            ports: PolicyPart::new(cfg),
+            flags: flags(cfg, rt),
+            skipped_lines: src.blacklist.skipped.iter().chain(&src.allowlist.skipped).cloned().collect(),
+        };
+        // Every capacity, before anything is written.
+        for part in p.parts().iter() {
+            part.check()?;
+        }
+        Ok(p)
+    }
+
+    fn parts(&self) -> Vec<Box<dyn Part + '_>> {
+        let mut parts: Vec<Box<dyn Part + '_>> = vec![
+            Box::new(ListPart::new(ListKind::Allowlist, &self.allowlist)),
+            Box::new(ListPart::new(ListKind::Blacklist, &self.blacklist)),
+            Box::new(SigPart::new(&self.signatures)),
+            Box::new(self.ports.clone()),
+        ];
+        if let Some(g) = &self.geo {
+            parts.push(Box::new(g.clone()));
+        }
+        parts
+    }
+
+    /// The scalar settings written with the flip.
+    fn scalars(&self, c: &mut KConfig) {
+        let cfg = &self.cfg;
+        c.flags = self.flags;
+        c.rl_v6_prefix = cfg.ratelimit.ipv6_prefix;
+        c.event_reasons = cfg.events.reasons.iter().filter_map(|r| reason_index(r)).fold(0u32, |m, i| m | 1 << i);
+        c.event_interval_ns = 1_000_000_000 / cfg.events.rate.max(1) as u64;
+        c.event_burst_ns = c.event_interval_ns * cfg.events.burst.max(1) as u64;
+    }
+
+    /// Write the whole policy as one change (see the module docs).
+    pub fn commit(&self, filter: &mut Filter) -> Result<ApplyReport> {
+        let parts = self.parts();
+        let refs: Vec<&dyn Part> = parts.iter().map(|b| b.as_ref()).collect();
+        let r = gen::swap(filter, &refs, |c| self.scalars(c))?;
+        Ok(ApplyReport {
+            blacklist: ListCounts::of(&self.blacklist),
+            allowlist: ListCounts::of(&self.allowlist),
+            signatures: self.signatures.len(),
+            geo: self.geo.as_ref().map(|g| g.report(r.load_secs)),
+            load_secs: r.load_secs,
+            cleanup_secs: r.cleanup_secs,
+            skipped_lines: self.skipped_lines.clone(),
+        })
+    }
+}
+
+fn reason_index(name: &str) -> Option<usize> {
+    REASON_NAMES.iter().position(|n| *n == name)
+}
+
+/// SIP ports and rate rules: small single-buffered tables (`SIP_PORTS`, `RL_RULES`) written
+/// in place right before the flip (see [`gen::swap`]).
+#[derive(Clone)]
+pub struct PolicyPart {
+    ports: Vec<u64>,
+    rules: Vec<RateRule>,
+}
+
+impl PolicyPart {
+    pub fn new(cfg: &Config) -> PolicyPart {
+        let mut ports = vec![0u64; SIP_PORT_WORDS as usize];
+        for p in &cfg.sip.ports {
+            ports[(*p >> 6) as usize] |= 1u64 << (p & 63);
+        }
+        let mut rules = vec![RateRule::default(); NUM_METHOD_SLOTS as usize];
+        for (name, r) in &cfg.ratelimit.rules {
+            let slot = crate::config::method_slot(name).expect("validated") as usize;
+            rules[slot] = r.kernel_rule();
+        }
+        PolicyPart { ports, rules }
+    }
+
+    fn write(f: &mut Filter, ports: &[u64], rules: &[RateRule]) -> Result<()> {
+        f.fill_array(maps::SIP_PORTS, 0, ports)?;
+        f.fill_array(maps::RL_RULES, 0, rules)
+    }
+}
+
+impl Part for PolicyPart {
+    fn name(&self) -> &'static str {
+        "SIP ports and rate rules"
+    }
+    fn live(&self, _c: &KConfig) -> u32 {
+        0
+    }
+    fn set_live(&self, _c: &mut KConfig, _g: u32) {}
+    fn fill(&self, _f: &mut Filter, _g: u32) -> Result<()> {
+        Ok(())
+    }
+    fn clear(&self, _f: &mut Filter, _g: u32) -> Result<()> {
+        Ok(())
+    }
+    fn write_in_place(&self, f: &mut Filter) -> Result<()> {
+        let old_ports: Vec<u64> = f.read_array(maps::SIP_PORTS, SIP_PORT_WORDS)?;
+        let old_rules: Vec<RateRule> = f.read_array(maps::RL_RULES, NUM_METHOD_SLOTS)?;
+        if let Err(e) = Self::write(f, &self.ports, &self.rules) {
+            Self::write(f, &old_ports, &old_rules)
+                .map_err(|r| anyhow!("{e:#}; restoring the previous SIP ports and rate rules failed too: {r:#}"))?;
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Swap one address list in (a refresh or a CLI edit).
+pub fn swap_list(filter: &mut Filter, kind: ListKind, list: &IpList) -> Result<gen::SwapReport> {
+    gen::swap(filter, &[&ListPart::new(kind, list)], |_| {})
+}
+
+/// Swap the signature set in (a CLI edit).
+pub fn swap_signatures(filter: &mut Filter, sigs: &[Signature]) -> Result<gen::SwapReport> {
+    gen::swap(filter, &[&SigPart::new(sigs)], |_| {})
+}
+
+/// Read `cfg`'s sources and commit them to `filter` (replay, tests and benchmarks: no runtime
+/// edits).
+pub fn apply_config(filter: &mut Filter, cfg: &Config) -> Result<ApplyReport> {
+    let sources = Sources::read(cfg)?;
+    Policy::new(cfg, &sources, &Runtime::default())?.commit(filter)
+}
