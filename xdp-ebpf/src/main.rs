@@ -1068,14 +1068,22 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
         _ => return out(&res),
     };
     // The request line is not a header: the scan starts with the line after the first '\n'.
+    //
+    // `pos`, `rp` and `found` start at 0, read from the scratch buffer's last word (never
+    // written, always 0; see `clamp`) rather than as constants. The verifier checks the
+    // `bpf_loop` callback once per distinct state of these fields at its entry, comparing them
+    // by range: starting from "unknown" instead of the constant 0, the first check covers every
+    // later state and the callback is verified once, not once per shape of (pos, rp, found)
+    // (the kernel 6.18 verifier otherwise goes past its 1M-instruction limit).
+    let zero = unsafe { *buf.add(SCRATCH_WORDS - 1) };
     let mut st = ScanState {
-        pos: 0,
+        pos: zero,
         len: len as u64,
         sig_headers,
         sig_gen,
-        found: 0,
+        found: zero as u32,
         letters: header_letters(sig_headers),
-        rp: 0,
+        rp: zero as u32,
         _pad: 0,
     };
     unsafe {
