@@ -26,54 +26,8 @@ pub const XDP_PASS: u32 = 2;
 pub const PIN_DIR: &str = "/sys/fs/bpf/sipshield";
 pub const PROGRAM_NAME: &str = "sipshield";
 
-/// Every map of the program (the contract with `xdp-ebpf/src/main.rs`).
-pub const MAP_NAMES: &[&str] = &[
-    "CONFIG",
-    "STATS",
-    "IFACE_SLOT",
-    "SIP_PORTS",
-    "AL_V4_0",
-    "AL_V4_1",
-    "AL_V6_0",
-    "AL_V6_1",
-    "AL_NET4_0",
-    "AL_NET4_1",
-    "AL_NET6_0",
-    "AL_NET6_1",
-    "BL_V4_0",
-    "BL_V4_1",
-    "BL_V6_0",
-    "BL_V6_1",
-    "BL_NET4_0",
-    "BL_NET4_1",
-    "BL_NET6_0",
-    "BL_NET6_1",
-    "BL_TAB4_0",
-    "BL_TAB4_1",
-    "BANS_V4",
-    "BANS_V6",
-    "BAN_PRESENT",
-    "GEO_V4_0",
-    "GEO_V4_1",
-    "GEO_NET4_0",
-    "GEO_NET4_1",
-    "GEO_V6_0",
-    "GEO_V6_1",
-    "GEO_POLICY",
-    "GEO_DROPS",
-    "SIG_0",
-    "SIG_1",
-    "SIG_PREFILTER",
-    "RL_RULES",
-    "RL_TABLE",
-    "RL_SEED",
-    "EVENTS",
-    "EVENT_STATS",
-    "EVENT_TAT",
-    "SCRATCH",
-    "GEN_IFINDEX",
-    "CLOCK",
-];
+/// Every map of the program (the contract with `xdp-ebpf/src/maps.rs`).
+pub const MAP_NAMES: &[&str] = xdp_common::maps::ALL;
 
 /// The kernel's tick in ns, measured once per process.
 static KERNEL_TICK_NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
@@ -181,8 +135,9 @@ impl Drop for WriteLock {
 }
 
 /// Maps pinned by earlier versions that this one replaced (`RL_STATE`: the kernel LRU hash of
-/// rate-limit buckets, now `RL_TABLE`).
-const RETIRED_MAPS: &[&str] = &["RL_STATE"];
+/// rate-limit buckets, now `RL_TABLE`; `GEN_IFINDEX`: a benchmark helper's map, now in the
+/// benchmarks' own object).
+const RETIRED_MAPS: &[&str] = &["RL_STATE", "GEN_IFINDEX"];
 
 /// Unpin the retired maps an earlier version left, so their memory is freed once its program
 /// is gone. Only names this version knows it replaced (a newer version's pins are never
@@ -278,8 +233,8 @@ impl Filter {
         Ok(ebpf.program_mut(PROGRAM_NAME).expect("checked at load").try_into()?)
     }
 
-    /// Another program of the object (`sipshield_gen`, `sipshield_pass`: benchmark helpers),
-    /// loaded on first use.
+    /// Another program of the object (`sipshield_clock`, the clock calibration), loaded on
+    /// first use.
     pub fn aux_program(&mut self, name: &str) -> Result<&mut Xdp> {
         let ebpf = self.ebpf.as_mut().ok_or_else(|| anyhow!("the program is not loaded by this process"))?;
         let prog: &mut Xdp = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
