@@ -5,39 +5,100 @@
 //! types implement `aya::Pod` so they can be stored in maps.
 #![no_std]
 
+pub mod maps;
+
+/// A `#[repr($repr)]` enum of consecutive codes from 0 with a name per code, plus `ALL` (every
+/// variant in code order), `COUNT`, `name()`, `from_code()` and `NAMES` (names by code).
+macro_rules! named_codes {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident: $repr:ty, names $names:ident {
+            $($(#[$vmeta:meta])* $variant:ident = $code:literal => $text:literal,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($repr)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant = $code,)*
+        }
+
+        impl $name {
+            /// Every variant, in code order (`ALL[i] as usize == i`).
+            pub const ALL: [$name; [$($code),*].len()] = [$($name::$variant),*];
+            /// Number of codes.
+            pub const COUNT: usize = Self::ALL.len();
+            /// Names indexed by code.
+            pub const NAMES: [&'static str; Self::COUNT] = [$($text),*];
+
+            /// The name used by the CLI, events, metrics and the config.
+            pub const fn name(self) -> &'static str {
+                Self::NAMES[self as usize]
+            }
+
+            /// The variant of a code, if there is one.
+            pub const fn from_code(code: $repr) -> Option<Self> {
+                if (code as usize) < Self::COUNT {
+                    Some(Self::ALL[code as usize])
+                } else {
+                    None
+                }
+            }
+        }
+
+        const _: () = {
+            // Codes are 0, 1, 2, ... in declaration order, so `ALL` and `NAMES` are indexed by code.
+            let mut i = 0;
+            while i < $name::COUNT {
+                assert!($name::ALL[i] as usize == i);
+                i += 1;
+            }
+        };
+
+        #[doc = concat!("Names indexed by code (`", stringify!($name), "::NAMES`).")]
+        pub const $names: [&str; $name::COUNT] = $name::NAMES;
+    };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Verdict reasons. Every packet is counted exactly once, under one reason.
 // ---------------------------------------------------------------------------------------------
 
-pub mod maps;
+named_codes! {
+    /// Why a packet got its verdict (the index of its counter in `STATS`).
+    pub enum Reason: u32, names REASON_NAMES {
+        /// Passed: no rule matched.
+        Pass = 0 => "pass",
+        /// Passed: the source is on the allowlist (skips every other check).
+        Allowlisted = 1 => "allowlisted",
+        /// Dropped: the source is on the blacklist (exact address or range).
+        Blacklisted = 2 => "blacklisted",
+        /// Dropped: the source has an active timed ban.
+        Banned = 3 => "banned",
+        /// Dropped: GeoIP country policy.
+        Geo = 4 => "geo",
+        /// Dropped: SIP request matched a scanner signature.
+        Scanner = 5 => "scanner",
+        /// Dropped: per-source SIP method rate limit exceeded.
+        RateLimit = 6 => "ratelimit",
+        /// Malformed or truncated headers (passed unless `drop_malformed`).
+        Malformed = 7 => "malformed",
+    }
+}
 
-/// Words (u64) of the SIP ports bitmap: one bit per port.
-pub const SIP_PORT_WORDS: u32 = 1024;
-
-/// Passed: no rule matched.
-pub const REASON_PASS: u32 = 0;
-/// Passed: the source is on the allowlist (skips every other check).
-pub const REASON_ALLOWLISTED: u32 = 1;
-/// Dropped: the source is on the blacklist (exact address or range).
-pub const REASON_BLACKLISTED: u32 = 2;
-/// Dropped: the source has an active timed ban.
-pub const REASON_BANNED: u32 = 3;
-/// Dropped: GeoIP country policy.
-pub const REASON_GEO: u32 = 4;
-/// Dropped: SIP request matched a scanner signature.
-pub const REASON_SCANNER: u32 = 5;
-/// Dropped: per-source SIP method rate limit exceeded.
-pub const REASON_RATELIMIT: u32 = 6;
-/// Malformed or truncated headers (passed unless `drop_malformed`).
-pub const REASON_MALFORMED: u32 = 7;
+pub const REASON_PASS: u32 = Reason::Pass as u32;
+pub const REASON_ALLOWLISTED: u32 = Reason::Allowlisted as u32;
+pub const REASON_BLACKLISTED: u32 = Reason::Blacklisted as u32;
+pub const REASON_BANNED: u32 = Reason::Banned as u32;
+pub const REASON_GEO: u32 = Reason::Geo as u32;
+pub const REASON_SCANNER: u32 = Reason::Scanner as u32;
+pub const REASON_RATELIMIT: u32 = Reason::RateLimit as u32;
+pub const REASON_MALFORMED: u32 = Reason::Malformed as u32;
 /// Number of reasons in use.
-pub const NUM_REASONS: u32 = 8;
+pub const NUM_REASONS: u32 = Reason::COUNT as u32;
 /// Slots reserved per interface in the stats array (room for future reasons).
 pub const REASON_SLOTS: u32 = 16;
-
-/// Reason names as used by `stats`, `replay`, `events` and metrics labels.
-pub const REASON_NAMES: [&str; NUM_REASONS as usize] =
-    ["pass", "allowlisted", "blacklisted", "banned", "geo", "scanner", "ratelimit", "malformed"];
+const _: () = assert!(NUM_REASONS <= REASON_SLOTS);
 
 /// Interface slots for per-interface counters. Slot 0 collects interfaces without a slot
 /// (and `BPF_PROG_TEST_RUN`).
@@ -110,7 +171,10 @@ pub struct Config {
     /// `PRESENT_*` bits: which list structures of the live generations hold entries (empty
     /// ones are not looked up).
     pub present: u32,
-    pub _pad: u32,
+    /// Active generation (`& 1`) of the SIP ports bitmap and the rate-limit rules: `SIP_PORTS`
+    /// and `RL_RULES` when even, `SIP_PORTS_1` and `RL_RULES_1` when odd (`maps::SIP_PORTS_GEN`,
+    /// `maps::RL_RULES_GEN`). Was padding before: a `CONFIG` pinned by an older build reads 0.
+    pub policy_gen: u32,
 }
 
 pub const PRESENT_AL_V4: u32 = 1 << 0;
@@ -127,68 +191,93 @@ pub const PRESENT_BL_ALL: u32 = PRESENT_BL_V6 | PRESENT_BL_NET4 | PRESENT_BL_NET
 // SIP.
 // ---------------------------------------------------------------------------------------------
 
-/// SIP methods recognised in the request line. 0 = not a request (or unknown method).
-pub const METHOD_NONE: u8 = 0;
-pub const METHOD_REGISTER: u8 = 1;
-pub const METHOD_INVITE: u8 = 2;
-pub const METHOD_OPTIONS: u8 = 3;
-pub const METHOD_ACK: u8 = 4;
-pub const METHOD_BYE: u8 = 5;
-pub const METHOD_CANCEL: u8 = 6;
-pub const METHOD_SUBSCRIBE: u8 = 7;
-pub const METHOD_NOTIFY: u8 = 8;
-pub const METHOD_MESSAGE: u8 = 9;
-pub const METHOD_INFO: u8 = 10;
-pub const METHOD_PRACK: u8 = 11;
-pub const METHOD_UPDATE: u8 = 12;
-pub const METHOD_REFER: u8 = 13;
-pub const METHOD_PUBLISH: u8 = 14;
-/// Request with a method token we do not know (still a request).
-pub const METHOD_OTHER: u8 = 15;
-/// A SIP response (`SIP/2.0 ...`).
-pub const METHOD_RESPONSE: u8 = 16;
-/// Rate-limit rule slot that applies to every request method.
-pub const METHOD_ANY: u8 = 17;
-pub const NUM_METHOD_SLOTS: u32 = 18;
+named_codes! {
+    /// SIP methods recognised in the request line, and the rate-limit rule slots (`RL_RULES`
+    /// is indexed by this code).
+    pub enum Method: u8, names METHOD_NAMES {
+        /// Not a request (or no SIP message at all).
+        None = 0 => "",
+        Register = 1 => "REGISTER",
+        Invite = 2 => "INVITE",
+        Options = 3 => "OPTIONS",
+        Ack = 4 => "ACK",
+        Bye = 5 => "BYE",
+        Cancel = 6 => "CANCEL",
+        Subscribe = 7 => "SUBSCRIBE",
+        Notify = 8 => "NOTIFY",
+        Message = 9 => "MESSAGE",
+        Info = 10 => "INFO",
+        Prack = 11 => "PRACK",
+        Update = 12 => "UPDATE",
+        Refer = 13 => "REFER",
+        Publish = 14 => "PUBLISH",
+        /// Request with a method token we do not know (still a request).
+        Other = 15 => "OTHER",
+        /// A SIP response (`SIP/2.0 ...`).
+        Response = 16 => "RESPONSE",
+        /// Rate-limit rule slot that applies to every request method.
+        Any = 17 => "ANY",
+    }
+}
 
-pub const METHOD_NAMES: [&str; NUM_METHOD_SLOTS as usize] = [
-    "",
-    "REGISTER",
-    "INVITE",
-    "OPTIONS",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "SUBSCRIBE",
-    "NOTIFY",
-    "MESSAGE",
-    "INFO",
-    "PRACK",
-    "UPDATE",
-    "REFER",
-    "PUBLISH",
-    "OTHER",
-    "RESPONSE",
-    "ANY",
-];
+/// SIP methods recognised in the request line. 0 = not a request (or unknown method).
+pub const METHOD_NONE: u8 = Method::None as u8;
+pub const METHOD_REGISTER: u8 = Method::Register as u8;
+pub const METHOD_INVITE: u8 = Method::Invite as u8;
+pub const METHOD_OPTIONS: u8 = Method::Options as u8;
+pub const METHOD_ACK: u8 = Method::Ack as u8;
+pub const METHOD_BYE: u8 = Method::Bye as u8;
+pub const METHOD_CANCEL: u8 = Method::Cancel as u8;
+pub const METHOD_SUBSCRIBE: u8 = Method::Subscribe as u8;
+pub const METHOD_NOTIFY: u8 = Method::Notify as u8;
+pub const METHOD_MESSAGE: u8 = Method::Message as u8;
+pub const METHOD_INFO: u8 = Method::Info as u8;
+pub const METHOD_PRACK: u8 = Method::Prack as u8;
+pub const METHOD_UPDATE: u8 = Method::Update as u8;
+pub const METHOD_REFER: u8 = Method::Refer as u8;
+pub const METHOD_PUBLISH: u8 = Method::Publish as u8;
+/// Request with a method token we do not know (still a request).
+pub const METHOD_OTHER: u8 = Method::Other as u8;
+/// A SIP response (`SIP/2.0 ...`).
+pub const METHOD_RESPONSE: u8 = Method::Response as u8;
+/// Rate-limit rule slot that applies to every request method.
+pub const METHOD_ANY: u8 = Method::Any as u8;
+pub const NUM_METHOD_SLOTS: u32 = Method::COUNT as u32;
+
+named_codes! {
+    /// Header ids for signatures (`SigKeyData::header`, bits of `Config::sig_headers`).
+    pub enum Header: u32, names HEADER_NAMES {
+        /// No header (id 0 is never used by a signature).
+        None = 0 => "",
+        UserAgent = 1 => "user-agent",
+        From = 2 => "from",
+        To = 3 => "to",
+        Contact = 4 => "contact",
+        Via = 5 => "via",
+        CallId = 6 => "call-id",
+        Subject = 7 => "subject",
+        Server = 8 => "server",
+    }
+}
 
 /// Header ids for signatures.
-pub const HDR_USER_AGENT: u32 = 1;
-pub const HDR_FROM: u32 = 2;
-pub const HDR_TO: u32 = 3;
-pub const HDR_CONTACT: u32 = 4;
-pub const HDR_VIA: u32 = 5;
-pub const HDR_CALL_ID: u32 = 6;
-pub const HDR_SUBJECT: u32 = 7;
-pub const HDR_SERVER: u32 = 8;
-pub const NUM_HEADERS: u32 = 9;
-pub const HEADER_NAMES: [&str; NUM_HEADERS as usize] =
-    ["", "user-agent", "from", "to", "contact", "via", "call-id", "subject", "server"];
+pub const HDR_USER_AGENT: u32 = Header::UserAgent as u32;
+pub const HDR_FROM: u32 = Header::From as u32;
+pub const HDR_TO: u32 = Header::To as u32;
+pub const HDR_CONTACT: u32 = Header::Contact as u32;
+pub const HDR_VIA: u32 = Header::Via as u32;
+pub const HDR_CALL_ID: u32 = Header::CallId as u32;
+pub const HDR_SUBJECT: u32 = Header::Subject as u32;
+pub const HDR_SERVER: u32 = Header::Server as u32;
+pub const NUM_HEADERS: u32 = Header::COUNT as u32;
 
 /// Longest signature (bytes of header value matched as a prefix).
 pub const SIG_MAX_LEN: usize = 32;
 /// Number of signature slots (ids) in `SIG_NAMES`.
 pub const SIG_MAX: u32 = 1024;
+
+/// Words (u64) of a SIP ports bitmap: one bit per port.
+pub const SIP_PORT_WORDS: u32 = 1024;
 /// Bytes of UDP/TCP payload copied for SIP inspection (the whole first packet of a message).
 pub const SIP_SCAN_MAX: u32 = 1536;
 /// Size of the per-CPU scratch buffer (power of two, plus slack for word reads).
@@ -588,6 +677,51 @@ mod tests {
         let w = u64::from_le_bytes(*b"a\n\x00\x8a\nzz\x0b");
         let m = bytes_eq(w, b'\n');
         assert_eq!(m, 0x80 << 8 | 0x80 << 32);
+    }
+
+    #[test]
+    fn code_names_and_aliases() {
+        // The arrays and constants userspace used before the enums, unchanged.
+        assert_eq!(
+            REASON_NAMES,
+            ["pass", "allowlisted", "blacklisted", "banned", "geo", "scanner", "ratelimit", "malformed"]
+        );
+        assert_eq!((REASON_PASS, REASON_RATELIMIT, REASON_MALFORMED, NUM_REASONS), (0, 6, 7, 8));
+        assert_eq!(
+            METHOD_NAMES,
+            [
+                "",
+                "REGISTER",
+                "INVITE",
+                "OPTIONS",
+                "ACK",
+                "BYE",
+                "CANCEL",
+                "SUBSCRIBE",
+                "NOTIFY",
+                "MESSAGE",
+                "INFO",
+                "PRACK",
+                "UPDATE",
+                "REFER",
+                "PUBLISH",
+                "OTHER",
+                "RESPONSE",
+                "ANY"
+            ]
+        );
+        assert_eq!((METHOD_REGISTER, METHOD_OTHER, METHOD_RESPONSE, METHOD_ANY, NUM_METHOD_SLOTS), (1, 15, 16, 17, 18));
+        assert_eq!(HEADER_NAMES, ["", "user-agent", "from", "to", "contact", "via", "call-id", "subject", "server"]);
+        assert_eq!((HDR_USER_AGENT, HDR_CALL_ID, HDR_SERVER, NUM_HEADERS), (1, 6, 8, 9));
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_code(r as u32), Some(r));
+            assert_eq!(REASON_NAMES[r as usize], r.name());
+        }
+        assert_eq!(Reason::from_code(NUM_REASONS), None);
+        assert_eq!(Method::from_code(METHOD_INVITE), Some(Method::Invite));
+        assert_eq!(Method::Invite.name(), "INVITE");
+        assert_eq!(Header::from_code(HDR_CALL_ID).map(Header::name), Some("call-id"));
+        assert_eq!(Header::from_code(NUM_HEADERS), None);
     }
 
     #[test]

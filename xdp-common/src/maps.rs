@@ -1,47 +1,96 @@
-//! Map names: the contract between the XDP program (its map statics carry these names) and
-//! userspace (which opens, pins and adopts them by name). Double-buffered maps come as
-//! `[generation 0, generation 1]`.
+//! Names of the XDP program's maps: the contract between `xdp-ebpf` (whose `#[map]` statics
+//! carry exactly these names) and userspace, which opens, pins and adopts maps by name.
+//!
+//! Names (and the types and sizes behind them) never change: a filter pinned by an earlier
+//! build is adopted by name. Maps with two generations are listed as pairs indexed by the
+//! generation (`Config::*_gen`): `BL_V4[gen]`.
 
+/// `Config`, one entry.
 pub const CONFIG: &str = "CONFIG";
+/// Per-CPU `Counter` per (interface slot, reason).
 pub const STATS: &str = "STATS";
+/// ifindex → interface slot of the counters.
 pub const IFACE_SLOT: &str = "IFACE_SLOT";
-/// Bitmap of the SIP ports (`SIP_PORT_WORDS` words).
+/// Bitmap of the SIP ports, policy generation 0 (`Config::policy_gen` even).
 pub const SIP_PORTS: &str = "SIP_PORTS";
+/// Bitmap of the SIP ports, policy generation 1 (`Config::policy_gen` odd).
+pub const SIP_PORTS_1: &str = "SIP_PORTS_1";
+/// The SIP ports bitmap of policy generation `policy_gen & 1`.
+pub const SIP_PORTS_GEN: [&str; 2] = [SIP_PORTS, SIP_PORTS_1];
+
+/// Allowlist, exact IPv4 addresses (`Config::allowlist_gen`).
 pub const AL_V4: [&str; 2] = ["AL_V4_0", "AL_V4_1"];
+/// Allowlist, exact IPv6 addresses.
 pub const AL_V6: [&str; 2] = ["AL_V6_0", "AL_V6_1"];
+/// Allowlist, IPv4 ranges (LPM trie).
 pub const AL_NET4: [&str; 2] = ["AL_NET4_0", "AL_NET4_1"];
+/// Allowlist, IPv6 ranges (LPM trie).
 pub const AL_NET6: [&str; 2] = ["AL_NET6_0", "AL_NET6_1"];
+
+/// Blacklist, overflow hash of the IPv4 table (`Config::blacklist_gen`).
 pub const BL_V4: [&str; 2] = ["BL_V4_0", "BL_V4_1"];
+/// Blacklist, exact IPv6 addresses.
 pub const BL_V6: [&str; 2] = ["BL_V6_0", "BL_V6_1"];
+/// Blacklist, IPv4 ranges (LPM trie).
 pub const BL_NET4: [&str; 2] = ["BL_NET4_0", "BL_NET4_1"];
+/// Blacklist, IPv6 ranges (LPM trie).
 pub const BL_NET6: [&str; 2] = ["BL_NET6_0", "BL_NET6_1"];
+/// Blacklist, exact IPv4 addresses: the bucketized table (`Bucket4`, mmap-able array).
 pub const BL_TAB4: [&str; 2] = ["BL_TAB4_0", "BL_TAB4_1"];
+
+/// Timed bans, IPv4 (LRU hash of expiry times).
 pub const BANS_V4: &str = "BANS_V4";
+/// Timed bans, IPv6 (`BanKey6`).
 pub const BANS_V6: &str = "BANS_V6";
+/// `BAN_PRESENT_V4`/`_V6` flags: the ban map of a family may hold entries.
 pub const BAN_PRESENT: &str = "BAN_PRESENT";
+
+/// GeoIP, flat IPv4 table (`GeoRow` per /16) (`Config::geo_gen`).
 pub const GEO_V4: [&str; 2] = ["GEO_V4_0", "GEO_V4_1"];
+/// GeoIP, IPv4 exceptions for split /24s (LPM trie).
 pub const GEO_NET4: [&str; 2] = ["GEO_NET4_0", "GEO_NET4_1"];
+/// GeoIP, IPv6 (LPM trie).
 pub const GEO_V6: [&str; 2] = ["GEO_V6_0", "GEO_V6_1"];
+/// GeoIP policy per (generation, country).
 pub const GEO_POLICY: &str = "GEO_POLICY";
+/// Per-CPU drops per country.
 pub const GEO_DROPS: &str = "GEO_DROPS";
+
+/// Scanner signatures (LPM trie of `SigKeyData`) (`Config::sig_gen`).
 pub const SIG: [&str; 2] = ["SIG_0", "SIG_1"];
+/// `SigPrefilter` per signature generation.
 pub const SIG_PREFILTER: &str = "SIG_PREFILTER";
-/// Rate rules, one per method slot.
+
+/// Rate-limit rules by method slot, policy generation 0 (`Config::policy_gen` even).
 pub const RL_RULES: &str = "RL_RULES";
+/// Rate-limit rules by method slot, policy generation 1 (`Config::policy_gen` odd).
+pub const RL_RULES_1: &str = "RL_RULES_1";
+/// The rate-limit rules of policy generation `policy_gen & 1`.
+pub const RL_RULES_GEN: [&str; 2] = [RL_RULES, RL_RULES_1];
+/// Rate-limit buckets (`RateSet` per set).
 pub const RL_TABLE: &str = "RL_TABLE";
+/// Seed of the bucket hash.
 pub const RL_SEED: &str = "RL_SEED";
+
+/// Event ring buffer (`Event`).
 pub const EVENTS: &str = "EVENTS";
+/// Per-CPU event counters (`EVSTAT_*`).
 pub const EVENT_STATS: &str = "EVENT_STATS";
+/// Per-CPU state of the event sampler.
 pub const EVENT_TAT: &str = "EVENT_TAT";
+/// Per-CPU copy of the payload for SIP inspection.
 pub const SCRATCH: &str = "SCRATCH";
+/// The program's clock parameters (`ClockParams`), written at load.
 pub const CLOCK: &str = "CLOCK";
 
-/// Every map of the production program (pinned by `sipshield run`).
+/// Every map of the production object (the XDP program `sipshield` and the clock calibration
+/// program `sipshield_clock`), i.e. everything the controller pins and adopts.
 pub const ALL: &[&str] = &[
     CONFIG,
     STATS,
     IFACE_SLOT,
     SIP_PORTS,
+    SIP_PORTS_1,
     AL_V4[0],
     AL_V4[1],
     AL_V6[0],
@@ -75,6 +124,7 @@ pub const ALL: &[&str] = &[
     SIG[1],
     SIG_PREFILTER,
     RL_RULES,
+    RL_RULES_1,
     RL_TABLE,
     RL_SEED,
     EVENTS,
@@ -84,7 +134,47 @@ pub const ALL: &[&str] = &[
     CLOCK,
 ];
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_fit_the_kernel() {
+        for (i, a) in ALL.iter().enumerate() {
+            // BPF_OBJ_NAME_LEN is 16 including the terminating NUL.
+            assert!(a.len() < 16, "{a} is too long for a BPF object name");
+            assert!(ALL[i + 1..].iter().all(|b| a != b), "{a} is listed twice");
+        }
+    }
+
+    #[test]
+    fn generation_pairs_are_listed() {
+        for pair in [
+            SIP_PORTS_GEN,
+            AL_V4,
+            AL_V6,
+            AL_NET4,
+            AL_NET6,
+            BL_V4,
+            BL_V6,
+            BL_NET4,
+            BL_NET6,
+            BL_TAB4,
+            GEO_V4,
+            GEO_NET4,
+            GEO_V6,
+            SIG,
+            RL_RULES_GEN,
+        ] {
+            for name in pair {
+                assert!(ALL.contains(&name), "{name} is not in ALL");
+            }
+        }
+    }
+}
+
 /// Maps pinned by earlier versions that this one replaced: unpinned once this version's
-/// program has loaded (the previous program keeps its reference until its link is swapped).
-/// `RL_STATE`: the kernel LRU hash of rate-limit buckets, now `RL_TABLE`.
-pub const RETIRED: &[&str] = &["RL_STATE"];
+/// program has loaded (the previous program keeps its own reference until its link is
+/// swapped). `RL_STATE`: the kernel LRU hash of rate-limit buckets, now `RL_TABLE`;
+/// `GEN_IFINDEX`: a benchmark helper's map, now in the benchmark's own object.
+pub const RETIRED: &[&str] = &["RL_STATE", "GEN_IFINDEX"];

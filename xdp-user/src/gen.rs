@@ -6,12 +6,10 @@
 //! 1. check every part against its capacities (nothing written yet);
 //! 2. fill each part's idle generation; on any failure the idle generations are emptied again
 //!    and the live ones were never touched;
-//! 3. write the small single-buffered tables (SIP ports, rate rules: see
-//!    [`Part::write_in_place`]), which restore their previous content if that fails;
-//! 4. widen the "present" bits so the program looks into the new structures, then flip every
+//! 3. widen the "present" bits so the program looks into the new structures, then flip every
 //!    part's generation (and the scalar settings) with **one** `CONFIG` write, then narrow the
-//!    bits: apart from the microseconds between steps 3 and 4, a packet sees the old policy or
-//!    the new one, and a rejected change is never partly applied;
+//!    bits: a packet sees the old policy or the new one, and a rejected change is never partly
+//!    applied;
 //! 4. release the previous generations (a failure there is logged, not a failed swap: the next
 //!    swap empties an idle generation before filling it anyway).
 use std::time::Instant;
@@ -37,11 +35,7 @@ pub trait Part {
     fn fill(&self, f: &mut Filter, g: u32) -> Result<()>;
     /// Empty generation `g`.
     fn clear(&self, f: &mut Filter, g: u32) -> Result<()>;
-    /// Single-buffered tables: written once every idle generation is filled, just before the
-    /// flip. On failure the part restores what it overwrote and reports the error.
-    fn write_in_place(&self, _f: &mut Filter) -> Result<()> {
-        Ok(())
-    }
+
     /// Before the flip: enable every lookup the new generation needs (a superset of old and
     /// new; looking into an empty structure is harmless).
     fn widen(&self, _c: &mut Config) {}
@@ -77,14 +71,6 @@ pub fn swap(f: &mut Filter, parts: &[&dyn Part], scalar: impl FnOnce(&mut Config
         filled += 1;
         if result.is_err() {
             break;
-        }
-    }
-    if result.is_ok() {
-        for p in parts {
-            result = p.write_in_place(f);
-            if result.is_err() {
-                break;
-            }
         }
     }
     if let Err(e) = result {

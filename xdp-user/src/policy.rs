@@ -185,8 +185,8 @@ fn reason_index(name: &str) -> Option<usize> {
     REASON_NAMES.iter().position(|n| *n == name)
 }
 
-/// SIP ports and rate rules: small single-buffered tables (`SIP_PORTS`, `RL_RULES`) written
-/// in place right before the flip (see [`gen::swap`]).
+/// SIP ports and rate rules: two generations (`SIP_PORTS`/`SIP_PORTS_1`, `RL_RULES`/
+/// `RL_RULES_1`) selected by `Config::policy_gen`, flipped with the rest of the policy.
 #[derive(Clone)]
 pub struct PolicyPart {
     ports: Vec<u64>,
@@ -206,35 +206,25 @@ impl PolicyPart {
         }
         PolicyPart { ports, rules }
     }
-
-    fn write(f: &mut Filter, ports: &[u64], rules: &[RateRule]) -> Result<()> {
-        f.fill_array(maps::SIP_PORTS, 0, ports)?;
-        f.fill_array(maps::RL_RULES, 0, rules)
-    }
 }
 
 impl Part for PolicyPart {
     fn name(&self) -> &'static str {
         "SIP ports and rate rules"
     }
-    fn live(&self, _c: &KConfig) -> u32 {
-        0
+    fn live(&self, c: &KConfig) -> u32 {
+        c.policy_gen
     }
-    fn set_live(&self, _c: &mut KConfig, _g: u32) {}
-    fn fill(&self, _f: &mut Filter, _g: u32) -> Result<()> {
-        Ok(())
+    fn set_live(&self, c: &mut KConfig, g: u32) {
+        c.policy_gen = g;
+    }
+    fn fill(&self, f: &mut Filter, g: u32) -> Result<()> {
+        let g = (g & 1) as usize;
+        f.fill_array(maps::SIP_PORTS_GEN[g], 0, &self.ports)?;
+        f.fill_array(maps::RL_RULES_GEN[g], 0, &self.rules)
     }
     fn clear(&self, _f: &mut Filter, _g: u32) -> Result<()> {
-        Ok(())
-    }
-    fn write_in_place(&self, f: &mut Filter) -> Result<()> {
-        let old_ports: Vec<u64> = f.read_array(maps::SIP_PORTS, SIP_PORT_WORDS)?;
-        let old_rules: Vec<RateRule> = f.read_array(maps::RL_RULES, NUM_METHOD_SLOTS)?;
-        if let Err(e) = Self::write(f, &self.ports, &self.rules) {
-            Self::write(f, &old_ports, &old_rules)
-                .map_err(|r| anyhow!("{e:#}; restoring the previous SIP ports and rate rules failed too: {r:#}"))?;
-            return Err(e);
-        }
+        // Arrays: a fill overwrites every slot.
         Ok(())
     }
 }

@@ -48,9 +48,10 @@ fn main() {
     }
 }
 
-/// The crates built for the host. `xdp-ebpf` is a `no_std` BPF program: xdp-user's build script
-/// builds it for `bpfel-unknown-none`; built for the host it clashes with std's panic handler.
-const HOST_EXCLUDES: &[&str] = &["--exclude", "xdp-ebpf"];
+/// The crates built for the host. `xdp-ebpf` and `sipshield-bench-ebpf` are `no_std` BPF
+/// programs: the build scripts of xdp-user and bench build them for `bpfel-unknown-none`; built
+/// for the host they clash with std's panic handler.
+const HOST_EXCLUDES: &[&str] = &["--exclude", "xdp-ebpf", "--exclude", "sipshield-bench-ebpf"];
 
 fn test(extra: &[String]) -> Result<()> {
     setup::run()?;

@@ -646,7 +646,7 @@ fn bench(a: &Args, scratch: &Path, t0: Instant) -> Result<()> {
                 nft.push(run_nft(&tb, &mut f, &frames, per)?);
             }
             eprintln!("live: harness floor (empty XDP_DROP on the receiver) ...");
-            let b = harness_floor(&tb, &mut f, &frames, per)?;
+            let b = harness_floor(&tb, &frames, per)?;
             let floor = Run {
                 sent: b.sent,
                 dropped: b.dropped,

@@ -374,7 +374,7 @@ impl LiveResult {
 fn live(a: &Args, tb: &Testbed) -> Result<LiveResult> {
     let mut f = filter_with(LIVE_TOML)?;
     let per = (a.frames / a.sources as u64).max(1) as u32;
-    let overhead = call_overhead(tb, &mut f, &frame(0, &scanner_sip(0), None), 5).unwrap_or(f64::NAN);
+    let overhead = call_overhead(tb, &frame(0, &scanner_sip(0), None), 5).unwrap_or(f64::NAN);
     let mut cases = vec![];
     for (name, at, target) in [
         ("scanner, UA near the start", 0usize, TARGET_SPEEDUP_START),
@@ -404,7 +404,7 @@ fn live(a: &Args, tb: &Testbed) -> Result<LiveResult> {
     // Harness floor: the generator and the veth alone, into a 2-instruction XDP_DROP program.
     let frames = live_frames(tb, a.sources, &scanner_sip(0));
     eprintln!("live: harness floor (empty XDP_DROP on the receiver) ...");
-    let b = harness_floor(tb, &mut f, &frames, per)?;
+    let b = harness_floor(tb, &frames, per)?;
     let floor =
         Run { sent: b.sent, dropped: b.dropped, wall_secs: b.wall_secs, kernel_secs: b.kernel_secs, calls: b.calls };
     Ok(LiveResult { cases, overhead, floor })

@@ -224,8 +224,9 @@ impl Filter {
 
     /// The live SIP ports.
     pub fn sip_ports(&self) -> Result<Vec<u16>> {
+        let name = maps::SIP_PORTS_GEN[(self.config()?.policy_gen & 1) as usize];
         let mut out = vec![];
-        for (i, w) in self.read_array::<u64>(maps::SIP_PORTS, SIP_PORT_WORDS)?.into_iter().enumerate() {
+        for (i, w) in self.read_array::<u64>(name, SIP_PORT_WORDS)?.into_iter().enumerate() {
             let i = i as u32;
             for b in 0..64 {
                 if w >> b & 1 == 1 {

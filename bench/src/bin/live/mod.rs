@@ -6,6 +6,8 @@
 //! * [`in_netns`]: run a closure on a thread that joined a namespace (attach, live frames);
 //! * [`blast`]: push frames out of a veth with the `sipshield_gen` program and
 //!   `BPF_PROG_TEST_RUN` live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`);
+//! * [`with_helper`]: the helper programs `sipshield_gen` and `sipshield_pass`, from their own
+//!   object (`bench/ebpf`, built by `bench/build.rs`), which the controller never loads;
 //! * per-packet cost helpers (`BPF_PROG_TEST_RUN` with repeat), table and JSON helpers.
 #![allow(dead_code)]
 
@@ -15,10 +17,12 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use aya::Ebpf;
 use serde_json::Value;
 use sipshield::filter::Filter;
 
@@ -266,23 +270,64 @@ pub fn with_attached<R>(
 ) -> Result<R> {
     let ifindex = tb.rx_if.ifindex;
     let link = in_netns(&tb.rx, || {
-        let p = xdp_prog(filter, prog_name)?;
-        p.attach_to_if_index(ifindex, XdpMode::Driver)
-            .map_err(|e| anyhow!("attaching {} natively to {RX_IF}: {e:#}", prog_name.unwrap_or("sipshield")))
+        with_prog(filter, prog_name, |p| {
+            p.attach_to_if_index(ifindex, XdpMode::Driver)
+                .map_err(|e| anyhow!("attaching {} natively to {RX_IF}: {e:#}", prog_name.unwrap_or("sipshield")))
+        })
     })?;
     let r = f(filter);
-    let d = xdp_prog(filter, prog_name).and_then(|p| p.detach(link).map_err(|e| anyhow!("detach: {e:#}")));
+    let d = with_prog(filter, prog_name, |p| p.detach(link).map_err(|e| anyhow!("detach: {e:#}")));
     let r = r?;
     d?;
     Ok(r)
 }
 
-/// The main program (`None`) or a helper program of the object.
-pub fn xdp_prog<'a>(filter: &'a mut Filter, name: Option<&str>) -> Result<&'a mut Xdp> {
+/// Run `f` on the filter's program (`None`) or on a helper program (`Some(name)`, see
+/// [`with_helper`]).
+pub fn with_prog<R>(filter: &mut Filter, name: Option<&str>, f: impl FnOnce(&mut Xdp) -> Result<R>) -> Result<R> {
     match name {
-        None => filter.program(),
-        Some(n) => filter.aux_program(n),
+        None => f(filter.program()?),
+        Some(n) => with_helper(n, f),
     }
+}
+
+/// The benchmarks' helper programs (`sipshield_gen`, `sipshield_pass`) and the generator's
+/// map `GEN_IFINDEX`: an object of their own (`bench/ebpf`, built by `bench/build.rs`), so
+/// the controller never loads or pins them.
+static HELPER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sipshield-bench-xdp"));
+
+/// The helper object, loaded on first use and kept for the whole run.
+static HELPERS: Mutex<Option<Ebpf>> = Mutex::new(None);
+
+/// Run `f` on the helper object, loading it on first use.
+fn with_helpers<R>(f: impl FnOnce(&mut Ebpf) -> Result<R>) -> Result<R> {
+    let mut helpers = HELPERS.lock().map_err(|_| anyhow!("helper object lock poisoned"))?;
+    if helpers.is_none() {
+        *helpers = Some(Ebpf::load(HELPER_OBJECT).context("loading the benchmark helper object")?);
+    }
+    f(helpers.as_mut().expect("loaded above"))
+}
+
+/// Run `f` on the helper program `name`, loading it on first use.
+pub fn with_helper<R>(name: &str, f: impl FnOnce(&mut Xdp) -> Result<R>) -> Result<R> {
+    with_helpers(|ebpf| {
+        let prog: &mut Xdp =
+            ebpf.program_mut(name).ok_or_else(|| anyhow!("the helper object has no program {name}"))?.try_into()?;
+        if prog.fd().is_err() {
+            prog.load().with_context(|| format!("loading the helper program {name}"))?;
+        }
+        f(prog)
+    })
+}
+
+/// Point `sipshield_gen` at `ifindex` (its map `GEN_IFINDEX`).
+fn set_gen_ifindex(ifindex: u32) -> Result<()> {
+    with_helpers(|ebpf| {
+        let map = ebpf.map_mut("GEN_IFINDEX").ok_or_else(|| anyhow!("the helper object has no map GEN_IFINDEX"))?;
+        let mut a: aya::maps::Array<_, u32> = aya::maps::Array::try_from(map)?;
+        a.set(0, ifindex, 0)?;
+        Ok(())
+    })
 }
 
 // ------------------------------------------------------------------------------------------
@@ -307,52 +352,49 @@ pub struct Blast {
 /// Send `frames` round-robin, `per_frame` times each, out of the generator's veth with the
 /// `sipshield_gen` program in live-frames mode. Runs on a thread inside the generator
 /// namespace. Bounded by [`MAX_FRAMES_PER_BLAST`] and [`MAX_BLAST_SECS`].
-pub fn blast(tb: &Testbed, filter: &mut Filter, frames: &[Vec<u8>], per_frame: u32) -> Result<Blast> {
+pub fn blast(tb: &Testbed, frames: &[Vec<u8>], per_frame: u32) -> Result<Blast> {
     let total = frames.len() as u64 * per_frame as u64;
     if total > MAX_FRAMES_PER_BLAST {
         bail!("{total} frames exceed the per-run ceiling of {MAX_FRAMES_PER_BLAST}");
     }
-    let ifindex = tb.gen_if.ifindex;
-    {
-        let mut a: aya::maps::Array<_, u32> = aya::maps::Array::try_from(filter.map_mut("GEN_IFINDEX")?)?;
-        a.set(0, ifindex, 0)?;
-    }
+    set_gen_ifindex(tb.gen_if.ifindex)?;
     in_netns(&tb.gen, || {
-        let gen = filter.aux_program("sipshield_gen")?;
-        let mut b = Blast::default();
-        let t0 = Instant::now();
-        for f in frames {
-            if interrupted() {
-                bail!("interrupted");
+        with_helper("sipshield_gen", |gen| {
+            let mut b = Blast::default();
+            let t0 = Instant::now();
+            for f in frames {
+                if interrupted() {
+                    bail!("interrupted");
+                }
+                let t = Instant::now();
+                let r = gen
+                    .test_run(TestRunOptions {
+                        data_in: Some(f),
+                        repeat: per_frame,
+                        attrs: TestRunAttrs::new().xdp_live_frames(64),
+                        ..Default::default()
+                    })
+                    .map_err(|e| anyhow!("live-frames BPF_PROG_TEST_RUN: {e:#}"))?;
+                b.wall_secs += t.elapsed().as_secs_f64();
+                b.kernel_secs += r.duration.as_nanos() as f64 * per_frame as f64 / 1e9;
+                b.sent += per_frame as u64;
+                b.calls += 1;
+                if t0.elapsed().as_secs_f64() > MAX_BLAST_SECS {
+                    eprintln!("  (blast stopped at the {MAX_BLAST_SECS} s ceiling after {} frames)", b.sent);
+                    break;
+                }
             }
-            let t = Instant::now();
-            let r = gen
-                .test_run(TestRunOptions {
-                    data_in: Some(f),
-                    repeat: per_frame,
-                    attrs: TestRunAttrs::new().xdp_live_frames(64),
-                    ..Default::default()
-                })
-                .map_err(|e| anyhow!("live-frames BPF_PROG_TEST_RUN: {e:#}"))?;
-            b.wall_secs += t.elapsed().as_secs_f64();
-            b.kernel_secs += r.duration.as_nanos() as f64 * per_frame as f64 / 1e9;
-            b.sent += per_frame as u64;
-            b.calls += 1;
-            if t0.elapsed().as_secs_f64() > MAX_BLAST_SECS {
-                eprintln!("  (blast stopped at the {MAX_BLAST_SECS} s ceiling after {} frames)", b.sent);
-                break;
-            }
-        }
-        Ok(b)
+            Ok(b)
+        })
     })
 }
 
 /// Fixed wall-clock cost of one live-frames test run (program swap + RCU grace periods),
 /// measured with runs of 2 frames each (median of `n`); those frames do go out of the veth.
-pub fn call_overhead(tb: &Testbed, filter: &mut Filter, frame: &[u8], n: usize) -> Result<f64> {
+pub fn call_overhead(tb: &Testbed, frame: &[u8], n: usize) -> Result<f64> {
     let mut v = vec![];
     for _ in 0..n {
-        let b = blast(tb, filter, &[frame.to_vec()], 2)?;
+        let b = blast(tb, &[frame.to_vec()], 2)?;
         v.push(b.wall_secs - b.kernel_secs);
     }
     Ok(median(&mut v))
@@ -416,14 +458,14 @@ fn link_xdp(prog: &std::os::fd::OwnedFd, ifindex: u32) -> Result<std::os::fd::Ow
 
 /// The harness alone: the same frames into an empty XDP_DROP program on the receiver (frames
 /// counted from the veth's XDP packet counter, `ip -s link` rx packets).
-pub fn harness_floor(tb: &Testbed, filter: &mut Filter, frames: &[Vec<u8>], per: u32) -> Result<Blast> {
+pub fn harness_floor(tb: &Testbed, frames: &[Vec<u8>], per: u32) -> Result<Blast> {
     let prog = load_xdp_drop()?;
     let ifindex = tb.rx_if.ifindex;
     let link = in_netns(&tb.rx, || link_xdp(&prog, ifindex))?;
     let r = (|| {
-        blast(tb, filter, &frames[..frames.len().min(4)], 4000)?;
+        blast(tb, &frames[..frames.len().min(4)], 4000)?;
         let before = tb.rx_stats()?["rx"]["packets"].as_u64().unwrap_or(0);
-        let mut b = blast(tb, filter, frames, per)?;
+        let mut b = blast(tb, frames, per)?;
         let after = tb.rx_stats()?["rx"]["packets"].as_u64().unwrap_or(0);
         b.dropped = after - before;
         Ok(b)
@@ -454,21 +496,22 @@ pub fn cost(
     repeat: u32,
     rounds: usize,
 ) -> Result<(Vec<u32>, f64)> {
-    let prog = xdp_prog(filter, prog_name)?;
-    let mut actions = vec![];
-    let mut per_round = vec![];
-    for round in 0..rounds {
-        let mut sum = 0.0;
-        for f in frames {
-            let (a, ns) = run_repeat(prog, f, repeat)?;
-            if round == 0 {
-                actions.push(a);
+    with_prog(filter, prog_name, |prog| {
+        let mut actions = vec![];
+        let mut per_round = vec![];
+        for round in 0..rounds {
+            let mut sum = 0.0;
+            for f in frames {
+                let (a, ns) = run_repeat(prog, f, repeat)?;
+                if round == 0 {
+                    actions.push(a);
+                }
+                sum += ns;
             }
-            sum += ns;
+            per_round.push(sum / frames.len() as f64);
         }
-        per_round.push(sum / frames.len() as f64);
-    }
-    Ok((actions, median(&mut per_round)))
+        Ok((actions, median(&mut per_round)))
+    })
 }
 
 /// Per-packet cost of several cases measured round-robin, so a slow phase of a noisy VM hits
@@ -483,15 +526,17 @@ pub fn cost_rounds(
     let mut out: Vec<(Vec<u32>, Vec<f64>)> = cases.iter().map(|_| (vec![], vec![])).collect();
     for round in 0..rounds {
         for (ci, (prog_name, frames)) in cases.iter().enumerate() {
-            let prog = xdp_prog(filter, *prog_name)?;
-            let mut sum = 0.0;
-            for f in frames.iter() {
-                let (a, ns) = run_repeat(prog, f, repeat)?;
-                if round == 0 {
-                    out[ci].0.push(a);
+            let sum = with_prog(filter, *prog_name, |prog| {
+                let mut sum = 0.0;
+                for f in frames.iter() {
+                    let (a, ns) = run_repeat(prog, f, repeat)?;
+                    if round == 0 {
+                        out[ci].0.push(a);
+                    }
+                    sum += ns;
                 }
-                sum += ns;
-            }
+                Ok(sum)
+            })?;
             out[ci].1.push(sum / frames.len() as f64);
         }
     }
@@ -641,9 +686,9 @@ pub fn counted_blast(
     mut drops: impl FnMut(&mut Filter) -> Result<u64>,
 ) -> Result<Run> {
     // Warm-up (faults pages in, fills the rate-limit table, lets the peer's state settle).
-    blast(tb, f, &frames[..frames.len().min(4)], 4000)?;
+    blast(tb, &frames[..frames.len().min(4)], 4000)?;
     let before = drops(f)?;
-    let b = blast(tb, f, frames, per)?;
+    let b = blast(tb, frames, per)?;
     let after = drops(f)?;
     Ok(Run {
         sent: b.sent,

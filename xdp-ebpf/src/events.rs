@@ -1,0 +1,75 @@
+//! Drop and ban events on the ring buffer, sampled per CPU, and their counters.
+use aya_ebpf::programs::XdpContext;
+use xdp_common::*;
+
+use crate::maps::{EVENTS, EVENT_STATS, EVENT_TAT};
+use crate::parse::Pkt;
+use crate::verdict::Verdict;
+
+/// Count one `EVSTAT_*` event statistic.
+#[inline(always)]
+pub fn evstat(idx: u32) {
+    if let Some(c) = EVENT_STATS.get_ptr_mut(idx) {
+        unsafe { *c += 1 };
+    }
+}
+
+/// Kernel-side event sampling: a per-CPU GCRA allowing one event per `event_interval_ns`
+/// with a burst of `event_burst_ns`.
+#[inline(always)]
+fn event_allowed(cfg: &Config, now: u64) -> bool {
+    if cfg.event_interval_ns == 0 {
+        return true;
+    }
+    let tat = match EVENT_TAT.get_ptr_mut(0) {
+        Some(p) => unsafe { &mut *p },
+        None => return false,
+    };
+    let t = if *tat > now { *tat } else { now };
+    if t - now > cfg.event_burst_ns {
+        return false;
+    }
+    *tat = t + cfg.event_interval_ns;
+    true
+}
+
+/// Emit the event of a drop: always for a new ban, else when its reason is selected
+/// (`Config::event_reasons`) and the sampler allows it.
+#[inline(always)]
+pub fn emit(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, v: &Verdict, now: u64) {
+    let new_ban = v.ban_until != 0;
+    if !new_ban {
+        if cfg.event_reasons & (1 << v.reason as u32) == 0 {
+            return;
+        }
+        if !event_allowed(cfg, now) {
+            evstat(EVSTAT_SUPPRESSED);
+            return;
+        }
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            entry.write(Event {
+                ts_ns: now,
+                ban_until_ns: v.ban_until,
+                src: pkt.src,
+                ifindex: ctx.ingress_ifindex() as u32,
+                sig_id: v.sig,
+                sport: pkt.sport,
+                dport: pkt.dport,
+                reason: v.reason as u8,
+                family: pkt.family,
+                method: v.method,
+                flags: (if new_ban { EVF_NEW_BAN } else { 0 })
+                    | (if cfg.flags & CFG_DRY_RUN != 0 { EVF_DRY_RUN } else { 0 }),
+                country: v.country as u8,
+                proto: pkt.proto,
+                _pad: 0,
+                _pad2: 0,
+            });
+            entry.submit(0);
+            evstat(EVSTAT_EMITTED);
+        }
+        None => evstat(EVSTAT_RING_FULL),
+    }
+}
