@@ -228,7 +228,7 @@ fn gap_free_swap_under_live_traffic() {
     for gen in 1..=4 {
         write_list(gen % 2);
         let out = ctl.cli(&["blacklist", "reload"]);
-        assert!(out.contains("blacklist reloaded: 200002 entries"), "{out}");
+        assert!(out.contains("blacklist refreshed: 200002 entries"), "{out}");
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let sent = sender.join().unwrap();

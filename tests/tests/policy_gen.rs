@@ -1,18 +1,18 @@
 //! Policy generations (`Config::policy_gen`): the program reads the SIP ports bitmap and the
 //! rate-limit rules of the generation the config names (`SIP_PORTS`/`RL_RULES` when even,
-//! `SIP_PORTS_1`/`RL_RULES_1` when odd), so a controller can fill the idle generation and make
-//! ports and rules live together with one config write.
+//! `SIP_PORTS_1`/`RL_RULES_1` when odd), so the controller fills the idle generation and makes
+//! ports and rules live together with the rest of the policy, in one config write.
 use aya::maps::Array;
 use sipshield::filter::{clock_ns, Filter};
 use sipshield::packet::{PacketBuilder, SipMessage};
 use sipshield_tests::*;
 use xdp_common::{maps, RateRule, METHOD_NONE, METHOD_REGISTER, NUM_METHOD_SLOTS, REASON_RATELIMIT, REASON_SCANNER};
 
-/// Generation 0 (written by the config): SIP on 5060, OPTIONS limited to a burst of 1, no
+/// The policy the config commits (into whichever generation was idle): SIP on 5060, OPTIONS limited to a burst of 1, no
 /// REGISTER rule. `ban_after = 0`: excess is only dropped, never banned.
 const GEN0: &str = "[sip]\nports = [5060]\n[ratelimit.options]\nrate = 1\nburst = 1\nban_after = 0\n";
 
-/// The port and the REGISTER rule of generation 1 (written directly into the `_1` maps).
+/// The port and the REGISTER rule written directly into the other generation's maps.
 const GEN1_PORT: u16 = 5080;
 
 fn request(src: &str, port: u16, method: &str, ua: &str) -> Vec<u8> {
@@ -24,12 +24,15 @@ fn scanner(port: u16) -> Vec<u8> {
     request("203.0.113.9", port, "OPTIONS", "friendly-scanner")
 }
 
-/// Fill generation 1: the ports bitmap holds only `GEN1_PORT`, the rules only a REGISTER
+/// Fill generation `g`: the ports bitmap holds only `GEN1_PORT`, the rules only a REGISTER
 /// limit with a burst of 1.
-fn fill_generation_1(f: &mut Filter) {
-    let mut ports: Array<_, u64> = Array::try_from(f.map_mut(maps::SIP_PORTS_1).unwrap()).unwrap();
+fn fill_generation(f: &mut Filter, g: u32) {
+    let mut ports: Array<_, u64> = Array::try_from(f.map_mut(maps::SIP_PORTS_GEN[g as usize]).unwrap()).unwrap();
+    for w in 0..xdp_common::SIP_PORT_WORDS {
+        ports.set(w, 0, 0).unwrap();
+    }
     ports.set((GEN1_PORT >> 6) as u32, 1u64 << (GEN1_PORT & 63), 0).unwrap();
-    let mut rules: Array<_, RateRule> = Array::try_from(f.map_mut(maps::RL_RULES_1).unwrap()).unwrap();
+    let mut rules: Array<_, RateRule> = Array::try_from(f.map_mut(maps::RL_RULES_GEN[g as usize]).unwrap()).unwrap();
     let interval = 1_000_000_000;
     let register =
         RateRule { interval_ns: interval, tolerance_ns: 0, ban_ttl_ns: 0, window_ns: interval, ban_after: 0, _pad: 0 };
@@ -58,8 +61,10 @@ fn verdicts_follow_the_policy_generation() {
     // Scanners are detected on SIP ports only: they show which ports are live. A fixed clock
     // makes the bursts exact.
     f.update_config(|c| c.clock_ns = clock_ns()).unwrap();
-    fill_generation_1(&mut f);
-    assert_eq!(f.config().unwrap().policy_gen, 0, "fresh maps start in generation 0");
+    // The commit made the config's policy live in one generation; the other one gets GEN1.
+    let live = f.config().unwrap().policy_gen & 1;
+    let idle = 1 - live;
+    fill_generation(&mut f, idle);
 
     // Generation 0: 5060 is SIP, 5080 is not; OPTIONS limited, REGISTER not.
     check(&mut f, "gen 0: scanner to 5060", &scanner(5060), Drop(REASON_SCANNER));
@@ -69,7 +74,7 @@ fn verdicts_follow_the_policy_generation() {
     burst(&mut f, "gen 0: REGISTER to 5080", "203.0.113.12", GEN1_PORT, "REGISTER", Pass(pass));
 
     // One config write switches ports and rules together.
-    assert_eq!(f.update_config(|c| c.policy_gen = 1).unwrap().policy_gen, 1);
+    assert_eq!(f.update_config(|c| c.policy_gen = idle).unwrap().policy_gen, idle);
     check(&mut f, "gen 1: scanner to 5080", &scanner(GEN1_PORT), Drop(REASON_SCANNER));
     check(&mut f, "gen 1: scanner to 5060", &scanner(5060), Pass(pass));
     burst(&mut f, "gen 1: REGISTER to 5080", "203.0.113.20", GEN1_PORT, "REGISTER", Drop(REASON_RATELIMIT));
@@ -77,13 +82,32 @@ fn verdicts_follow_the_policy_generation() {
     burst(&mut f, "gen 1: REGISTER to 5060", "203.0.113.22", 5060, "REGISTER", Pass(pass));
 
     // Only the low bit names the generation.
-    f.update_config(|c| c.policy_gen = 3).unwrap();
+    f.update_config(|c| c.policy_gen = idle + 2).unwrap();
     check(&mut f, "gen 3 = 1: scanner to 5080", &scanner(GEN1_PORT), Drop(REASON_SCANNER));
 
-    // And back: generation 0 is live again, untouched.
-    f.update_config(|c| c.policy_gen = 0).unwrap();
+    // And back: the config's generation is live again, untouched.
+    f.update_config(|c| c.policy_gen = live).unwrap();
     check(&mut f, "back to 0: scanner to 5060", &scanner(5060), Drop(REASON_SCANNER));
     check(&mut f, "back to 0: scanner to 5080", &scanner(GEN1_PORT), Pass(pass));
     burst(&mut f, "back to 0: REGISTER to 5060", "203.0.113.30", 5060, "REGISTER", Pass(pass));
     burst(&mut f, "back to 0: OPTIONS to 5060", "203.0.113.31", 5060, "OPTIONS", Drop(REASON_RATELIMIT));
+}
+
+#[test]
+fn a_commit_switches_ports_and_rules_together() {
+    if !require_root("a_commit_switches_ports_and_rules_together") {
+        return;
+    }
+    use Want::*;
+    let mut f = filter_with(GEN0);
+    f.update_config(|c| c.clock_ns = clock_ns()).unwrap();
+    let before = f.config().unwrap().policy_gen & 1;
+    let next = "[sip]\nports = [5080]\n[ratelimit.register]\nrate = 1\nburst = 1\nban_after = 0\n";
+    let cfg = sipshield::config::Config::parse(next, std::path::Path::new("t.toml")).unwrap();
+    sipshield::policy::apply_config(&mut f, &cfg).unwrap();
+    assert_eq!(f.config().unwrap().policy_gen & 1, 1 - before, "a commit flips the policy generation");
+    check(&mut f, "new: scanner to 5080", &scanner(GEN1_PORT), Drop(REASON_SCANNER));
+    check(&mut f, "new: scanner to 5060", &scanner(5060), Pass(xdp_common::REASON_PASS));
+    burst(&mut f, "new: REGISTER to 5080", "203.0.113.40", GEN1_PORT, "REGISTER", Drop(REASON_RATELIMIT));
+    burst(&mut f, "new: OPTIONS to 5080", "203.0.113.41", GEN1_PORT, "OPTIONS", Pass(xdp_common::REASON_PASS));
 }

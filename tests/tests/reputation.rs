@@ -248,13 +248,13 @@ fn a_million_entries_fit() {
         l.v6.insert(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, i as u16 + 1).octets());
         l.net4.insert(((0x4000_0000u32 + (i << 8)).to_be_bytes(), 24));
     }
+    let cfg = sipshield::config::Config::parse("[sip]\nports = [5060]\n", std::path::Path::new("t.toml")).unwrap();
+    sipshield::policy::apply_config(&mut f, &cfg).unwrap();
     let r = f.swap_list(ListKind::Blacklist, &l).unwrap();
     assert_eq!(r.v4, 1_000_000);
     // All of them fit the bucket table (no overflow at this load).
     assert_eq!(f.config().unwrap().bl4_overflow, 0);
     assert_eq!(f.read_list(ListKind::Blacklist).unwrap().v4.len(), 1_000_000);
-    let cfg = sipshield::config::Config::parse("[sip]\nports = [5060]\n", std::path::Path::new("t.toml")).unwrap();
-    sipshield::policy::apply_config(&mut f, &cfg).unwrap();
     let listed = std::net::Ipv4Addr::from(0x2000_0000u32 + 999_999 * 7).to_string();
     check(&mut f, "last of 1M", &from(&listed), Want::Drop(REASON_BLACKLISTED));
     let unlisted = std::net::Ipv4Addr::from(0x2000_0000u32 + 999_999 * 7 + 1).to_string();

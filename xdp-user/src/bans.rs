@@ -17,9 +17,8 @@ pub const MAX_BAN_TTL: Duration = Duration::from_secs(10 * 365 * 86400);
 pub fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
     if ttl < Duration::from_secs(1) || ttl > MAX_BAN_TTL {
         bail!(
-            "{what}: {} is out of range: a ban lasts from 1s to {}",
-            humantime::format_duration(ttl),
-            humantime::format_duration(MAX_BAN_TTL)
+            "{what}: {} is out of range: a ban lasts from 1s to 10 years",
+            humantime::format_duration(ttl)
         );
     }
     Ok(())
@@ -43,9 +42,12 @@ fn removed(r: Result<(), MapError>, map: &str) -> Result<bool> {
     }
 }
 
-/// Ban `ip` for `ttl` (as a /32 or /128).
+/// Ban `ip` for `ttl` (as a /32 or /128). User input is checked with [`check_ttl`] first; here
+/// only what the kernel cannot represent is refused.
 pub fn add(filter: &mut Filter, ip: IpAddr, ttl: Duration) -> Result<()> {
-    check_ttl("ban duration", ttl)?;
+    if ttl.is_zero() || ttl > MAX_BAN_TTL {
+        check_ttl("ban duration", ttl)?;
+    }
     let until = clock_ns() + duration_ns(ttl);
     match ip {
         IpAddr::V4(a) => {

@@ -322,8 +322,14 @@ pub fn method_slot(name: &str) -> Option<u8> {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsCfg {
+    #[serde(deserialize_with = "socket_addr")]
     pub listen: std::net::SocketAddr,
     pub enabled: bool,
+}
+
+fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<std::net::SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| serde::de::Error::custom(format!("metrics.listen: {s:?} is not an address:port (e.g. \"127.0.0.1:9610\")")))
 }
 
 impl Default for MetricsCfg {

@@ -629,13 +629,35 @@ pub fn run(opts: RunOpts) -> Result<()> {
     rt.block_on(serve(opts))
 }
 
+/// The signals the controller handles.
+fn controller_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut s = SigSet::empty();
+    for sig in [Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT] {
+        s.add(sig);
+    }
+    s
+}
+
+/// Block the controller's signals (first thing in `main`): they stay pending until
+/// [`unblock_signals`], after the handlers are installed.
+pub fn block_signals() -> nix::Result<()> {
+    nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&controller_signals()), None)
+}
+
+pub fn unblock_signals() -> nix::Result<()> {
+    nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_UNBLOCK, Some(&controller_signals()), None)
+}
+
 async fn serve(opts: RunOpts) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    // Signals first: a SIGHUP or SIGTERM during the start is handled, never fatal.
+    // Handlers first, then let the signals blocked since `main` in: a SIGHUP or SIGTERM during
+    // the start is handled (after it), never fatal.
     let mut hup = signal(SignalKind::hangup())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    unblock_signals()?;
     let config_path = opts.config.canonicalize().unwrap_or(opts.config.clone());
     let pin_dir = state::pin_dir();
     let (p, filter, mut st, report) = {
@@ -699,6 +721,7 @@ async fn serve(opts: RunOpts) -> Result<()> {
     let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
     let mut geo_tick = tokio::time::interval(Duration::from_secs(2));
     let started = Instant::now();
+    let mut control_tasks = tokio::task::JoinSet::new();
     let send = |j: Job| {
         if job_tx.send(j).is_err() {
             error!("the worker thread is gone");
@@ -712,9 +735,10 @@ async fn serve(opts: RunOpts) -> Result<()> {
             _ = geo_tick.tick() => send(Job::GeoCheck),
             _ = gc_tick.tick() => send(Job::Gc),
             conn = control.accept() => match conn {
-                Ok((stream, _)) => { tokio::spawn(serve_control(stream, job_tx.clone())); }
+                Ok((stream, _)) => { control_tasks.spawn(serve_control(stream, job_tx.clone())); }
                 Err(e) => warn!("control socket: accept: {e}"),
             },
+            Some(_) = control_tasks.join_next(), if !control_tasks.is_empty() => {}
             _ = stop_rx.recv() => break,
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -722,6 +746,11 @@ async fn serve(opts: RunOpts) -> Result<()> {
     }
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = job_tx.send(Job::Stop);
+    // Answer the requests in flight (the `detach` that stopped us among them).
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while control_tasks.join_next().await.is_some() {}
+    })
+    .await;
     let _ = std::fs::remove_file(state::control_socket());
     stop_events.store(true, Ordering::Relaxed);
     let _ = drain.join();

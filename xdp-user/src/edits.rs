@@ -77,7 +77,17 @@ fn canonical(entry: &str) -> Result<ipnet::IpNet> {
     if net.prefix_len() == 0 {
         bail!("{entry:?} matches every address; an allowlist entry that bypasses every check is refused from the CLI");
     }
-    Ok(ipnet::IpNet::new(net.addr(), net.prefix_len()).map(|n| n.trunc()).unwrap_or(net))
+    Ok(net.trunc())
+}
+
+/// How an entry is written in `runtime.json` and messages: an address without `/32` or
+/// `/128`, a range as CIDR.
+fn entry_text(net: ipnet::IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 fn in_list(l: &IpList, net: ipnet::IpNet) -> bool {
@@ -92,34 +102,35 @@ fn in_list(l: &IpList, net: ipnet::IpNet) -> bool {
 pub fn allow_add(f: &mut Filter, rt: &mut Runtime, base: &Base, entry: &str) -> Result<String> {
     let net = canonical(entry)?;
     if rt.allow.iter().any(|a| lists::parse_entry(a) == Some(net)) {
-        bail!("{net} is already on the allowlist (added from the CLI)");
+        bail!("{} is already on the allowlist (added from the CLI)", entry_text(net));
     }
     let mut new = rt.clone();
-    new.allow.push(net.to_string());
+    new.allow.push(entry_text(net));
     commit(f, rt, new, base, Target::Allowlist)?;
     let also = if in_list(base.allowlist, net) { " (also in the configuration)" } else { "" };
-    Ok(format!("allowlist: added {net}{also}"))
+    Ok(format!("allowlist: added {}{also}", entry_text(net)))
 }
 
 pub fn allow_del(f: &mut Filter, rt: &mut Runtime, base: &Base, entry: &str) -> Result<String> {
     let net = canonical(entry)?;
     let from_config = in_list(base.allowlist, net);
+    let text = entry_text(net);
     if !rt.allow.iter().any(|a| lists::parse_entry(a) == Some(net)) {
         if from_config {
             bail!(
-                "{net} comes from the configuration ([allowlist] entries, files or urls of {}); remove it there and reload",
+                "{text} comes from the configuration ([allowlist] entries, files or urls of {}); remove it there and reload",
                 base.config_path.display()
             );
         }
-        bail!("{net} is not on the allowlist");
+        bail!("{text} is not on the allowlist");
     }
     let mut new = rt.clone();
     new.allow.retain(|a| lists::parse_entry(a) != Some(net));
     commit(f, rt, new, base, Target::Allowlist)?;
     Ok(if from_config {
-        format!("allowlist: removed the CLI entry {net}; it stays allowlisted by the configuration")
+        format!("allowlist: removed the CLI entry {text}; it stays allowlisted by the configuration")
     } else {
-        format!("allowlist: removed {net}")
+        format!("allowlist: removed {text}")
     })
 }
 

@@ -18,11 +18,15 @@ struct Args {
 }
 
 fn main() {
+    // The controller's signals are blocked from the first instruction until its handlers are
+    // installed (then unblocked): a SIGHUP or SIGTERM during the start is handled, never fatal.
+    let _ = sipshield::daemon::block_signals();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
     let args = Args::parse();
     if !matches!(args.cmd, cmd::Cmd::Run(_)) {
+        let _ = sipshield::daemon::unblock_signals();
         // `sipshield status | head`: a closed pipe ends the CLI quietly instead of a panic.
         // SAFETY: restoring the default disposition of SIGPIPE has no preconditions.
         let _ = unsafe {
