@@ -11,7 +11,6 @@ pub mod filter;
 pub mod geo;
 pub mod lists;
 pub mod metrics;
-pub mod packet;
 pub mod replay;
 pub mod sig;
 pub mod state;

@@ -32,7 +32,8 @@ use sipshield::config::Config;
 use sipshield::countries;
 use sipshield::filter::{Filter, XDP_DROP};
 use sipshield::geo::{self, GeoDb, GeoPolicy};
-use sipshield::packet::{PacketBuilder, SipMessage};
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::sip::SipMessage;
 use xdp_common::REASON_GEO;
 
 use live::*;
