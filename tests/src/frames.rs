@@ -13,9 +13,9 @@
 use std::net::IpAddr;
 
 use etherparse::{
-    ip_number, DoubleVlanHeader, IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv4Options,
-    Ipv6FlowLabel, Ipv6FragmentHeader, Ipv6Header, LinkExtSlice, LinkSlice, NetSlice, SingleVlanHeader, SlicedPacket,
-    TransportSlice, VlanHeader, VlanId, VlanPcp,
+    ip_number, DoubleVlanHeader, IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv4Options, Ipv6FlowLabel,
+    Ipv6FragmentHeader, Ipv6Header, LinkExtSlice, LinkSlice, NetSlice, SingleVlanHeader, SlicedPacket, TransportSlice,
+    VlanHeader, VlanId, VlanPcp,
 };
 
 /// Default source MAC (locally administered).
@@ -158,7 +158,10 @@ impl PacketBuilder {
     pub fn new(src: IpAddr, dst: IpAddr, l4: L4) -> Self {
         assert!(src.is_ipv4() == dst.is_ipv4(), "PacketBuilder: {src} and {dst} must be the same address family");
         if let L4::Tcp { data_offset_words, .. } = l4 {
-            assert!((5..=15).contains(&data_offset_words), "PacketBuilder: TCP data offset {data_offset_words} not in 5..=15");
+            assert!(
+                (5..=15).contains(&data_offset_words),
+                "PacketBuilder: TCP data offset {data_offset_words} not in 5..=15"
+            );
         }
         Self {
             src,
@@ -323,7 +326,9 @@ impl PacketBuilder {
         let step = match self.vlan {
             None => eth.ip(ip),
             Some(Vlan::Single(v)) => eth.vlan(VlanHeader::Single(tag(v))).ip(ip),
-            Some(Vlan::QinQ(o, i)) => eth.vlan(VlanHeader::Double(DoubleVlanHeader { outer: tag(o), inner: tag(i) })).ip(ip),
+            Some(Vlan::QinQ(o, i)) => {
+                eth.vlan(VlanHeader::Double(DoubleVlanHeader { outer: tag(o), inner: tag(i) })).ip(ip)
+            }
         };
         let mut out = Vec::new();
         let written = match self.l4 {
@@ -411,8 +416,14 @@ impl PacketBuilder {
                 let mut f = link.to_vec();
                 match (self.src, self.dst) {
                     (IpAddr::V4(s), IpAddr::V4(d)) => {
-                        let mut h = Ipv4Header::new(chunk.len() as u16, self.ttl, IpNumber(self.l4_proto()), s.octets(), d.octets())
-                            .expect("fragment fits");
+                        let mut h = Ipv4Header::new(
+                            chunk.len() as u16,
+                            self.ttl,
+                            IpNumber(self.l4_proto()),
+                            s.octets(),
+                            d.octets(),
+                        )
+                        .expect("fragment fits");
                         h.identification = id as u16;
                         h.dont_fragment = false;
                         h.more_fragments = more;
@@ -617,22 +628,26 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, String> {
     let sum_ok = |calc: Result<u16, etherparse::err::ValueTooBigError<usize>>, have: u16| calc.ok() == Some(have);
     match (&p.transport, src, dst) {
         (Some(TransportSlice::Udp(u)), IpAddr::V4(s), IpAddr::V4(d)) => {
-            checksums_ok &= sum_ok(u.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), u.payload()), u.checksum());
+            checksums_ok &=
+                sum_ok(u.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), u.payload()), u.checksum());
             ports = Some((u.source_port(), u.destination_port()));
             l4_payload = u.payload().to_vec();
         }
         (Some(TransportSlice::Udp(u)), IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksums_ok &= sum_ok(u.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), u.payload()), u.checksum());
+            checksums_ok &=
+                sum_ok(u.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), u.payload()), u.checksum());
             ports = Some((u.source_port(), u.destination_port()));
             l4_payload = u.payload().to_vec();
         }
         (Some(TransportSlice::Tcp(t)), IpAddr::V4(s), IpAddr::V4(d)) => {
-            checksums_ok &= sum_ok(t.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), t.payload()), t.checksum());
+            checksums_ok &=
+                sum_ok(t.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), t.payload()), t.checksum());
             ports = Some((t.source_port(), t.destination_port()));
             l4_payload = t.payload().to_vec();
         }
         (Some(TransportSlice::Tcp(t)), IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksums_ok &= sum_ok(t.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), t.payload()), t.checksum());
+            checksums_ok &=
+                sum_ok(t.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), t.payload()), t.checksum());
             ports = Some((t.source_port(), t.destination_port()));
             l4_payload = t.payload().to_vec();
         }
@@ -792,7 +807,8 @@ mod tests {
         let (ah, _) = IpAuthHeader::from_slice(&f[l3 + 40..]).unwrap();
         assert_eq!((ah.next_header, ah.spi, ah.sequence_number, ah.raw_icv().len()), (ip_number::UDP, 0x100, 1, 12));
         // Between other extension headers.
-        let f = PacketBuilder::udp(s6(), d6(), 1, 5060).ipv6_ext(HOP_BY_HOP, 0).ipv6_ah(2).ipv6_ext(DEST_OPTS, 1).build();
+        let f =
+            PacketBuilder::udp(s6(), d6(), 1, 5060).ipv6_ext(HOP_BY_HOP, 0).ipv6_ah(2).ipv6_ext(DEST_OPTS, 1).build();
         assert_eq!(ok(&f).exts, vec![(0, 8), (AUTH, 16), (60, 16)]);
     }
 
@@ -883,13 +899,19 @@ mod tests {
         assert_eq!(whole, b.ip_payload());
         let udp = etherparse::UdpSlice::from_slice(&whole).unwrap();
         let (IpAddr::V6(s), IpAddr::V6(d)) = (s6(), d6()) else { unreachable!() };
-        assert_eq!(udp.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), udp.payload()).unwrap(), udp.checksum());
+        assert_eq!(
+            udp.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), udp.payload()).unwrap(),
+            udp.checksum()
+        );
 
         // No other extension headers: the IPv6 header points at the Fragment header.
         let frags = PacketBuilder::udp(s6(), d6(), 1, 2).payload(&[1; 64]).build_fragments(32, 3);
         assert_eq!(frags.len(), 3);
         assert_eq!(frags[0][14 + 6], FRAGMENT);
-        assert_eq!(Ipv6Addr::from(<[u8; 16]>::try_from(&frags[2][14 + 8..14 + 24]).unwrap()), "2001:db8::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            Ipv6Addr::from(<[u8; 16]>::try_from(&frags[2][14 + 8..14 + 24]).unwrap()),
+            "2001:db8::1".parse::<Ipv6Addr>().unwrap()
+        );
     }
 
     #[test]

@@ -119,7 +119,12 @@ impl Netns {
             .output()
             .with_context(|| format!("running {program} in {}", self.name))?;
         if !out.status.success() {
-            bail!("{program} {} (netns {}) failed: {}", args.join(" "), self.name, String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{program} {} (netns {}) failed: {}",
+                args.join(" "),
+                self.name,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }

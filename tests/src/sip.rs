@@ -248,7 +248,8 @@ impl SipMessage {
             Kind::Request { method, user, domain } => {
                 let register = method.eq_ignore_ascii_case("REGISTER");
                 let aor = format!("sip:{user}@{domain}");
-                let uri = self.uri.clone().unwrap_or_else(|| if register { format!("sip:{domain}") } else { aor.clone() });
+                let uri =
+                    self.uri.clone().unwrap_or_else(|| if register { format!("sip:{domain}") } else { aor.clone() });
                 let from_uri = self.from_uri.as_ref().unwrap_or(&aor);
                 let to_uri = self.to_uri.as_ref().unwrap_or(&aor);
                 lines.push(format!("{method} {uri} SIP/2.0"));
@@ -445,7 +446,9 @@ mod tests {
         assert!(lines.contains(&"Expires: 60"));
         assert!(lines.contains(&"Contact: <sip:1001@[2001:db8::10]:5070>;expires=60"));
         assert!(lines.contains(&"Allow: INVITE, ACK"));
-        let o = text(&SipMessage::request("OPTIONS", "100", "x").uri("sip:0044@x").from("sip:a@y").to("sip:x").no_user_agent());
+        let o = text(
+            &SipMessage::request("OPTIONS", "100", "x").uri("sip:0044@x").from("sip:a@y").to("sip:x").no_user_agent(),
+        );
         let (lines, _) = split(&o);
         assert_eq!(lines[0], "OPTIONS sip:0044@x SIP/2.0");
         assert!(lines[3].starts_with("From: <sip:a@y>;tag="));
@@ -470,7 +473,11 @@ mod tests {
         let m = text(&SipMessage::request("REGISTER", "u", "d").user_agent("friendly-scanner").fold_user_agent());
         assert!(m.contains("\r\nUser-Agent  :\r\n\tfriendly-scanner\r\n"), "{m}");
         split(&m);
-        let m = text(&SipMessage::request("OPTIONS", "u", "d").user_agent("SIPVicious").user_agent_spelling("user-agent", " \t:   "));
+        let m = text(
+            &SipMessage::request("OPTIONS", "u", "d")
+                .user_agent("SIPVicious")
+                .user_agent_spelling("user-agent", " \t:   "),
+        );
         assert!(m.contains("\r\nuser-agent \t:   SIPVicious\r\n"), "{m}");
     }
 

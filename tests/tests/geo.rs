@@ -436,7 +436,8 @@ fn policy(allow: &[&str], unknown_drop: bool) -> GeoPolicy {
 fn verdict(f: &mut Filter, src: &str, dport: u16) -> u32 {
     let src = ip(src);
     let dst = if src.is_ipv4() { ip("192.0.2.1") } else { ip("2001:db8:ffff::1") };
-    let frame = PacketBuilder::udp(src, dst, 40000, dport).payload(&SipMessage::request("OPTIONS", "x", "x").build()).build();
+    let frame =
+        PacketBuilder::udp(src, dst, 40000, dport).payload(&SipMessage::request("OPTIONS", "x", "x").build()).build();
     f.test_run(&frame).unwrap_or_else(|e| panic!("test_run {src}: {e:#}"))
 }
 

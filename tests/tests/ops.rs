@@ -190,9 +190,7 @@ fn fail2ban_bans_through_sipshield() {
     });
     assert!(b.expires_in > 500.0 && b.expires_in <= 600.0, "ban ttl follows bantime: {b:?}");
     // The ban is enforced by the program.
-    let frame = PacketBuilder::udp(ip("203.0.113.50"), ip("198.51.100.2"), 5060, 5060)
-        .payload(&sip(1))
-        .build();
+    let frame = PacketBuilder::udp(ip("203.0.113.50"), ip("198.51.100.2"), 5060, 5060).payload(&sip(1)).build();
     check(&mut filter, "fail2ban ban enforced", &frame, Want::Drop(xdp_common::REASON_BANNED));
     // Stopping fail2ban unbans (actionunban → `sipshield ban del`).
     let _ = f2b(&["stop"]);

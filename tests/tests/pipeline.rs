@@ -140,7 +140,11 @@ fn authentication_header_is_parsed_through() {
             from(5060).ipv6_ext(0, 0).ipv6_ah(4).ipv6_ext(60, 1).payload(&scanner()).build(),
             Drop(REASON_SCANNER),
         ),
-        ("AH over 802.1ad + 802.1Q, scanner UA", from(5060).qinq(3, 4).ipv6_ah(4).payload(&scanner()).build(), Drop(REASON_SCANNER)),
+        (
+            "AH over 802.1ad + 802.1Q, scanner UA",
+            from(5060).qinq(3, 4).ipv6_ah(4).payload(&scanner()).build(),
+            Drop(REASON_SCANNER),
+        ),
         ("AH + first fragment carries the UA", frags[0].clone(), Drop(REASON_SCANNER)),
         ("AH + later fragment", frags[1].clone(), Pass(REASON_PASS)),
         ("AH cut before its length field", truncated(&udp6().ipv6_ah(4).build(), 14 + 40 + 1), Pass(REASON_MALFORMED)),

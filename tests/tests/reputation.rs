@@ -53,7 +53,10 @@ fn reputation_table() {
         ),
         (
             "listed behind QinQ",
-            PacketBuilder::udp(ip("2001:db8:bad::1"), ip("2001:db8::2"), 1, 5060).qinq(10, 20).payload(&payload()).build(),
+            PacketBuilder::udp(ip("2001:db8:bad::1"), ip("2001:db8::2"), 1, 5060)
+                .qinq(10, 20)
+                .payload(&payload())
+                .build(),
             Drop(REASON_BLACKLISTED),
         ),
         (

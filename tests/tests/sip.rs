@@ -47,7 +47,8 @@ fn scanner_table() {
         &SipMessage::request("INVITE", "1", "example.com").user_agent("friendly-scanner").user_agent_at(1200).build(),
     )
     .build_fragments(512, 10);
-    let folded = SipMessage::request("REGISTER", "100", "example.com").user_agent("friendly-scanner").fold_user_agent().build();
+    let folded =
+        SipMessage::request("REGISTER", "100", "example.com").user_agent("friendly-scanner").fold_user_agent().build();
     let spaced = SipMessage::request("OPTIONS", "100", "example.com")
         .user_agent("SIPVicious")
         .user_agent_spelling("user-agent", " \t:   ")
@@ -181,9 +182,10 @@ fn prefilter_and_canonical_lines() {
     // The standard headers, then `hdrs` verbatim (one per CRLF-terminated line).
     let msg = |hdrs: &str| {
         hdrs.split_terminator("\r\n")
-            .fold(SipMessage::request("OPTIONS", "100", "example.com").via("203.0.113.5:5060").no_user_agent(), |m, l| {
-                m.raw_header(l)
-            })
+            .fold(
+                SipMessage::request("OPTIONS", "100", "example.com").via("203.0.113.5:5060").no_user_agent(),
+                |m, l| m.raw_header(l),
+            )
             .build()
     };
     let table: Vec<(&str, Vec<u8>, Want)> = vec![

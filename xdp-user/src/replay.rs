@@ -28,7 +28,9 @@ pub struct FrameInfo {
 /// fragment, authentication). Lax: a truncated or malformed frame yields what could be read.
 /// Ports are read from unfragmented packets and first fragments.
 pub fn frame_info(f: &[u8]) -> FrameInfo {
-    use etherparse::{Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice, TransportSlice, UdpHeaderSlice};
+    use etherparse::{
+        Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice, TransportSlice, UdpHeaderSlice,
+    };
 
     let mut info = FrameInfo::default();
     let Ok(p) = LaxSlicedPacket::from_ethernet(f) else { return info };
