@@ -14,8 +14,8 @@ use std::net::IpAddr;
 
 use etherparse::{
     ip_number, DoubleVlanHeader, IpFragOffset, IpHeaders, IpNumber, Ipv4Header, Ipv4Options, Ipv6FlowLabel,
-    Ipv6FragmentHeader, Ipv6Header, LinkExtSlice, LinkSlice, NetSlice, SingleVlanHeader, SlicedPacket, TransportSlice,
-    VlanHeader, VlanId, VlanPcp,
+    Ipv6FragmentHeader, Ipv6Header, LinkExtSlice, LinkSlice, NetSlice, SingleVlanHeader, SlicedPacket, TransportHeader,
+    TransportSlice, VlanHeader, VlanId, VlanPcp,
 };
 
 /// Default source MAC (locally administered).
@@ -581,12 +581,17 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, String> {
             tpid = v.ether_type().0;
         }
     }
-    let (src, dst, ip_header_len, exts, fragment, payload, mut checksums_ok) = match &p.net {
+    enum IpHeader {
+        V4(Ipv4Header),
+        V6(Ipv6Header),
+    }
+    let (ip, src, dst, ip_header_len, exts, fragment, payload, mut checksums_ok) = match &p.net {
         Some(NetSlice::Ipv4(v4)) => {
             let h = v4.header().to_header();
             let frag = h.more_fragments || h.fragment_offset.value() != 0;
             let ok = h.header_checksum == h.calc_header_checksum();
             (
+                IpHeader::V4(h.clone()),
                 IpAddr::from(h.source),
                 IpAddr::from(h.destination),
                 h.header_len(),
@@ -618,49 +623,33 @@ pub fn decode(frame: &[u8]) -> Result<Decoded, String> {
                 exts.push((code, len));
                 code = next;
             }
-            (IpAddr::from(h.source), IpAddr::from(h.destination), 40, exts, fragment, v6.payload().clone(), true)
+            let (src, dst) = (IpAddr::from(h.source), IpAddr::from(h.destination));
+            (IpHeader::V6(h), src, dst, 40, exts, fragment, v6.payload().clone(), true)
         }
         _ => return Err("not an IP frame".into()),
     };
     let ip_payload = payload.payload.to_vec();
-    let mut ports = None;
-    let mut l4_payload = Vec::new();
-    let sum_ok = |calc: Result<u16, etherparse::err::ValueTooBigError<usize>>, have: u16| calc.ok() == Some(have);
-    match (&p.transport, src, dst) {
-        (Some(TransportSlice::Udp(u)), IpAddr::V4(s), IpAddr::V4(d)) => {
-            checksums_ok &=
-                sum_ok(u.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), u.payload()), u.checksum());
-            ports = Some((u.source_port(), u.destination_port()));
-            l4_payload = u.payload().to_vec();
+    let (l4, l4_payload, ports) = match &p.transport {
+        Some(TransportSlice::Udp(u)) => {
+            (Some(TransportHeader::Udp(u.to_header())), u.payload(), Some((u.source_port(), u.destination_port())))
         }
-        (Some(TransportSlice::Udp(u)), IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksums_ok &=
-                sum_ok(u.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), u.payload()), u.checksum());
-            ports = Some((u.source_port(), u.destination_port()));
-            l4_payload = u.payload().to_vec();
+        Some(TransportSlice::Tcp(t)) => {
+            (Some(TransportHeader::Tcp(t.to_header())), t.payload(), Some((t.source_port(), t.destination_port())))
         }
-        (Some(TransportSlice::Tcp(t)), IpAddr::V4(s), IpAddr::V4(d)) => {
-            checksums_ok &=
-                sum_ok(t.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), t.payload()), t.checksum());
-            ports = Some((t.source_port(), t.destination_port()));
-            l4_payload = t.payload().to_vec();
-        }
-        (Some(TransportSlice::Tcp(t)), IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksums_ok &=
-                sum_ok(t.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), t.payload()), t.checksum());
-            ports = Some((t.source_port(), t.destination_port()));
-            l4_payload = t.payload().to_vec();
-        }
-        (Some(TransportSlice::Icmpv4(i)), _, _) => {
-            checksums_ok &= i.header().checksum == i.header().icmp_type.calc_checksum(i.payload());
-            l4_payload = i.payload().to_vec();
-        }
-        (Some(TransportSlice::Icmpv6(i)), IpAddr::V6(s), IpAddr::V6(d)) => {
-            checksums_ok &= i.icmp_type().calc_checksum(s.octets(), d.octets(), i.payload()).ok() == Some(i.checksum());
-            l4_payload = i.payload().to_vec();
-        }
-        _ => {}
+        Some(TransportSlice::Icmpv4(i)) => (Some(TransportHeader::Icmpv4(i.header())), i.payload(), None),
+        Some(TransportSlice::Icmpv6(i)) => (Some(TransportHeader::Icmpv6(i.header())), i.payload(), None),
+        _ => (None, &[][..], None),
+    };
+    if let Some(have) = l4 {
+        // etherparse recomputes the checksum over the same headers and payload.
+        let mut want = have.clone();
+        let computed = match &ip {
+            IpHeader::V4(h) => want.update_checksum_ipv4(h, l4_payload).is_ok(),
+            IpHeader::V6(h) => want.update_checksum_ipv6(h, l4_payload).is_ok(),
+        };
+        checksums_ok &= computed && want == have;
     }
+    let l4_payload = l4_payload.to_vec();
     Ok(Decoded {
         vlans,
         src,
