@@ -125,7 +125,9 @@ fn frame_info_names_the_endpoints() {
     let tcp = PacketBuilder::tcp(ip("2001:db8:9::9"), ip("2001:db8::2"), 40000, 5061).vlan(7).build();
     let frags4 = v4().ipv4_options(2).build_fragments(64, 1);
     let frags6 = v6().ipv6_ah(4).build_fragments(64, 1);
-    let cases: Vec<(&str, Vec<u8>, Option<&str>, u8, (u16, u16))> = vec![
+    // (what, frame, source shown, protocol, (sport, dport))
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u8, (u16, u16));
+    let cases: Vec<Case> = vec![
         ("ipv4 udp", v4().build(), Some("203.0.113.9"), 17, (5070, 5060)),
         ("ipv4 qinq + options", v4().qinq(1, 2).ipv4_options(3).build(), Some("203.0.113.9"), 17, (5070, 5060)),
         ("ipv6 tcp 802.1Q", tcp, Some("2001:db8:9::9"), 6, (40000, 5061)),
