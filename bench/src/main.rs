@@ -21,7 +21,6 @@ use std::fmt::Write as _;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,7 +33,9 @@ use serde_json::{json, Value};
 use sipshield::bpfsys::MmapRegion;
 use sipshield::filter::{build_table4, map_data, Filter, ListKind, EBPF_OBJECT, PROGRAM_NAME};
 use sipshield::lists::{read_list_file, IpList};
-use sipshield::packet::{PacketBuilder, SipMessage};
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::netns::Netns;
+use sipshield_tests::sip::SipMessage;
 use xdp_common::{Bucket4, Config, BL4_BUCKETS, BL4_SLOTS, BL4_TABLE_CAPACITY, BL_NET_CAPACITY, BL_V4_CAPACITY};
 
 const XDP_DROP: u32 = 1;
@@ -638,48 +639,6 @@ fn lpm_fill(m: &mut Map, entries: &[([u8; 4], u32)]) -> Result<&'static str> {
 // ------------------------------------------------------------------------------------------
 // Peers (ipset, nft) in a throwaway network namespace.
 // ------------------------------------------------------------------------------------------
-
-struct Netns {
-    name: String,
-    file: fs::File,
-}
-
-impl Netns {
-    fn create(name: &str) -> Result<Netns> {
-        // A leftover of an interrupted run with the same name (pid reuse) is ours to remove.
-        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
-        let st = Command::new("ip").args(["netns", "add", name]).status().context("running ip netns add")?;
-        if !st.success() {
-            bail!("ip netns add {name} failed");
-        }
-        let file =
-            fs::File::open(format!("/run/netns/{name}")).with_context(|| format!("opening /run/netns/{name}"))?;
-        Ok(Netns { name: name.to_string(), file })
-    }
-
-    /// A command that runs inside the namespace (setns in the child before exec).
-    fn cmd(&self, prog: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(prog);
-        c.args(args);
-        let fd = self.file.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; fd stays open in the child until exec.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
 
 /// Run `cmd` (stdin from `input` if given) with a time limit; returns (seconds, stdout).
 /// Output goes to files so a chatty command cannot block on a full pipe.

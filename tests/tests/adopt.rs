@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::maps::{lpm_trie::Key, Array, LpmTrie, Map, PerCpuArray, PerCpuValues};
 use aya::EbpfLoader;
 use sipshield::filter::{map_data, Filter, EBPF_OBJECT};
-use sipshield::packet::PacketBuilder;
+use sipshield_tests::frames::PacketBuilder;
 use sipshield_tests::*;
 use xdp_common::*;
 

@@ -8,10 +8,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sipshield::config::Config;
-use sipshield_tests::ctl::{scrape, Daemon, Dirs, TempDir};
+use sipshield_tests::controller::{scrape, Daemon, Dirs};
+use sipshield_tests::tmp::TempDir;
 use sipshield_tests::{ip, packets, require_root, NetnsPair};
 
 const SERVER: &str = "198.51.100.2";
+
+fn tmp_dir(tag: &str) -> TempDir {
+    TempDir::new(tag).expect("scratch dir")
+}
 
 /// A REGISTER with the given User-Agent.
 fn register(ua: &str, n: usize) -> Vec<u8> {
@@ -77,7 +82,7 @@ fn rejected_reload_changes_nothing() {
     }
     let pair = NetnsPair::new("rr");
     pair.add_client_addr("203.0.113.9/24");
-    let tmp = TempDir::new("rejected-reload");
+    let tmp = tmp_dir("rejected-reload");
     let dirs = Dirs::new("rr", &tmp);
     let cfg = tmp.join("sipshield.toml");
     write(&cfg, &base_config(""));
@@ -118,7 +123,7 @@ fn empty_config_is_rejected_by_reload_and_sighup() {
         return;
     }
     let pair = NetnsPair::new("ec");
-    let tmp = TempDir::new("empty-config");
+    let tmp = tmp_dir("empty-config");
     let dirs = Dirs::new("ec", &tmp);
     let cfg = tmp.join("sipshield.toml");
     write(&cfg, &base_config(""));
@@ -174,7 +179,7 @@ fn a_full_state_dir_fails_edits_cleanly() {
         return;
     }
     let pair = NetnsPair::new("fd");
-    let tmp = TempDir::new("full-disk");
+    let tmp = tmp_dir("full-disk");
     let dirs = Dirs::new("fd", &tmp);
     let fs = Tmpfs::mount(&dirs.state, 256);
     let cfg = tmp.join("sipshield.toml");
@@ -218,7 +223,7 @@ fn a_corrupt_runtime_file_is_an_error_naming_it() {
         return;
     }
     let pair = NetnsPair::new("cr");
-    let tmp = TempDir::new("corrupt-runtime");
+    let tmp = tmp_dir("corrupt-runtime");
     let dirs = Dirs::new("cr", &tmp);
     let cfg = tmp.join("sipshield.toml");
     write(&cfg, &base_config(""));
@@ -240,7 +245,7 @@ fn concurrent_cli_edits_end_like_serial_edits() {
         return;
     }
     let pair = NetnsPair::new("ce");
-    let tmp = TempDir::new("concurrent-edits");
+    let tmp = tmp_dir("concurrent-edits");
     let dirs = Dirs::new("ce", &tmp);
     let list = tmp.join("bl.txt");
     write(&list, "203.0.113.77\n");
@@ -330,7 +335,7 @@ fn edit_semantics_are_exact() {
         return;
     }
     let pair = NetnsPair::new("es");
-    let tmp = TempDir::new("edit-semantics");
+    let tmp = tmp_dir("edit-semantics");
     let dirs = Dirs::new("es", &tmp);
     let cfg = tmp.join("sipshield.toml");
     write(&cfg, &base_config("[scanners]\nuser_agent = [\"configbot\"]\n"));
@@ -391,7 +396,7 @@ fn failed_starts_leave_nothing_pinned() {
         return;
     }
     let pair = NetnsPair::new("fs");
-    let tmp = TempDir::new("failed-start");
+    let tmp = tmp_dir("failed-start");
     let dirs = Dirs::new("fs", &tmp);
     let cfg = tmp.join("sipshield.toml");
     // The metrics port is taken: refused before the kernel is touched.
@@ -417,7 +422,7 @@ fn lifecycle_signals_detach_and_pipes() {
         return;
     }
     let pair = NetnsPair::new("lc");
-    let tmp = TempDir::new("lifecycle");
+    let tmp = tmp_dir("lifecycle");
     let dirs = Dirs::new("lc", &tmp);
     // A large list makes the start take a while: signals arrive during it.
     let list = tmp.join("bl.txt");
@@ -546,7 +551,7 @@ fn slow_feeds_and_big_refreshes_never_stall() {
     }
     let pair = NetnsPair::new("sf");
     pair.add_client_addr("203.0.113.9/24");
-    let tmp = TempDir::new("slow-feeds");
+    let tmp = tmp_dir("slow-feeds");
     let dirs = Dirs::new("sf", &tmp);
     // 1M addresses in a file, plus two URL feeds that answer at start and misbehave later.
     let big = tmp.join("1m.txt");

@@ -15,7 +15,9 @@ use mmdb_writer::{IpVersion, Value, Writer};
 use sipshield::countries::{code_of, index_of};
 use sipshield::filter::{Filter, XDP_DROP, XDP_PASS};
 use sipshield::geo::{self, GeoDb, GeoPolicy, Schema};
-use sipshield::packet::PacketBuilder;
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::sip::SipMessage;
+use sipshield_tests::tmp::{self, TempDir};
 use sipshield_tests::{ip, packets, require_root, Controller, NetnsPair};
 use xdp_common::{CFG_GEO_ENABLED, CFG_GEO_SCOPE_ALL, CFG_GEO_UNKNOWN_DROP, REASON_GEO};
 
@@ -25,12 +27,9 @@ const SIP_PORT: u16 = 5060;
 // Fixtures.
 // ---------------------------------------------------------------------------------------------
 
-/// A fresh, empty scratch directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sipshield-geo-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
-    d
+/// A fresh, empty scratch directory for one test, removed when it goes out of scope.
+fn scratch(test: &str) -> TempDir {
+    tmp::dir(&format!("geo-{test}"))
 }
 
 fn idx(code: &str) -> u8 {
@@ -190,7 +189,6 @@ fn read_fixture(shape: Shape, version: IpVersion, name: &str) {
     assert!(net4.contains(&([100, 64, 1, 101], 32, idx("US") as u32)), "net4: {net4:?}");
     // IPv4-mapped IPv6 sources are looked up in the IPv6 tables by the program: unknown.
     assert_eq!(geo::lookup_tables(&t, ip("::ffff:198.51.100.7")), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -226,7 +224,6 @@ fn maxmind_falls_back_to_registered_country() {
     assert_eq!(code_of(geo::lookup_tables(&t, ip("192.0.2.9"))), "JP");
     assert_eq!(code_of(geo::lookup_tables(&t, ip("198.51.100.9"))), "FR");
     assert_eq!(code_of(geo::lookup_tables(&t, ip("203.0.113.9"))), "--");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// An IPv6 network that contains all of `::/96` (where the IPv4 space lives). Without IPv4 data
@@ -272,7 +269,6 @@ fn ipv6_network_containing_the_ipv4_space() {
             assert_eq!(code_of(geo::lookup_tables(&t, a)), want, "{what}: table lookup of {a}");
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,7 +324,6 @@ fn rejects_other_schemas() {
     std::fs::write(&path, Writer::new("Empty").to_bytes().unwrap()).unwrap();
     let msg = expect_err(&path, "empty database");
     assert!(msg.contains("no records"), "{msg}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -383,7 +378,6 @@ fn rejects_corrupt_files() {
     // Missing file.
     let path = dir.join("missing.mmdb");
     expect_err(&path, "missing file");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Damaged files (random bytes changed anywhere, including the metadata) fail with an error
@@ -415,7 +409,6 @@ fn damaged_files_never_crash() {
     }
     eprintln!("damaged files: {read} still readable, {failed} rejected");
     assert!(failed > 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,7 +437,8 @@ fn policy(allow: &[&str], unknown_drop: bool) -> GeoPolicy {
 fn verdict(f: &mut Filter, src: &str, dport: u16) -> u32 {
     let src = ip(src);
     let dst = if src.is_ipv4() { ip("192.0.2.1") } else { ip("2001:db8:ffff::1") };
-    let frame = PacketBuilder::udp(src, dst, 40000, dport).payload(b"OPTIONS sip:x SIP/2.0\r\n\r\n").build();
+    let frame =
+        PacketBuilder::udp(src, dst, 40000, dport).payload(&SipMessage::request("OPTIONS", "x", "x").build()).build();
     f.test_run(&frame).unwrap_or_else(|e| panic!("test_run {src}: {e:#}"))
 }
 
@@ -566,7 +560,6 @@ fn kernel_verdicts(shape: Shape, test: &str) {
     // GeoIP disabled: nothing is dropped.
     f.update_config(|c| c.flags &= !CFG_GEO_ENABLED).unwrap();
     expect(&mut f, "geo disabled", &[("203.0.113.5", SIP_PORT, XDP_PASS), ("2001:db8:2::1", SIP_PORT, XDP_PASS)]);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -599,7 +592,6 @@ fn scope_all_from_the_start() {
             ("2001:db8:2::1", 443, XDP_DROP),
         ],
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -685,7 +677,6 @@ fn atomic_reload() {
     assert_eq!(r.generation, 1);
     assert_eq!(tries(&f, 0), (0, 0));
     expect(&mut f, "database A again", &with_a);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -812,7 +803,6 @@ fn load_500k_networks() {
     if !cfg!(debug_assertions) {
         assert!(first <= 2.0 && second <= 2.0, "read+build+load took {first:.3}s / {second:.3}s (limit 2s)");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -848,7 +838,7 @@ fn controller_geo_policy_lookup_and_file_reload() {
 
     // Live packets from a CN source to the SIP port are dropped and counted per country;
     // a non-SIP port is left alone (scope = "sip").
-    let sip = b"OPTIONS sip:a@x SIP/2.0\r\n\r\n".to_vec();
+    let sip = SipMessage::request("OPTIONS", "a", "x").build();
     net.send_udp("203.0.113.5".parse().unwrap(), "198.51.100.2".parse().unwrap(), SIP_PORT, vec![sip.clone(); 3]);
     net.send_udp("203.0.113.5".parse().unwrap(), "198.51.100.2".parse().unwrap(), 2222, vec![sip.clone(); 2]);
     let st = ctl.stats();
@@ -867,18 +857,18 @@ fn controller_geo_policy_lookup_and_file_reload() {
         assert!(
             std::time::Instant::now() < deadline,
             "database change not picked up:\n{}",
-            std::fs::read_to_string(&ctl.log).unwrap()
+            ctl.log_text()
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // A corrupt replacement is rejected; the previous database stays live.
     std::fs::write(&db, b"\x00\x01garbage, not an mmdb").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !std::fs::read_to_string(&ctl.log).unwrap().contains("was rejected, keeping the previous one") {
+    while !ctl.log_text().contains("was rejected, keeping the previous one") {
         assert!(
             std::time::Instant::now() < deadline,
             "corrupt database not reported:\n{}",
-            std::fs::read_to_string(&ctl.log).unwrap()
+            ctl.log_text()
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }

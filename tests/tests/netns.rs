@@ -5,10 +5,12 @@ use std::net::{IpAddr, UdpSocket};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sipshield_tests::sip::SipMessage;
+use sipshield_tests::tmp::{self, TempDir};
 use sipshield_tests::*;
 
 fn sip(ua: &str, i: usize) -> Vec<u8> {
-    format!("OPTIONS sip:100@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.1:5070;branch=z9hG4bK-{i}\r\nFrom: <sip:a@x>;tag={i}\r\nTo: <sip:100@x>\r\nCall-ID: {i}@x\r\nCSeq: 1 OPTIONS\r\nUser-Agent: {ua}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    SipMessage::request("OPTIONS", "100", "198.51.100.2").via("198.51.100.1:5070").user_agent(ua).seq(i as u64).build()
 }
 
 /// Bind a UDP socket in the server namespace and count datagrams until `quiet` passes with
@@ -41,18 +43,19 @@ struct Dirs {
     state: PathBuf,
     pin: PathBuf,
     cfg: PathBuf,
+    /// Holds the scratch directory of `state` and `cfg` (removed on drop).
+    _base: TempDir,
 }
 
 fn dirs(tag: &str, cfg: &str) -> Dirs {
-    let base = std::env::temp_dir().join(format!("sipshield-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&base).unwrap();
+    let base = tmp::dir(tag);
     let cfgp = base.join("sipshield.toml");
     std::fs::write(&cfgp, cfg).unwrap();
     Dirs {
         state: base.join("state"),
         pin: PathBuf::from(format!("/sys/fs/bpf/sipshield-test-{tag}-{}", std::process::id())),
         cfg: cfgp,
+        _base: base,
     }
 }
 
@@ -147,7 +150,7 @@ fn filter_survives_the_controller_and_detach_restores_traffic() {
     let st = ctl.stats();
     assert_eq!(packets(&st, "blacklisted"), 7, "counters survive a restart: {st}");
     assert!(ctl.cli(&["ban", "list"]).contains("198.51.100.77"), "bans survive a restart");
-    let log = std::fs::read_to_string(&ctl.log).unwrap();
+    let log = ctl.log_text();
     assert!(log.contains("adopting the pinned filter state"), "{log}");
 
     // Detach: traffic passes again.
@@ -313,7 +316,7 @@ fn event_rate_is_bounded_under_flood() {
         ticks / 100.0
     };
     // nsenter execs sipshield in place, so the child pid is the controller.
-    let pid = ctl.child.id();
+    let pid = ctl.daemon.child.id();
     let cpu0 = cpu(pid);
     let t = std::time::Instant::now();
     let n = 50_000usize;

@@ -7,13 +7,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sipshield::filter::Filter;
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::sip::SipMessage;
+use sipshield_tests::tmp::{self, TempDir};
 use sipshield_tests::*;
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sipshield-ops-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(tag: &str) -> TempDir {
+    tmp::dir(&format!("ops-{tag}"))
 }
 
 fn http_get(addr: &str, path: &str) -> Option<String> {
@@ -26,7 +26,7 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 }
 
 fn sip(i: usize) -> Vec<u8> {
-    format!("OPTIONS sip:100@198.51.100.2 SIP/2.0\r\nCall-ID: {i}@x\r\nUser-Agent: Linphone\r\n\r\n").into_bytes()
+    SipMessage::request("OPTIONS", "100", "198.51.100.2").user_agent("Linphone").seq(i as u64).build()
 }
 
 #[test]
@@ -191,9 +191,7 @@ fn fail2ban_bans_through_sipshield() {
     });
     assert!(b.expires_in > 500.0 && b.expires_in <= 600.0, "ban ttl follows bantime: {b:?}");
     // The ban is enforced by the program.
-    let frame = sipshield::packet::PacketBuilder::udp(ip("203.0.113.50"), ip("198.51.100.2"), 5060, 5060)
-        .payload(&sip(1))
-        .build();
+    let frame = PacketBuilder::udp(ip("203.0.113.50"), ip("198.51.100.2"), 5060, 5060).payload(&sip(1)).build();
     check(&mut filter, "fail2ban ban enforced", &frame, Want::Drop(xdp_common::REASON_BANNED));
     // Stopping fail2ban unbans (actionunban → `sipshield ban del`).
     let _ = f2b(&["stop"]);
@@ -289,7 +287,7 @@ fn config_errors_name_the_key_and_leave_the_filter_alone() {
         std::fs::write(&p, text).unwrap();
         let mut cmd = NetnsPair::command(&net.server, &sipshield_bin());
         cmd.args(["run", "--config"]).arg(&p);
-        Controller::env(&mut cmd, &dir.join("other-state"), &pin);
+        cmd.env("SIPSHIELD_STATE_DIR", dir.join("other-state")).env("SIPSHIELD_PIN_DIR", &pin);
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: must fail");
@@ -326,9 +324,9 @@ fn config_errors_name_the_key_and_leave_the_filter_alone() {
     ctl.cli(&["reload"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ctl.cli(&["blacklist", "stats", "--json"]).contains("\"v4\":1")
-        || std::fs::read_to_string(&ctl.log).unwrap().matches("configuration reloaded").count() == 0
+        || ctl.log_text().matches("configuration reloaded").count() == 0
     {
-        assert!(Instant::now() < deadline, "reload not applied: {}", std::fs::read_to_string(&ctl.log).unwrap());
+        assert!(Instant::now() < deadline, "reload not applied: {}", ctl.log_text());
         std::thread::sleep(Duration::from_millis(100));
     }
     net.send_udp(ip("198.51.100.66"), ip("198.51.100.2"), 5060, (0..2).map(sip).collect());

@@ -1,16 +1,25 @@
 //! Header pipeline: every parsing case through the real program (BPF_PROG_TEST_RUN), checking
 //! the verdict and the per-reason packet and byte counters.
-use sipshield::packet::{truncated, PacketBuilder, L4};
+use sipshield_tests::frames::{
+    truncated, with_ethertype, with_ipv4_version_ihl, with_tcp_data_offset, with_udp_length, PacketBuilder, L4,
+    TCP_ACK, TCP_PSH,
+};
+use sipshield_tests::sip::SipMessage;
 use sipshield_tests::*;
 use xdp_common::*;
 
-const SIP: &[u8] = b"OPTIONS sip:100@198.51.100.2 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.9:5060\r\nUser-Agent: Linphone/5.2\r\nContent-Length: 0\r\n\r\n";
+fn sip() -> Vec<u8> {
+    SipMessage::request("OPTIONS", "100", "198.51.100.2").via("203.0.113.9:5060").user_agent("Linphone/5.2").build()
+}
 
 fn udp4() -> PacketBuilder {
-    PacketBuilder::udp(ip("203.0.113.9"), ip("198.51.100.2"), 5060, 5060).payload(SIP)
+    PacketBuilder::udp(ip("203.0.113.9"), ip("198.51.100.2"), 5060, 5060).payload(&sip())
 }
 fn udp6() -> PacketBuilder {
-    PacketBuilder::udp(ip("2001:db8:9::9"), ip("2001:db8::2"), 5060, 5060).payload(SIP)
+    PacketBuilder::udp(ip("2001:db8:9::9"), ip("2001:db8::2"), 5060, 5060).payload(&sip())
+}
+fn tcp4() -> PacketBuilder {
+    PacketBuilder::tcp(ip("203.0.113.9"), ip("198.51.100.2"), 40000, 5060)
 }
 
 /// A config whose blacklist lists the test sources, so "parsed correctly" shows as
@@ -24,26 +33,13 @@ fn header_pipeline_table() {
     }
     let mut f = filter_with("");
     use Want::*;
-    let arp = {
-        let mut b = udp4().build();
-        b[12] = 0x08;
-        b[13] = 0x06;
-        b
-    };
-    let mut bad_version = udp4().build();
-    bad_version[14] = 0x55; // version 5, IHL 5
-    let mut short_ihl = udp4().build();
-    short_ihl[14] = 0x44; // IHL 4 (< 20 bytes)
-    let mut ihl_past_end = udp4().build();
-    ihl_past_end[14] = 0x4f; // IHL 15 = 60 bytes of header
-    ihl_past_end.truncate(14 + 40);
-    let mut bad_doff = PacketBuilder::tcp(ip("203.0.113.9"), ip("198.51.100.2"), 40000, 5060).payload(SIP).build();
-    bad_doff[14 + 20 + 12] = 0x40; // data offset 4 words
-    let mut doff_past_end = PacketBuilder::tcp(ip("203.0.113.9"), ip("198.51.100.2"), 40000, 5060).build();
-    doff_past_end[14 + 20 + 12] = 0xf0; // 60-byte TCP header in a 20-byte segment
-    let mut udp_len_bad = udp4().build();
-    udp_len_bad[14 + 20 + 4] = 0;
-    udp_len_bad[14 + 20 + 5] = 4; // UDP length 4 < 8
+    let arp = with_ethertype(&udp4().build(), 0x0806);
+    let bad_version = with_ipv4_version_ihl(&udp4().build(), 5, 5);
+    let short_ihl = with_ipv4_version_ihl(&udp4().build(), 4, 4); // < 20 bytes
+    let ihl_past_end = truncated(&with_ipv4_version_ihl(&udp4().build(), 4, 15), 14 + 40); // 60-byte header
+    let bad_doff = with_tcp_data_offset(&tcp4().payload(&sip()).build(), 4);
+    let doff_past_end = with_tcp_data_offset(&tcp4().build(), 15); // 60-byte TCP header in a 20-byte segment
+    let udp_len_bad = with_udp_length(&udp4().build(), 4);
 
     let frags4 = udp4().build_fragments(64, 7);
     let frags6 = udp6().build_fragments(64, 7);
@@ -53,19 +49,15 @@ fn header_pipeline_table() {
 
     let table: Vec<(&str, Vec<u8>, Want)> = vec![
         ("ipv4 udp", udp4().build(), Pass(REASON_PASS)),
-        (
-            "ipv4 tcp",
-            PacketBuilder::tcp(ip("203.0.113.9"), ip("198.51.100.2"), 40000, 5060).payload(SIP).build(),
-            Pass(REASON_PASS),
-        ),
+        ("ipv4 tcp", tcp4().payload(&sip()).build(), Pass(REASON_PASS)),
         (
             "ipv4 tcp with options",
             PacketBuilder::new(
                 ip("203.0.113.9"),
                 ip("198.51.100.2"),
-                L4::Tcp { sport: 1, dport: 5060, flags: 0x18, data_offset_words: 8 },
+                L4::Tcp { sport: 1, dport: 5060, flags: TCP_PSH | TCP_ACK, data_offset_words: 8 },
             )
-            .payload(SIP)
+            .payload(&sip())
             .build(),
             Pass(REASON_PASS),
         ),
@@ -110,12 +102,56 @@ fn header_pipeline_table() {
         ("listed ipv4 options", udp4().ipv4_options(10).build(), Drop(REASON_BLACKLISTED)),
         ("listed qinq", udp4().qinq(1, 2).build(), Drop(REASON_BLACKLISTED)),
         ("listed ipv6 ext", v6_ext, Drop(REASON_BLACKLISTED)),
+        ("listed ipv6 behind an AH", udp6().ipv6_ah(4).build(), Drop(REASON_BLACKLISTED)),
         ("listed ipv4 later fragment", frags4[1].clone(), Drop(REASON_BLACKLISTED)),
         ("listed ipv6 later fragment", frags6[1].clone(), Drop(REASON_BLACKLISTED)),
         ("listed ipv4 truncated udp (source known)", truncated(&udp4().build(), 14 + 20 + 4), Drop(REASON_BLACKLISTED)),
         ("listed but truncated ipv4 header", truncated(&udp4().build(), 14 + 12), Pass(REASON_MALFORMED)),
     ];
     check_table(&mut f, &listed);
+}
+
+/// IPv6 with an Authentication Header (next header 51, length field in 4-octet units minus 2)
+/// before UDP: the program must step over it to the SIP payload. A wrong AH length puts the
+/// UDP header elsewhere, and the scanner is then missed.
+#[test]
+fn authentication_header_is_parsed_through() {
+    if !require_root("authentication_header_is_parsed_through") {
+        return;
+    }
+    let mut f = filter_with("");
+    use Want::*;
+    let scanner = || SipMessage::request("REGISTER", "100", "example.com").user_agent("friendly-scanner").build();
+    let from = |port: u16| PacketBuilder::udp(ip("2001:db8:9::9"), ip("2001:db8::2"), 5070, port);
+    let big = SipMessage::request("INVITE", "100", "example.com")
+        .user_agent("friendly-scanner")
+        .user_agent_at(100)
+        .body(&"v=0\r\n".repeat(200))
+        .build();
+    let frags = from(5060).ipv6_ah(4).payload(&big).build_fragments(600, 11);
+    assert!(frags.len() >= 2);
+    let table: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("AH (96-bit ICV), legit UA", from(5060).ipv6_ah(4).payload(&sip()).build(), Pass(REASON_PASS)),
+        ("AH (96-bit ICV), scanner UA", from(5060).ipv6_ah(4).payload(&scanner()).build(), Drop(REASON_SCANNER)),
+        ("AH (256-bit ICV), scanner UA", from(5060).ipv6_ah(10).payload(&scanner()).build(), Drop(REASON_SCANNER)),
+        ("AH, scanner UA to a non-SIP port", from(9999).ipv6_ah(4).payload(&scanner()).build(), Pass(REASON_PASS)),
+        (
+            "hop-by-hop + AH + destination options, scanner UA",
+            from(5060).ipv6_ext(0, 0).ipv6_ah(4).ipv6_ext(60, 1).payload(&scanner()).build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "AH over 802.1ad + 802.1Q, scanner UA",
+            from(5060).qinq(3, 4).ipv6_ah(4).payload(&scanner()).build(),
+            Drop(REASON_SCANNER),
+        ),
+        ("AH + first fragment carries the UA", frags[0].clone(), Drop(REASON_SCANNER)),
+        ("AH + later fragment", frags[1].clone(), Pass(REASON_PASS)),
+        ("AH cut before its length field", truncated(&udp6().ipv6_ah(4).build(), 14 + 40 + 1), Pass(REASON_MALFORMED)),
+        ("AH cut inside its ICV", truncated(&udp6().ipv6_ah(4).build(), 14 + 40 + 16), Pass(REASON_MALFORMED)),
+        ("AH longer than the frame", truncated(&udp6().ipv6_ah(60).build(), 14 + 40 + 200), Pass(REASON_MALFORMED)),
+    ];
+    check_table(&mut f, &table);
 }
 
 #[test]
@@ -141,7 +177,7 @@ fn counters_are_per_reason_packets_and_bytes() {
     }
     let mut f = filter_with(LISTED);
     let a = udp4().build();
-    let b = PacketBuilder::udp(ip("198.51.100.50"), ip("198.51.100.2"), 1, 5060).payload(SIP).build();
+    let b = PacketBuilder::udp(ip("198.51.100.50"), ip("198.51.100.2"), 1, 5060).payload(&sip()).build();
     for _ in 0..3 {
         f.test_run(&a).unwrap();
     }

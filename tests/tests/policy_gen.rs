@@ -4,7 +4,8 @@
 //! ports and rules live together with the rest of the policy, in one config write.
 use aya::maps::Array;
 use sipshield::filter::{clock_ns, Filter};
-use sipshield::packet::{PacketBuilder, SipMessage};
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::sip::SipMessage;
 use sipshield_tests::*;
 use xdp_common::{maps, RateRule, METHOD_NONE, METHOD_REGISTER, NUM_METHOD_SLOTS, REASON_RATELIMIT, REASON_SCANNER};
 

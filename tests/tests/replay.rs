@@ -4,7 +4,8 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use sipshield::packet::{PacketBuilder, SipMessage};
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::sip::SipMessage;
 use sipshield_tests::*;
 
 fn write_pcap(path: &std::path::Path, frames: &[(Duration, Vec<u8>)]) {
@@ -22,8 +23,7 @@ fn replay_reports_each_packet() {
     if !require_root("replay_reports_each_packet") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("sipshield-replay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sipshield_tests::tmp::dir("replay");
     let cfg = dir.join("c.toml");
     std::fs::write(&cfg, "[blacklist]\nentries = [\"203.0.113.66\"]\n[ratelimit.register]\nrate = 2\nburst = 2\nban_after = 3\nban_ttl = \"1m\"\n").unwrap();
     let reg = |src: &str, ua: &str| {
@@ -39,7 +39,7 @@ fn replay_reports_each_packet() {
         (
             t(3),
             PacketBuilder::udp(ip("2001:db8::9"), ip("2001:db8::2"), 1, 5060)
-                .payload(b"OPTIONS sip:a SIP/2.0\r\n\r\n")
+                .payload(&SipMessage::request("OPTIONS", "a", "x").build())
                 .build(),
         ),
     ];
@@ -113,5 +113,42 @@ fn replay_reports_each_packet() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `frame_info` (etherparse, lax) names the endpoints of every layout the program parses.
+#[test]
+fn frame_info_names_the_endpoints() {
+    use sipshield::replay::frame_info;
+    use sipshield_tests::frames::{truncated, with_ethertype};
+    let v4 = || PacketBuilder::udp(ip("203.0.113.9"), ip("198.51.100.2"), 5070, 5060).payload(&[7; 300]);
+    let v6 = || PacketBuilder::udp(ip("2001:db8:9::9"), ip("2001:db8::2"), 5070, 5060).payload(&[7; 300]);
+    let tcp = PacketBuilder::tcp(ip("2001:db8:9::9"), ip("2001:db8::2"), 40000, 5061).vlan(7).build();
+    let frags4 = v4().ipv4_options(2).build_fragments(64, 1);
+    let frags6 = v6().ipv6_ah(4).build_fragments(64, 1);
+    // (what, frame, source shown, protocol, (sport, dport))
+    type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u8, (u16, u16));
+    let cases: Vec<Case> = vec![
+        ("ipv4 udp", v4().build(), Some("203.0.113.9"), 17, (5070, 5060)),
+        ("ipv4 qinq + options", v4().qinq(1, 2).ipv4_options(3).build(), Some("203.0.113.9"), 17, (5070, 5060)),
+        ("ipv6 tcp 802.1Q", tcp, Some("2001:db8:9::9"), 6, (40000, 5061)),
+        (
+            "ipv6 hop-by-hop + AH + destination options",
+            v6().ipv6_ext(0, 0).ipv6_ah(4).ipv6_ext(60, 1).build(),
+            Some("2001:db8:9::9"),
+            17,
+            (5070, 5060),
+        ),
+        ("ipv4 first fragment", frags4[0].clone(), Some("203.0.113.9"), 17, (5070, 5060)),
+        ("ipv4 later fragment", frags4[1].clone(), Some("203.0.113.9"), 17, (0, 0)),
+        ("ipv6 AH + first fragment", frags6[0].clone(), Some("2001:db8:9::9"), 17, (5070, 5060)),
+        ("ipv6 AH + later fragment", frags6[1].clone(), Some("2001:db8:9::9"), 17, (0, 0)),
+        ("truncated udp header", truncated(&v4().build(), 14 + 20 + 2), Some("203.0.113.9"), 17, (0, 0)),
+        ("not IP", with_ethertype(&v4().build(), 0x0806), None, 0, (0, 0)),
+        ("ethernet header only", truncated(&v4().build(), 14), None, 0, (0, 0)),
+    ];
+    for (name, frame, src, proto, ports) in cases {
+        let i = frame_info(&frame);
+        assert_eq!(i.src.map(|a| a.to_string()).as_deref(), src, "{name}: {i:?}");
+        assert_eq!((i.proto, (i.sport, i.dport)), (proto, ports), "{name}: {i:?}");
+    }
 }

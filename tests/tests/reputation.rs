@@ -7,15 +7,18 @@ use sipshield::bans::{add as ban_add, del as ban_del, list as ban_list};
 use sipshield::config::ListCfg;
 use sipshield::filter::{clock_ns, Filter, ListKind};
 use sipshield::lists::{self, IpList};
-use sipshield::packet::PacketBuilder;
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::sip::SipMessage;
 use sipshield_tests::*;
 use xdp_common::*;
 
-const PAYLOAD: &[u8] = b"OPTIONS sip:100@198.51.100.2 SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+fn payload() -> Vec<u8> {
+    SipMessage::request("OPTIONS", "100", "198.51.100.2").build()
+}
 
 fn from(src: &str) -> Vec<u8> {
     let dst = if src.contains(':') { "2001:db8::2" } else { "198.51.100.2" };
-    PacketBuilder::udp(ip(src), ip(dst), 5070, 5060).payload(PAYLOAD).build()
+    PacketBuilder::udp(ip(src), ip(dst), 5070, 5060).payload(&payload()).build()
 }
 
 const CFG: &str = r#"
@@ -46,17 +49,20 @@ fn reputation_table() {
         ("blacklisted /26 not allowlisted", from("198.51.100.11"), Drop(REASON_BLACKLISTED)),
         (
             "listed behind 802.1Q",
-            PacketBuilder::udp(ip("203.0.113.7"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(PAYLOAD).build(),
+            PacketBuilder::udp(ip("203.0.113.7"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(&payload()).build(),
             Drop(REASON_BLACKLISTED),
         ),
         (
             "listed behind QinQ",
-            PacketBuilder::udp(ip("2001:db8:bad::1"), ip("2001:db8::2"), 1, 5060).qinq(10, 20).payload(PAYLOAD).build(),
+            PacketBuilder::udp(ip("2001:db8:bad::1"), ip("2001:db8::2"), 1, 5060)
+                .qinq(10, 20)
+                .payload(&payload())
+                .build(),
             Drop(REASON_BLACKLISTED),
         ),
         (
             "allowlisted behind 802.1Q",
-            PacketBuilder::udp(ip("198.51.100.10"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(PAYLOAD).build(),
+            PacketBuilder::udp(ip("198.51.100.10"), ip("198.51.100.2"), 1, 5060).vlan(10).payload(&payload()).build(),
             Pass(REASON_ALLOWLISTED),
         ),
     ];
@@ -119,8 +125,7 @@ fn bad_input_keeps_the_last_good_state() {
     if !require_root("bad_input_keeps_the_last_good_state") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("sipshield-rep-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sipshield_tests::tmp::dir("rep");
     let mut f = filter_with("[blacklist]\nentries = [\"203.0.113.1\"]\n[allowlist]\nentries = [\"198.51.100.10\"]\n");
     let good = f.read_list(ListKind::Blacklist).unwrap();
 
@@ -167,7 +172,6 @@ fn bad_input_keeps_the_last_good_state() {
     check(&mut f, "allowlist still live", &from("198.51.100.10"), Want::Pass(REASON_ALLOWLISTED));
     check(&mut f, "blacklist still live", &from("203.0.113.1"), Want::Drop(REASON_BLACKLISTED));
     assert_eq!(f.read_list(ListKind::Blacklist).unwrap(), good);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

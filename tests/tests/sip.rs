@@ -1,9 +1,11 @@
 //! SIP inspection in XDP: scanner signatures on real-shaped messages and per-source method rate
 //! limits with automatic bans, through the real program; plus a differential check of the
-//! kernel scan against the userspace model (`sipshield::sig::model_scan`).
+//! kernel scan against the userspace model (`sipshield_tests::model::model_scan`).
 use sipshield::filter::{clock_ns, Filter};
-use sipshield::packet::{PacketBuilder, SipMessage};
 use sipshield::sig;
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::model::model_scan;
+use sipshield_tests::sip::SipMessage;
 use sipshield_tests::*;
 use xdp_common::*;
 
@@ -45,8 +47,12 @@ fn scanner_table() {
         &SipMessage::request("INVITE", "1", "example.com").user_agent("friendly-scanner").user_agent_at(1200).build(),
     )
     .build_fragments(512, 10);
-    let folded = b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\nUser-Agent  :\r\n\tfriendly-scanner\r\nContent-Length: 0\r\n\r\n".to_vec();
-    let spaced = b"OPTIONS sip:100@example.com SIP/2.0\r\nuser-agent \t:   SIPVicious\r\n\r\n".to_vec();
+    let folded =
+        SipMessage::request("REGISTER", "100", "example.com").user_agent("friendly-scanner").fold_user_agent().build();
+    let spaced = SipMessage::request("OPTIONS", "100", "example.com")
+        .user_agent("SIPVicious")
+        .user_agent_spelling("user-agent", " \t:   ")
+        .build();
     let table: Vec<(&str, Vec<u8>, Want)> = vec![
         (
             "scanner UA near the start",
@@ -173,11 +179,14 @@ fn prefilter_and_canonical_lines() {
     }
     let mut f = filter_with(SCANNERS);
     use Want::*;
+    // The standard headers, then `hdrs` verbatim (one per CRLF-terminated line).
     let msg = |hdrs: &str| {
-        format!(
-            "OPTIONS sip:100@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.5\r\n{hdrs}Content-Length: 0\r\n\r\n"
-        )
-        .into_bytes()
+        hdrs.split_terminator("\r\n")
+            .fold(
+                SipMessage::request("OPTIONS", "100", "example.com").via("203.0.113.5:5060").no_user_agent(),
+                |m, l| m.raw_header(l),
+            )
+            .build()
     };
     let table: Vec<(&str, Vec<u8>, Want)> = vec![
         (
@@ -414,7 +423,7 @@ fn kernel_scan_matches_the_model() {
                     msg = msg.compact();
                 }
                 let payload = msg.build();
-                let (_, want) = sig::model_scan(&payload, &sigs);
+                let (_, want) = model_scan(&payload, &sigs);
                 let frame = udp("203.0.113.9", 5060, &payload).build();
                 let action = f.test_run(&frame).unwrap();
                 let kernel_drop = action == sipshield::filter::XDP_DROP;

@@ -127,9 +127,7 @@ fn sipp_legit_passes_flood_is_limited_and_banned() {
     let net = NetnsPair::new("s");
     net.add_client_addr("198.51.100.99/24");
     net.add_client_addr("198.51.100.98/24");
-    let dir = std::env::temp_dir().join(format!("sipshield-sipp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = sipshield_tests::tmp::dir("sipp");
     for (f, t) in [("uas.xml", UAS), ("uac_register.xml", UAC_REGISTER), ("flood.xml", FLOOD)] {
         std::fs::write(dir.join(f), t).unwrap();
     }
@@ -182,7 +180,7 @@ fn sipp_legit_passes_flood_is_limited_and_banned() {
     write_cfg(50);
     ctl.cli(&["reload"]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&ctl.log).unwrap().matches("configuration reloaded").count() == 0 {
+    while ctl.log_text().matches("configuration reloaded").count() == 0 {
         assert!(Instant::now() < deadline, "reload not applied");
         std::thread::sleep(Duration::from_millis(100));
     }

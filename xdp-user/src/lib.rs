@@ -19,7 +19,6 @@ pub mod gen;
 pub mod geo;
 pub mod lists;
 pub mod metrics;
-pub mod packet;
 pub mod policy;
 pub mod replay;
 pub mod sig;

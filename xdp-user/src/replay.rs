@@ -23,71 +23,52 @@ pub struct FrameInfo {
     pub dport: u16,
 }
 
-/// Parse enough of an Ethernet frame to name its endpoints (mirrors the kernel parser's
-/// VLAN/IPv6-extension handling, without validation).
+/// The endpoints of a frame for display, decoded with etherparse: Ethernet, up to three VLAN
+/// tags, IPv4 or IPv6 with its extension headers (hop-by-hop, routing, destination options,
+/// fragment, authentication). Lax: a truncated or malformed frame yields what could be read.
+/// Ports are read from unfragmented packets and first fragments.
 pub fn frame_info(f: &[u8]) -> FrameInfo {
+    use etherparse::{
+        Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TcpHeaderSlice, TransportSlice, UdpHeaderSlice,
+    };
+
     let mut info = FrameInfo::default();
-    let be16 = |o: usize| f.get(o..o + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-    let Some(mut et) = be16(12) else { return info };
-    let mut off = 14;
-    for _ in 0..2 {
-        if et == 0x8100 || et == 0x88a8 {
-            let Some(e) = be16(off + 2) else { return info };
-            et = e;
-            off += 4;
+    let Ok(p) = LaxSlicedPacket::from_ethernet(f) else { return info };
+    let (payload, first_fragment) = match &p.net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            info.src = Some(h.source_addr().into());
+            info.dst = Some(h.destination_addr().into());
+            (v4.payload(), h.fragments_offset().value() == 0)
         }
-    }
-    let l4;
-    match et {
-        0x0800 => {
-            let Some(h) = f.get(off..off + 20) else { return info };
-            info.src = Some(IpAddr::from([h[12], h[13], h[14], h[15]]));
-            info.dst = Some(IpAddr::from([h[16], h[17], h[18], h[19]]));
-            info.proto = h[9];
-            if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
-                return info;
-            }
-            l4 = off + (h[0] as usize & 15) * 4;
-        }
-        0x86dd => {
-            let Some(h) = f.get(off..off + 40) else { return info };
-            let mut s = [0u8; 16];
-            s.copy_from_slice(&h[8..24]);
-            info.src = Some(IpAddr::from(s));
-            s.copy_from_slice(&h[24..40]);
-            info.dst = Some(IpAddr::from(s));
-            let mut next = h[6];
-            let mut cur = off + 40;
-            for _ in 0..8 {
-                match next {
-                    0 | 43 | 60 | 51 => {
-                        let (Some(nh), Some(len)) = (f.get(cur), f.get(cur + 1)) else { return info };
-                        let size = if next == 51 { (*len as usize + 2) * 4 } else { (*len as usize + 1) * 8 };
-                        next = *nh;
-                        cur += size;
-                    }
-                    44 => {
-                        let Some(fh) = f.get(cur..cur + 8) else { return info };
-                        next = fh[0];
-                        cur += 8;
-                        if u16::from_be_bytes([fh[2], fh[3]]) & 0xfff8 != 0 {
-                            info.proto = next;
-                            return info;
-                        }
-                    }
-                    _ => break,
-                }
-            }
-            info.proto = next;
-            l4 = cur;
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            info.src = Some(h.source_addr().into());
+            info.dst = Some(h.destination_addr().into());
+            let later = v6.extensions().clone().into_iter().any(|e| match e {
+                Ipv6ExtensionSlice::Fragment(fh) => fh.fragment_offset().value() != 0,
+                _ => false,
+            });
+            (v6.payload(), !later)
         }
         _ => return info,
-    }
-    if info.proto == 6 || info.proto == 17 {
-        if let (Some(s), Some(d)) = (be16(l4), be16(l4 + 2)) {
-            info.sport = s;
-            info.dport = d;
-        }
+    };
+    info.proto = payload.ip_number.0;
+    let ports = match &p.transport {
+        Some(TransportSlice::Udp(u)) => Some((u.source_port(), u.destination_port())),
+        Some(TransportSlice::Tcp(t)) => Some((t.source_port(), t.destination_port())),
+        // etherparse leaves the payload of a fragment undecoded: the first one starts with the
+        // L4 header.
+        _ if payload.fragmented && first_fragment => match info.proto {
+            17 => UdpHeaderSlice::from_slice(payload.payload).ok().map(|u| (u.source_port(), u.destination_port())),
+            6 => TcpHeaderSlice::from_slice(payload.payload).ok().map(|t| (t.source_port(), t.destination_port())),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((s, d)) = ports {
+        info.sport = s;
+        info.dport = d;
     }
     info
 }

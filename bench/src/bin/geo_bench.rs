@@ -32,7 +32,8 @@ use sipshield::config::Config;
 use sipshield::countries;
 use sipshield::filter::{Filter, XDP_DROP};
 use sipshield::geo::{self, GeoDb, GeoPolicy};
-use sipshield::packet::{PacketBuilder, SipMessage};
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::sip::SipMessage;
 use xdp_common::REASON_GEO;
 
 use live::*;
@@ -524,11 +525,9 @@ fn main() -> Result<()> {
     require_root()?;
     install_signal_handlers();
     let t0 = Instant::now();
-    let scratch = std::env::temp_dir().join(format!("ssbench-geo-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    let r = bench(&a, &scratch, t0);
-    let _ = std::fs::remove_dir_all(&scratch);
-    r
+    // Removed on drop, also when the run fails or panics.
+    let scratch = sipshield_tests::tmp::TempDir::new("bench-geo")?;
+    bench(&a, &scratch, t0)
 }
 
 fn bench(a: &Args, scratch: &Path, t0: Instant) -> Result<()> {

@@ -22,7 +22,8 @@ use clap::Parser;
 use serde_json::{json, Value};
 use sipshield::config::Config;
 use sipshield::filter::{Filter, XDP_DROP, XDP_PASS};
-use sipshield::packet::{PacketBuilder, SipMessage};
+use sipshield_tests::frames::PacketBuilder;
+use sipshield_tests::sip::SipMessage;
 use xdp_common::{REASON_PASS, REASON_RATELIMIT, REASON_SCANNER};
 
 use live::*;
@@ -300,7 +301,7 @@ fn iptables_rules(tb: &Testbed) -> Result<()> {
 
 /// Packet counters of the rules of raw PREROUTING, in order.
 fn iptables_counters(tb: &Testbed) -> Result<Vec<u64>> {
-    let out = tb.rx.cmd(IPT_TIMEOUT, "iptables", &["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"]).output()?;
+    let out = tb.rx.timed(IPT_TIMEOUT, "iptables", &["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"]).output()?;
     if !out.status.success() {
         bail!("iptables -L failed: {}", String::from_utf8_lossy(&out.stderr));
     }

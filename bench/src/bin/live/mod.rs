@@ -1,9 +1,9 @@
 //! Shared by `sip_bench` and `geo_bench` (included with `mod live;`; this directory has no
 //! `main.rs`, so cargo does not build it as a binary of its own).
 //!
-//! * [`Testbed`]: two throwaway network namespaces `ssbench-<tag>-<pid>-{gen,rx}` joined by a
-//!   veth pair created directly inside them (documentation addresses only), removed on drop;
-//! * [`in_netns`]: run a closure on a thread that joined a namespace (attach, live frames);
+//! * [`Testbed`]: two throwaway network namespaces `ssbench-<tag>-<pid>-{gen,rx}` (the test
+//!   kit's [`Netns`]) joined by a veth pair created directly inside them (documentation
+//!   addresses only), removed on drop;
 //! * [`blast`]: push frames out of a veth with the `sipshield_gen` program and
 //!   `BPF_PROG_TEST_RUN` live frames (`BPF_F_TEST_XDP_LIVE_FRAMES`);
 //! * [`with_helper`]: the helper programs `sipshield_gen` and `sipshield_pass`, from their own
@@ -13,8 +13,6 @@
 
 use std::fs;
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -25,6 +23,7 @@ use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use aya::Ebpf;
 use serde_json::Value;
 use sipshield::filter::Filter;
+pub use sipshield_tests::netns::{self, Netns};
 
 /// Generator side address and receiver address (TEST-NET-2); the receiver address is local to
 /// the receiving namespace so frames addressed to it reach PREROUTING.
@@ -39,7 +38,7 @@ pub const MAX_FRAMES_PER_BLAST: u64 = 50_000_000;
 pub const MAX_BLAST_SECS: f64 = 60.0;
 
 // ------------------------------------------------------------------------------------------
-// Interruption and leftovers.
+// Interruption.
 // ------------------------------------------------------------------------------------------
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -62,99 +61,32 @@ pub fn interrupted() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// Delete namespaces `ssbench-<tag>-<pid>-*` left by a run of this benchmark that was killed
-/// (its pid no longer exists). Touches nothing else.
-pub fn remove_leftovers(tag: &str) {
-    let prefix = format!("ssbench-{tag}-");
-    let Ok(dir) = fs::read_dir("/run/netns") else { return };
-    for e in dir.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(&prefix) else { continue };
-        let Some((pid, side)) = rest.split_once('-') else { continue };
-        if !(side == "gen" || side == "rx") || pid.parse::<u32>().is_err() {
-            continue;
-        }
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            continue;
-        }
-        eprintln!("removing leftover namespace {name} (its benchmark process {pid} is gone)");
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
-    }
-}
-
 // ------------------------------------------------------------------------------------------
-// Network namespaces.
+// Network namespaces (the test kit's fixture) with the benchmark's time limits.
 // ------------------------------------------------------------------------------------------
 
-/// A network namespace created by this process, deleted on drop.
-pub struct Netns {
-    pub name: String,
-    file: fs::File,
+/// Peer commands under a time limit, so none can hang the benchmark.
+pub trait BenchNetns {
+    /// `prog args…` run inside the namespace under `timeout`.
+    fn timed(&self, timeout: Duration, prog: &str, args: &[&str]) -> Command;
+    /// Run a command inside the namespace feeding `input` on stdin (e.g. `nft -f -`);
+    /// returns (seconds, stdout).
+    fn run_stdin(&self, prog: &str, args: &[&str], input: &[u8], timeout: Duration) -> Result<(f64, String)>;
 }
 
-impl Netns {
-    pub fn create(name: &str) -> Result<Netns> {
-        if !name.starts_with("ssbench-") {
-            bail!("refusing to create namespace {name}: benchmark namespaces start with ssbench-");
-        }
-        // A leftover of an interrupted run with the same name (pid reuse) is ours to remove.
-        let _ = Command::new("ip").args(["netns", "del", name]).stderr(Stdio::null()).status();
-        let st = Command::new("ip").args(["netns", "add", name]).status().context("running ip netns add")?;
-        if !st.success() {
-            bail!("ip netns add {name} failed");
-        }
-        let file =
-            fs::File::open(format!("/run/netns/{name}")).with_context(|| format!("opening /run/netns/{name}"))?;
-        Ok(Netns { name: name.to_string(), file })
-    }
-
-    pub fn raw_fd(&self) -> i32 {
-        self.file.as_raw_fd()
-    }
-
-    /// `prog args…` run inside the namespace (setns in the child before exec), under
-    /// `timeout` so no peer command can hang the benchmark.
-    pub fn cmd(&self, timeout: Duration, prog: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("timeout");
-        c.arg(format!("{}", timeout.as_secs().max(1))).arg(prog).args(args);
-        let fd = self.file.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; the fd stays open in the child until exec.
-        unsafe {
-            c.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+impl BenchNetns for Netns {
+    fn timed(&self, timeout: Duration, prog: &str, args: &[&str]) -> Command {
+        let secs = format!("{}", timeout.as_secs().max(1));
+        let mut c = self.cmd("timeout", &[&secs, prog]);
+        c.args(args);
         c
     }
 
-    /// Run a command inside the namespace; its stdout, or an error with its stderr.
-    pub fn run(&self, prog: &str, args: &[&str]) -> Result<String> {
-        let out = self
-            .cmd(Duration::from_secs(120), prog, args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {prog} in {}", self.name))?;
-        if !out.status.success() {
-            bail!(
-                "{prog} {} (netns {}) failed: {}",
-                args.join(" "),
-                self.name,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// Run a command inside the namespace feeding `input` on stdin (e.g. `nft -f -`);
-    /// returns (seconds, stdout).
-    pub fn run_stdin(&self, prog: &str, args: &[&str], input: &[u8], timeout: Duration) -> Result<(f64, String)> {
+    fn run_stdin(&self, prog: &str, args: &[&str], input: &[u8], timeout: Duration) -> Result<(f64, String)> {
         use std::io::Write;
         let t = Instant::now();
         let mut child = self
-            .cmd(timeout, prog, args)
+            .timed(timeout, prog, args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -179,29 +111,6 @@ impl Netns {
         }
         Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
-/// Run `f` on a thread that joined `ns` (network namespace only); returns its result.
-pub fn in_netns<R: Send>(ns: &Netns, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-    let fd = ns.raw_fd();
-    let name = ns.name.clone();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            // SAFETY: plain syscall on a valid namespace fd; only this thread changes namespace.
-            if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } != 0 {
-                bail!("setns into {name}: {}", std::io::Error::last_os_error());
-            }
-            f()
-        })
-        .join()
-        .map_err(|_| anyhow!("the thread in namespace {} panicked", ns.name))?
-    })
 }
 
 /// An interface as `ip -j link` reports it.
@@ -237,17 +146,13 @@ pub struct Testbed {
 
 impl Testbed {
     pub fn create(tag: &str) -> Result<Testbed> {
-        remove_leftovers(tag);
+        netns::remove_leftovers(&format!("ssbench-{tag}-"));
         let pid = std::process::id();
         let gen = Netns::create(&format!("ssbench-{tag}-{pid}-gen"))?;
         let rx = Netns::create(&format!("ssbench-{tag}-{pid}-rx"))?;
-        gen.run("ip", &["link", "add", GEN_IF, "type", "veth", "peer", "name", RX_IF, "netns", &rx.name])?;
-        gen.run("ip", &["addr", "add", &format!("{GEN_ADDR}/24"), "dev", GEN_IF])?;
-        rx.run("ip", &["addr", "add", &format!("{RX_ADDR}/24"), "dev", RX_IF])?;
-        gen.run("ip", &["link", "set", "lo", "up"])?;
-        rx.run("ip", &["link", "set", "lo", "up"])?;
-        gen.run("ip", &["link", "set", GEN_IF, "up"])?;
-        rx.run("ip", &["link", "set", RX_IF, "up"])?;
+        netns::veth(&gen, GEN_IF, &rx, RX_IF)?;
+        gen.add_addr(GEN_IF, &format!("{GEN_ADDR}/24"))?;
+        rx.add_addr(RX_IF, &format!("{RX_ADDR}/24"))?;
         let gen_if = iface(&gen, GEN_IF)?;
         let rx_if = iface(&rx, RX_IF)?;
         Ok(Testbed { gen, rx, gen_if, rx_if })
@@ -269,7 +174,7 @@ pub fn with_attached<R>(
     f: impl FnOnce(&mut Filter) -> Result<R>,
 ) -> Result<R> {
     let ifindex = tb.rx_if.ifindex;
-    let link = in_netns(&tb.rx, || {
+    let link = tb.rx.enter(|| {
         with_prog(filter, prog_name, |p| {
             p.attach_to_if_index(ifindex, XdpMode::Driver)
                 .map_err(|e| anyhow!("attaching {} natively to {RX_IF}: {e:#}", prog_name.unwrap_or("sipshield")))
@@ -358,7 +263,7 @@ pub fn blast(tb: &Testbed, frames: &[Vec<u8>], per_frame: u32) -> Result<Blast> 
         bail!("{total} frames exceed the per-run ceiling of {MAX_FRAMES_PER_BLAST}");
     }
     set_gen_ifindex(tb.gen_if.ifindex)?;
-    in_netns(&tb.gen, || {
+    tb.gen.enter(|| {
         with_helper("sipshield_gen", |gen| {
             let mut b = Blast::default();
             let t0 = Instant::now();
@@ -461,7 +366,7 @@ fn link_xdp(prog: &std::os::fd::OwnedFd, ifindex: u32) -> Result<std::os::fd::Ow
 pub fn harness_floor(tb: &Testbed, frames: &[Vec<u8>], per: u32) -> Result<Blast> {
     let prog = load_xdp_drop()?;
     let ifindex = tb.rx_if.ifindex;
-    let link = in_netns(&tb.rx, || link_xdp(&prog, ifindex))?;
+    let link = tb.rx.enter(|| link_xdp(&prog, ifindex))?;
     let r = (|| {
         blast(tb, &frames[..frames.len().min(4)], 4000)?;
         let before = tb.rx_stats()?["rx"]["packets"].as_u64().unwrap_or(0);

@@ -1,34 +1,23 @@
 //! The controller-process harness: a `sipshield run` child inside a network namespace, with
-//! private state and pin directories, ready when `status --json` says so (not by reading its
-//! log), stopped, detached and cleaned up on drop.
+//! private state and pin directories ([`Dirs`]), ready when `status --json` says so (not by
+//! reading its log), killed on drop; the pins are detached and removed when the [`Dirs`] go.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{sipshield_bin, NetnsPair};
+use crate::netns::NetnsPair;
 
-/// A scratch directory removed on drop (also when the test panics).
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("sipshield-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-    pub fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Path of the `sipshield` binary built alongside the tests.
+pub fn sipshield_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("sipshield");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p xdp-user`, done by `cargo xtask test`)",
+        bin.display()
+    );
+    bin
 }
 
 /// Private state/pin directories for one controller: the pins live under bpffs and are removed
@@ -39,10 +28,15 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    pub fn new(tag: &str, scratch: &TempDir) -> Dirs {
+    pub fn new(tag: &str, scratch: &Path) -> Dirs {
         let pin = PathBuf::from(format!("/sys/fs/bpf/sipshield-test-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&pin);
         Dirs { state: scratch.join("state"), pin }
+    }
+
+    /// Directories given by the test (the pins are still removed on drop).
+    pub fn at(state: &Path, pin: &Path) -> Dirs {
+        Dirs { state: state.to_path_buf(), pin: pin.to_path_buf() }
     }
 
     /// `sipshield ARGS` with these directories.
@@ -194,4 +188,48 @@ pub fn scrape(ns: &str, addr: &str) -> (String, String, Duration) {
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
         (head.lines().next().unwrap_or("").to_string(), body.to_string(), elapsed)
     })
+}
+
+/// A controller with its directories: `start` it, use the CLI against it; on drop the
+/// controller is killed and its pins removed.
+pub struct Controller {
+    pub daemon: Daemon,
+    pub dirs: Dirs,
+}
+
+impl Controller {
+    /// Start `sipshield run --config cfg` inside `ns` and wait until it is ready.
+    pub fn start(ns: &str, cfg: &Path, state_dir: &Path, pin_dir: &Path) -> Controller {
+        let dirs = Dirs::at(state_dir, pin_dir);
+        let daemon = Daemon::start(ns, cfg, &dirs);
+        Controller { daemon, dirs }
+    }
+
+    /// Run a CLI verb against this controller; returns stdout (panics on failure).
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.dirs.ok(args)
+    }
+
+    pub fn cli_output(&self, args: &[&str]) -> Output {
+        self.dirs.cli(args)
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        self.dirs.json(&["stats"])
+    }
+
+    /// Kill the controller (the filter stays attached and pinned).
+    pub fn kill9(&mut self) {
+        let _ = self.daemon.child.kill();
+        let _ = self.daemon.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        self.daemon.log_text()
+    }
+}
+
+/// `reasons.<name>.packets` of a stats document.
+pub fn packets(stats: &serde_json::Value, reason: &str) -> u64 {
+    stats["reasons"][reason]["packets"].as_u64().unwrap_or_else(|| panic!("no reasons.{reason}.packets in {stats}"))
 }
