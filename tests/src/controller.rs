@@ -42,7 +42,8 @@ impl Dirs {
     /// `sipshield ARGS` with these directories.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(sipshield_bin());
-        c.args(args).env("SIPSHIELD_STATE_DIR", &self.state).env("SIPSHIELD_PIN_DIR", &self.pin);
+        c.args(args);
+        Controller::env(&mut c, &self.state, &self.pin);
         c
     }
 
@@ -102,7 +103,7 @@ impl Daemon {
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = NetnsPair::command(ns, &sipshield_bin());
         cmd.args(["run", "--config"]).arg(cfg);
-        cmd.env("SIPSHIELD_STATE_DIR", &dirs.state).env("SIPSHIELD_PIN_DIR", &dirs.pin);
+        Controller::env(&mut cmd, &dirs.state, &dirs.pin);
         let child = cmd
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
@@ -198,6 +199,11 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// Point `cmd` at private state and pin directories.
+    pub fn env(cmd: &mut Command, state_dir: &Path, pin_dir: &Path) {
+        cmd.env("SIPSHIELD_STATE_DIR", state_dir).env("SIPSHIELD_PIN_DIR", pin_dir);
+    }
+
     /// Start `sipshield run --config cfg` inside `ns` and wait until it is ready.
     pub fn start(ns: &str, cfg: &Path, state_dir: &Path, pin_dir: &Path) -> Controller {
         let dirs = Dirs::at(state_dir, pin_dir);

@@ -287,7 +287,7 @@ fn config_errors_name_the_key_and_leave_the_filter_alone() {
         std::fs::write(&p, text).unwrap();
         let mut cmd = NetnsPair::command(&net.server, &sipshield_bin());
         cmd.args(["run", "--config"]).arg(&p);
-        cmd.env("SIPSHIELD_STATE_DIR", dir.join("other-state")).env("SIPSHIELD_PIN_DIR", &pin);
+        Controller::env(&mut cmd, &dir.join("other-state"), &pin);
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: must fail");
