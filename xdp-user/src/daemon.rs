@@ -663,6 +663,9 @@ async fn serve(opts: RunOpts) -> Result<()> {
     let (p, filter, mut st, report) = {
         let pin_dir = pin_dir.clone();
         tokio::task::spawn_blocking(move || -> Result<_> {
+            // Signals go to the main thread's handlers: a signal pending on this thread would
+            // make the kernel abort the program's verification (EAGAIN).
+            block_signals()?;
             let p = prepare(&opts)?;
             let (filter, st, report) = start_filter(&p, &pin_dir)?;
             Ok((p, filter, st, report))
@@ -706,7 +709,10 @@ async fn serve(opts: RunOpts) -> Result<()> {
     worker.publish_sigs();
     worker.gc();
     worker.publish();
-    let worker = std::thread::Builder::new().name("worker".into()).spawn(move || worker.run(job_rx))?;
+    let worker = std::thread::Builder::new().name("worker".into()).spawn(move || {
+        let _ = block_signals();
+        worker.run(job_rx)
+    })?;
     if let Some(l) = metrics {
         l.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(l)?;

@@ -175,6 +175,7 @@ pub fn spawn_drain(
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
     std::thread::Builder::new().name("events".into()).spawn(move || {
+        let _ = crate::daemon::block_signals();
         let mut ring = ring;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             {

@@ -91,7 +91,7 @@ impl Filter {
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| anyhow!("the eBPF object has no program {PROGRAM_NAME}"))?
             .try_into()?;
-        prog.load().map_err(|e| anyhow!("the kernel rejected the XDP program: {e:#}"))?;
+        load_retrying(prog).map_err(|e| anyhow!("the kernel rejected the XDP program: {e:#}"))?;
         let mut f = Filter { maps, ebpf: Some(ebpf), pin_dir };
         f.init_defaults()?;
         Ok(f)
@@ -302,6 +302,22 @@ impl Filter {
 
 }
 
+/// Load `prog`, retrying a few times when the kernel interrupted its verification for a signal
+/// (EAGAIN), as libbpf does.
+fn load_retrying(prog: &mut Xdp) -> std::result::Result<(), aya::programs::ProgramError> {
+    let mut attempt = 0;
+    loop {
+        match prog.load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 4 =>
+            {
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// The `MapData` behind any map variant used here.
 pub fn map_data(m: &Map) -> &MapData {
     match m {
@@ -320,10 +336,8 @@ pub fn map_data(m: &Map) -> &MapData {
 /// `ClockParams`; at most one scheduler tick behind this value) and compares ban deadlines,
 /// rate-limit state and event times against it.
 pub fn clock_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 pub fn duration_ns(d: Duration) -> u64 {
