@@ -21,10 +21,12 @@ pub fn now(cfg: &Config) -> u64 {
 }
 
 /// Store `bpf_jiffies64()` in `CLOCK.probe`, so the controller can relate jiffies to
-/// CLOCK_MONOTONIC (the calibration program `sipshield_clock`).
+/// CLOCK_MONOTONIC (the calibration program `sipshield_clock`); returns it.
 #[inline(always)]
-pub fn probe() {
+pub fn probe() -> u64 {
+    let j = unsafe { bpf_jiffies64() };
     if let Some(p) = CLOCK.get_ptr_mut(0) {
-        unsafe { (*p).probe = bpf_jiffies64() };
+        unsafe { (*p).probe = j };
     }
+    j
 }

@@ -53,8 +53,11 @@ pub fn sipshield(ctx: XdpContext) -> u32 {
 /// Clock calibration (run by the controller with BPF_PROG_TEST_RUN at load, never attached):
 /// stores `bpf_jiffies64()` so the controller can relate jiffies to CLOCK_MONOTONIC.
 #[xdp]
-pub fn sipshield_clock(_ctx: XdpContext) -> u32 {
-    clock::probe();
+pub fn sipshield_clock(ctx: XdpContext) -> u32 {
+    let jiffies = clock::probe();
+    // aya-log's one use: a rare diagnostic (two runs per load, never per packet), logged by the
+    // controller at debug level.
+    aya_log_ebpf::debug!(&ctx, "clock probe: jiffies {}", jiffies);
     xdp_action::XDP_PASS
 }
 

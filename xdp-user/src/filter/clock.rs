@@ -50,6 +50,7 @@ impl Filter {
             prog.test_run(TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..Default::default() })
                 .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {e:#}"))?;
         }
+        self.flush_kernel_log();
         Ok((t0, self.clock_params()?.probe))
     }
 

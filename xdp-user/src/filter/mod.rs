@@ -51,6 +51,8 @@ pub struct Filter {
     /// The loaded object (owns the program) when loaded by this process.
     ebpf: Option<Ebpf>,
     pin_dir: Option<PathBuf>,
+    /// The kernel's rare diagnostics (aya-log; the clock probe), flushed to the `log` crate.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 pub(crate) fn map_err(name: &str, e: impl std::fmt::Display) -> anyhow::Error {
@@ -92,7 +94,14 @@ impl Filter {
             .ok_or_else(|| anyhow!("the eBPF object has no program {PROGRAM_NAME}"))?
             .try_into()?;
         load_retrying(prog).map_err(|e| anyhow!("the kernel rejected the XDP program: {e:#}"))?;
-        let mut f = Filter { maps, ebpf: Some(ebpf), pin_dir };
+        let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::debug!("kernel diagnostics unavailable: {e}");
+                None
+            }
+        };
+        let mut f = Filter { maps, ebpf: Some(ebpf), pin_dir, logger };
         f.init_defaults()?;
         Ok(f)
     }
@@ -112,7 +121,14 @@ impl Filter {
             let data = MapData::from_pin(&path).map_err(|e| anyhow!("{}: {e}", path.display()))?;
             maps.insert(name.to_string(), Map::from_map_data(data).map_err(|e| map_err(name, e))?);
         }
-        Ok(Filter { maps, ebpf: None, pin_dir: Some(pin_dir.to_path_buf()) })
+        Ok(Filter { maps, ebpf: None, pin_dir: Some(pin_dir.to_path_buf()), logger: None })
+    }
+
+    /// Pass the kernel's pending diagnostics to the `log` crate.
+    pub fn flush_kernel_log(&mut self) {
+        if let Some(l) = &mut self.logger {
+            l.flush();
+        }
     }
 
     pub fn pin_dir(&self) -> Option<&Path> {
