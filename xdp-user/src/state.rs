@@ -133,17 +133,24 @@ pub struct Lock {
     _file: nix::fcntl::Flock<File>,
 }
 
-pub fn lock() -> Result<Lock> {
+/// Open (creating it) the lock file `name` in the state directory, which the controller (even
+/// under systemd's PrivateTmp) and the CLI share.
+pub fn open_lock_file(name: &str) -> Result<(File, PathBuf)> {
     let dir = state_dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let path = dir.join("lock");
+    let path = dir.join(name);
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .open(&path)
-        .with_context(|| format!("{}: cannot open the controller lock", path.display()))?;
+        .with_context(|| format!("{}: cannot open the lock file", path.display()))?;
+    Ok((file, path))
+}
+
+pub fn lock() -> Result<Lock> {
+    let (file, path) = open_lock_file("lock")?;
     let mut file = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
         Ok(f) => f,
         Err(_) => {

@@ -1,6 +1,6 @@
 //! The writer lock: every writer of a pinned filter (the controller, the CLI without a
 //! controller) holds it across a whole change, so two generation swaps never interleave.
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use super::Filter;
 
@@ -43,17 +43,7 @@ impl Filter {
         WRITE_LOCK.with(|l| {
             let mut l = l.borrow_mut();
             if l.depth == 0 {
-                // In the state directory (/run/sipshield), which the daemon (even with systemd's
-                // PrivateTmp) and the CLI share.
-                let state = crate::state::state_dir();
-                std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-                let path = state.join("writer.lock");
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .with_context(|| format!("{}: cannot open lock file", path.display()))?;
+                let (file, path) = crate::state::open_lock_file("writer.lock")?;
                 // Blocks until other writers finish.
                 match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive) {
                     Ok(f) => l.file = Some(f),
