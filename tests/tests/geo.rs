@@ -878,3 +878,50 @@ fn controller_geo_policy_lookup_and_file_reload() {
     assert_eq!(status["lists"]["loads"]["geoip"]["errors"], 1, "{status}");
     ctl.cli(&["detach"]);
 }
+
+#[test]
+fn a_500k_geoip_reload_never_stalls_metrics_or_events() {
+    if !require_root("a_500k_geoip_reload_never_stalls_metrics_or_events") {
+        return;
+    }
+    let dir = scratch("geo-stall");
+    let db = write_db(&dir, "country.mmdb", Shape::MaxMind, IpVersion::V6, FIXTURE);
+    let big = dir.join("big.mmdb");
+    synthetic_db(&big, 330_000, 170_000);
+    let net = NetnsPair::new("gst");
+    net.add_client_addr("203.0.113.9/24");
+    let cfg = dir.join("s.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "interfaces = [\"vsrv\"]\n[metrics]\nlisten = \"127.0.0.1:9614\"\n[events]\nstdout = false\nrate = 1000\nburst = 1000\n[blacklist]\nentries = [\"203.0.113.9\"]\n[geoip]\ndatabase = \"{}\"\ndeny_countries = [\"CN\"]\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let pin = PathBuf::from(format!("/sys/fs/bpf/sipshield-test-geostall-{}", std::process::id()));
+    let ctl = Controller::start(&net.server, &cfg, &dir.join("state"), &pin);
+    let events = dir.join("state").join("events.jsonl");
+    let events0 = std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0);
+    // Swap the 500k-network database in: the controller reloads it on its own.
+    std::fs::rename(&big, &db).unwrap();
+    let t0 = Instant::now();
+    let mut worst = std::time::Duration::ZERO;
+    let sip = SipMessage::request("OPTIONS", "a", "x").build();
+    let mut reloaded = false;
+    while t0.elapsed() < std::time::Duration::from_secs(30) {
+        let (status, _, took) = sipshield_tests::controller::scrape(&net.server, "127.0.0.1:9614");
+        assert!(status.contains("200"), "{status}");
+        worst = worst.max(took);
+        net.send_udp(ip("203.0.113.9"), ip("198.51.100.2"), SIP_PORT, vec![sip.clone()]);
+        if ctl.log_text().contains("reloaded") {
+            reloaded = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(reloaded, "the 500k database was not reloaded:\n{}", ctl.log_text());
+    assert!(worst < std::time::Duration::from_millis(200), "/metrics took {worst:?} during the GeoIP reload");
+    let events1 = std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0);
+    assert!(events1 > events0, "no events were written during the GeoIP reload");
+}
