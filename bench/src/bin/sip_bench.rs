@@ -71,8 +71,9 @@ struct Args {
     cost_config: Option<std::path::PathBuf>,
 }
 
-/// Per-packet cost: the rate-limit rule is generous enough (1e9/s, burst 1e6) that the same
-/// source repeated 1e6 times is never limited, so the legit frame takes the whole pass path.
+/// Per-packet cost: the rate-limit rule is generous enough (1e6/s, the configuration's maximum,
+/// burst 1e6) that the same source repeated 1e6 times is never limited, so the legit frame
+/// takes the whole pass path (checked: the `ratelimit` counter must stay 0).
 const COST_TOML: &str = r#"
 [sip]
 ports = [5060, 5061]
@@ -80,7 +81,7 @@ ports = [5060, 5061]
 enabled = true
 defaults = true
 [ratelimit.register]
-rate = 1000000000.0
+rate = 1000000.0
 burst = 1000000
 ban_after = 0
 [metrics]
