@@ -14,7 +14,7 @@ use aya::Ebpf;
 use serde_json::{json, Value};
 use sipshield::filter::{map_data, EBPF_OBJECT, PROGRAM_NAME, XDP_PASS};
 use sipshield::lists::IpList;
-use xdp_common::{maps, Config, BL_NET_CAPACITY};
+use xdp_common::{maps, Config, BL_NET_CAPACITY, PRESENT_BL_NET4};
 
 use super::{lpm_fill, lpm_insert_each, ranges4, v4_entries};
 use crate::blacklist::hash_fill::parallel_fill_drain;
@@ -82,6 +82,9 @@ fn all_in_lpm_full(
         "  all-in-LPM filled in {fill_secs:.3} s ({method}); SUnreclaim {:+.1} B/entry",
         mem.sunreclaim as f64 / total as f64
     );
+    // The program looks in a generation's range trie only when the config says it holds
+    // entries (swap_list sets that bit; this fill bypasses swap_list).
+    update_config(ebpf, |c| c.present |= PRESENT_BL_NET4)?;
     let sc = Scenario { instance: 2, name: "rejected: all in LPM, full size", entries: total };
     lookups.extend(with_runner(ebpf, |run| measure_listed(run, sc, probes, &probes.hit, a))?);
     Ok(json!({
@@ -121,6 +124,7 @@ fn previous_hash_full(
     update_config(ebpf, |c| {
         c.blacklist_gen = 1;
         c.bl4_overflow = 1;
+        c.present |= PRESENT_BL_NET4;
     })?;
     eprintln!(
         "  previous design: {} /32s into the no-prealloc hash in {fill_secs:.3} s; Slab {:+.1} B per /32, memlock {:.1} MB empty → {:.1} MB",
