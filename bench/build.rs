@@ -1,5 +1,5 @@
-//! Builds the benchmarks' helper XDP programs (`bench/ebpf`: `sipshield_gen`,
-//! `sipshield_pass`) for the BPF target with aya-build; the object is embedded into the
+//! Builds the benchmarks' helper XDP programs (`bench/ebpf`: `sipshield_gen`, `sipshield_pass`,
+//! `sipshield_drop`) for the BPF target with aya-build; the object is embedded into the
 //! benchmarks with `include_bytes_aligned!` and loaded by them, never by the controller.
 fn main() -> anyhow::Result<()> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ebpf");

@@ -30,6 +30,13 @@ pub fn sipshield_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
+/// The harness floor's receiver: every frame dropped at once (2 instructions), so the
+/// measured time per frame is the generator and the veth alone.
+#[xdp]
+pub fn sipshield_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -11,22 +11,29 @@
 //!    `hashlimit` REGISTER limit) in the receiving namespace.
 //!
 //! Run as root: `cargo run --release -p sipshield-bench --bin sip_bench -- [--json]`.
-//! See bench/LIVE.md.
-mod live;
-
-use std::path::Path;
-use std::time::{Duration, Instant};
+//! See bench/LIVE.md. The harness, the peers and the report helpers are the library's.
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use serde_json::{json, Value};
 use sipshield::config::Config;
 use sipshield::filter::{Filter, XDP_DROP, XDP_PASS};
+use sipshield_bench::harness::cost::cost_rounds;
+use sipshield_bench::harness::helpers::{Prog, EMPTY};
+use sipshield_bench::harness::live::{
+    call_overhead, compare, harness_floor, run_sipshield, Comparison, Floor, LiveArgs,
+};
+use sipshield_bench::harness::testbed::{Testbed, RX_ADDR};
+use sipshield_bench::harness::{start, stats};
+use sipshield_bench::peers;
+use sipshield_bench::report::{self, action_name, mpps, pass_fail};
 use sipshield_tests::frames::PacketBuilder;
 use sipshield_tests::sip::SipMessage;
-use xdp_common::{REASON_PASS, REASON_RATELIMIT, REASON_SCANNER};
-
-use live::*;
+use xdp_common::{REASON_NAMES, REASON_PASS, REASON_RATELIMIT, REASON_SCANNER};
 
 /// Targets.
 const TARGET_COST_RATIO: f64 = 8.0;
@@ -39,69 +46,37 @@ const TARGET_SPEEDUP_500: f64 = 1.5;
     about = "sipshield SIP path: per-packet cost and scanner-drop throughput vs iptables (root)"
 )]
 struct Args {
-    /// Print one JSON object on stdout (the table goes to stderr).
-    #[arg(long)]
-    json: bool,
-    /// BPF_PROG_TEST_RUN repeat count per frame for the per-packet cost.
-    #[arg(long, default_value_t = 100_000)]
-    repeat: u32,
     /// Interleaved rounds of the per-packet cost measurement (the fastest round counts, the
     /// median is shown too).
     #[arg(long, default_value_t = 21)]
     rounds: usize,
-    /// Live frames per throughput run.
-    #[arg(long, default_value_t = 3_000_000)]
-    frames: u64,
     /// Distinct source addresses of the live frames (203.0.113.0/24, then 198.18.0.0/15), one
     /// frame each, cycled. Every distinct frame costs one live-frames syscall with a fixed
     /// ~25-40 ms of RCU waits, so the default keeps the whole run under 3 minutes; scanner
     /// frames are dropped before the per-source rate limit on both sides.
     #[arg(long, default_value_t = 128)]
     sources: usize,
-    /// Throughput runs per case (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Skip the live-traffic throughput part.
-    #[arg(long)]
-    skip_live: bool,
     /// Measure the per-packet cost with this TOML config instead of the built-in one (e.g. to
     /// see what one feature costs). Its `[sip] ports` must include 5060; the verdict checks
     /// are skipped.
     #[arg(long, value_name = "FILE")]
-    cost_config: Option<std::path::PathBuf>,
+    cost_config: Option<PathBuf>,
+    /// The options both live benchmarks have (--json, --repeat, --frames, --runs, --skip-live).
+    #[command(flatten)]
+    live: LiveArgs,
 }
 
-/// Per-packet cost: the rate-limit rule is generous enough (1e9/s, burst 1e6) that the same
-/// source repeated 1e6 times is never limited, so the legit frame takes the whole pass path.
-const COST_TOML: &str = r#"
-[sip]
-ports = [5060, 5061]
-[scanners]
-enabled = true
-defaults = true
-[ratelimit.register]
-rate = 1000000000.0
-burst = 1000000
-ban_after = 0
-[metrics]
-enabled = false
-"#;
-
-/// Live throughput: the same job as the iptables rules (scanner drop, REGISTER 5/s burst 20
-/// per source, no bans).
-const LIVE_TOML: &str = r#"
-[sip]
-ports = [5060, 5061]
-[scanners]
-enabled = true
-defaults = true
-[ratelimit.register]
-rate = 5.0
-burst = 20
-ban_after = 0
-[metrics]
-enabled = false
-"#;
+/// sipshield doing the scanner job: default signatures, a per-source REGISTER rate rule, no bans.
+/// * per-packet cost: rate 1e6/s (the configuration's maximum), burst 1e6, so the same source
+///   repeated 1e6 times is never limited and the legit frame takes the whole pass path
+///   (checked: the `ratelimit` counter must stay 0);
+/// * live throughput: rate 5/s, burst 20, the same job as the iptables rules.
+fn sip_config(rate: f64, burst: u32) -> String {
+    format!(
+        "[sip]\nports = [5060, 5061]\n[scanners]\nenabled = true\ndefaults = true\n\
+         [ratelimit.register]\nrate = {rate:?}\nburst = {burst}\nban_after = 0\n[metrics]\nenabled = false\n"
+    )
+}
 
 /// Distinct sources (frames) per per-packet-cost case.
 const COST_SOURCES: usize = 2;
@@ -110,22 +85,14 @@ const LEGIT_UA: &str = "Linphone/5.2.0 (belle-sip/5.2.0)";
 const SCANNER_UA: &str = "friendly-scanner";
 const SIP_PORT: u16 = 5060;
 
-fn filter_with(toml: &str) -> Result<Filter> {
-    let cfg = Config::parse(toml, Path::new("bench.toml"))?;
-    let mut f = Filter::load_private()?;
-    sipshield::policy::apply_config(&mut f, &cfg)?;
-    Ok(f)
-}
-
 /// Source address number `i` (documentation / benchmarking ranges only).
-fn source(i: usize) -> std::net::IpAddr {
+fn source(i: usize) -> IpAddr {
     let i = i as u32;
     if i < 256 {
-        std::net::Ipv4Addr::new(203, 0, 113, i as u8).into()
+        Ipv4Addr::new(203, 0, 113, i as u8).into()
     } else {
         // 198.18.0.0/15 (benchmarking), for more than 256 sources.
-        let n = 0xC612_0000u32 + (i - 256) % (1 << 17);
-        std::net::Ipv4Addr::from(n).into()
+        Ipv4Addr::from(0xC612_0000u32 + (i - 256) % (1 << 17)).into()
     }
 }
 
@@ -145,6 +112,7 @@ fn ua_offset(msg: &[u8]) -> usize {
     msg.windows(needle.len()).position(|w| w == needle).unwrap_or(usize::MAX)
 }
 
+/// Frame from source `i` to the SIP port, with the testbed's MACs for live frames.
 fn frame(i: usize, payload: &[u8], macs: Option<([u8; 6], [u8; 6])>) -> Vec<u8> {
     let mut b =
         PacketBuilder::udp(source(i), RX_ADDR.parse().unwrap(), 5060 + (i % 1000) as u16, SIP_PORT).payload(payload);
@@ -152,6 +120,11 @@ fn frame(i: usize, payload: &[u8], macs: Option<([u8; 6], [u8; 6])>) -> Vec<u8> 
         b = b.macs(s, d);
     }
     b.build()
+}
+
+/// `n` frames of `payload` to the SIP port from sources 0..n.
+fn frames(n: usize, payload: &[u8], macs: Option<([u8; 6], [u8; 6])>) -> Vec<Vec<u8>> {
+    (0..n).map(|i| frame(i, payload, macs)).collect()
 }
 
 // ------------------------------------------------------------------------------------------
@@ -174,23 +147,35 @@ struct CostRow {
     ratio_median: f64,
 }
 
-fn per_packet_cost(a: &Args) -> Result<(f64, Vec<CostRow>)> {
-    let custom = match &a.cost_config {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
-        None => None,
-    };
-    let mut f = filter_with(custom.as_deref().unwrap_or(COST_TOML))?;
-    // `COST_SOURCES` sources per case; each frame is run `repeat` times.
-    let nsrc = COST_SOURCES;
-    let legit = legit_sip();
-    let cases: Vec<(&'static str, Vec<u8>, u32, u32)> = vec![
-        ("legit REGISTER, UA last", legit.clone(), XDP_PASS, REASON_PASS),
+/// A per-packet-cost case: name, SIP message, expected action and reason.
+type Case = (&'static str, Vec<u8>, u32, u32);
+
+fn cost_cases(legit: &[u8]) -> Vec<Case> {
+    vec![
+        ("legit REGISTER, UA last", legit.to_vec(), XDP_PASS, REASON_PASS),
         ("scanner, UA near the start", scanner_sip(0), XDP_DROP, REASON_SCANNER),
         ("scanner, UA ~500 B in", scanner_sip(500), XDP_DROP, REASON_SCANNER),
         ("scanner, UA ~1200 B in", scanner_sip(1200), XDP_DROP, REASON_SCANNER),
-    ];
-    // Check every case once (verdict and the reason counter) before timing it.
-    for (name, msg, want_action, want_reason) in cases.iter().filter(|_| custom.is_none()) {
+    ]
+}
+
+/// The filter of the per-packet cost: the built-in config, or `--cost-config` (Some(text)).
+fn cost_filter(a: &Args) -> Result<(Filter, Option<String>)> {
+    let custom = match &a.cost_config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Config::parse(&text, p)?;
+            Some(text)
+        }
+        None => None,
+    };
+    let toml = custom.clone().unwrap_or_else(|| sip_config(1e6, 1_000_000));
+    Ok((sipshield_tests::filter_with(&toml), custom))
+}
+
+/// Check every case once (verdict and the reason counter) before timing it.
+fn check_cases(f: &mut Filter, cases: &[Case]) -> Result<()> {
+    for (name, msg, want_action, want_reason) in cases {
         let fr = frame(0, msg, None);
         let before = f.stats()?.reason_total(*want_reason).packets;
         let act = f.test_run(&fr)?;
@@ -204,49 +189,50 @@ fn per_packet_cost(a: &Args) -> Result<(f64, Vec<CostRow>)> {
             );
         }
     }
-    // All cases are measured round-robin (see `cost_rounds`); a case's ratio is the median of
-    // its per-round ratios to the empty program measured in the same round.
-    let legit_frames: Vec<Vec<u8>> = (0..nsrc).map(|i| frame(i, &legit, None)).collect();
-    let mut frame_sets: Vec<Vec<Vec<u8>>> = vec![legit_frames];
-    for (_, msg, _, _) in &cases {
-        frame_sets.push((0..nsrc).map(|i| frame(i, msg, None)).collect());
+    Ok(())
+}
+
+/// The empty program's ns per packet (fastest round) and a row per case, all measured
+/// round-robin (see `cost_rounds`): the empty program on the legit frames, every case, and the
+/// legit message to a port that is not a SIP port (header pipeline and IP-level checks only).
+fn per_packet_cost(a: &Args) -> Result<(f64, Vec<CostRow>)> {
+    let (mut f, custom) = cost_filter(a)?;
+    let legit = legit_sip();
+    let cases = cost_cases(&legit);
+    if custom.is_none() {
+        check_cases(&mut f, &cases)?;
     }
-    // Reference: the same legit message to a port that is not a SIP port (header pipeline and
-    // IP-level checks only, no SIP scan).
+    let mut frame_sets = vec![frames(COST_SOURCES, &legit, None)];
+    frame_sets.extend(cases.iter().map(|(_, msg, _, _)| frames(COST_SOURCES, msg, None)));
     frame_sets.push(
-        (0..nsrc)
+        (0..COST_SOURCES)
             .map(|i| PacketBuilder::udp(source(i), RX_ADDR.parse().unwrap(), 5060, 9999).payload(&legit).build())
             .collect(),
     );
-    let mut specs: Vec<(Option<&str>, &[Vec<u8>])> = vec![(Some("sipshield_pass"), &frame_sets[0][..])];
-    for fs in &frame_sets[1..] {
-        specs.push((None, &fs[..]));
-    }
-    let measured = cost_rounds(&mut f, &specs, a.repeat, a.rounds)?;
-    let empty_rounds = measured[0].1.clone();
-    let fmin = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
-    let empty_ns = fmin(&empty_rounds);
-    let mut rows = vec![];
+    let mut specs: Vec<(Prog, &[Vec<u8>])> = vec![(EMPTY, &frame_sets[0][..])];
+    specs.extend(frame_sets[1..].iter().map(|fs| (Prog::Sipshield, &fs[..])));
+    let measured = cost_rounds(&mut f, &specs, a.live.repeat, a.rounds)?;
+    let empty_rounds = &measured[0].rounds;
+    let empty_ns = stats::min(empty_rounds);
     let names = cases
         .iter()
-        .map(|(name, msg, _, reason)| {
-            (*name, Some(ua_offset(msg)), msg.len(), xdp_common::REASON_NAMES[*reason as usize])
-        })
+        .map(|(name, msg, _, reason)| (*name, Some(ua_offset(msg)), msg.len(), REASON_NAMES[*reason as usize]))
         .chain(std::iter::once(("legit to a non-SIP port (ref.)", None, legit.len(), "pass")));
+    let mut rows = vec![];
     for (i, (name, ua_at, msg_len, reason)) in names.enumerate() {
-        let (actions, ns_rounds) = &measured[i + 1];
-        let mut ratios: Vec<f64> = ns_rounds.iter().zip(&empty_rounds).map(|(n, e)| n / e).collect();
+        let c = &measured[i + 1];
+        let ratios: Vec<f64> = c.rounds.iter().zip(empty_rounds).map(|(n, e)| n / e).collect();
         rows.push(CostRow {
             name,
             ua_at,
             msg_len,
             frame_len: frame_sets[i + 1][0].len(),
-            action: actions[0],
+            action: c.actions[0],
             reason,
-            ns: fmin(ns_rounds),
-            ns_median: median(&mut ns_rounds.clone()),
-            ratio: fmin(ns_rounds) / empty_ns,
-            ratio_median: median(&mut ratios),
+            ns: stats::min(&c.rounds),
+            ns_median: stats::median(&c.rounds),
+            ratio: stats::min(&c.rounds) / empty_ns,
+            ratio_median: stats::median(&ratios),
         });
     }
     // The legit frames must never have been rate limited.
@@ -261,92 +247,17 @@ fn per_packet_cost(a: &Args) -> Result<(f64, Vec<CostRow>)> {
 // 2. Live scanner-drop throughput.
 // ------------------------------------------------------------------------------------------
 
-fn median_run(mut runs: Vec<Run>) -> (Run, Vec<Run>) {
-    let all = runs.clone();
-    runs.sort_by(|a, b| a.pps().partial_cmp(&b.pps()).unwrap_or(std::cmp::Ordering::Equal));
-    (runs[runs.len() / 2].clone(), all)
-}
-
-const IPT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The same job with iptables: drop the scanner UA (Boyer-Moore string match), and limit
-/// REGISTERs per source with hashlimit.
-fn iptables_rules(tb: &Testbed) -> Result<()> {
-    let r = |args: &[&str]| tb.rx.run("iptables", args).map(|_| ());
-    r(&["-t", "raw", "-F", "PREROUTING"])?;
-    let rule = |needle: &str, extra: &[&str]| -> Result<()> {
-        let mut args = vec!["-t", "raw", "-A", "PREROUTING", "-p", "udp", "--dport", "5060"];
-        args.extend(["-m", "string", "--algo", "bm", "--string", needle]);
-        args.extend(extra);
-        args.extend(["-j", "DROP"]);
-        r(&args)
-    };
-    rule(SCANNER_UA, &[])?;
-    rule(
-        "REGISTER ",
-        &[
-            "-m",
-            "hashlimit",
-            "--hashlimit-above",
-            "5/sec",
-            "--hashlimit-burst",
-            "20",
-            "--hashlimit-mode",
-            "srcip",
-            "--hashlimit-name",
-            "reg",
-        ],
-    )
-}
-
-/// Packet counters of the rules of raw PREROUTING, in order.
-fn iptables_counters(tb: &Testbed) -> Result<Vec<u64>> {
-    let out = tb.rx.timed(IPT_TIMEOUT, "iptables", &["-t", "raw", "-L", "PREROUTING", "-v", "-x", "-n"]).output()?;
-    if !out.status.success() {
-        bail!("iptables -L failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut v = vec![];
-    for line in text.lines().skip(2) {
-        if let Some(first) = line.split_whitespace().next() {
-            v.push(first.parse::<u64>().with_context(|| format!("iptables counter line {line:?}"))?);
-        }
-    }
-    Ok(v)
-}
-
-fn live_frames(tb: &Testbed, n: usize, payload: &[u8]) -> Vec<Vec<u8>> {
-    (0..n).map(|i| frame(i, payload, Some((tb.gen_if.mac, tb.rx_if.mac)))).collect()
-}
-
-/// One sipshield run: attach natively on the receiver, warm up, blast, count `reason` drops.
-/// One iptables run: rules in the receiver namespace, the empty XDP program on the veth for
-/// NAPI, blast, count the scanner rule's drops.
-fn run_iptables(tb: &Testbed, f: &mut Filter, frames: &[Vec<u8>], per: u32) -> Result<Run> {
-    iptables_rules(tb)?;
-    // Drops: the scanner rule's counter (the first rule).
-    let r = with_attached(tb, f, Some("sipshield_pass"), |f| {
-        counted_blast(tb, f, frames, per, |_| Ok(iptables_counters(tb)?.first().copied().unwrap_or(0)))
-    });
-    let _ = tb.rx.run("iptables", &["-t", "raw", "-F", "PREROUTING"]);
-    r
-}
-
 struct LiveCase {
     name: &'static str,
     ua_at: usize,
     frame_len: usize,
     target: f64,
-    sip: (Run, Vec<Run>),
-    ipt: (Run, Vec<Run>),
+    cmp: Comparison,
 }
 
 impl LiveCase {
-    fn speedup(&self) -> f64 {
-        self.sip.0.pps() / self.ipt.0.pps()
-    }
-    fn speedup_wall(&self) -> f64 {
-        self.sip.0.pps_wall() / self.ipt.0.pps_wall()
+    fn pass(&self) -> bool {
+        self.cmp.ratio() >= self.target
     }
 }
 
@@ -355,26 +266,12 @@ struct LiveResult {
     /// Fixed wall-clock cost of one live-frames syscall.
     overhead: f64,
     /// Harness floor: the same frames into an empty XDP_DROP program (generator + veth only).
-    floor: Run,
-}
-
-impl LiveResult {
-    /// Per-frame cost of the harness alone, ns.
-    fn floor_ns(&self) -> f64 {
-        self.floor.ns_per_frame()
-    }
-    fn receiver_ns(&self, r: &Run) -> f64 {
-        r.receiver_ns(&self.floor)
-    }
-    /// iptables receiver-side cost / sipshield receiver-side cost.
-    fn receiver_ratio(&self, c: &LiveCase) -> f64 {
-        self.receiver_ns(&c.ipt.0) / self.receiver_ns(&c.sip.0)
-    }
+    floor: Floor,
 }
 
 fn live(a: &Args, tb: &Testbed) -> Result<LiveResult> {
-    let mut f = filter_with(LIVE_TOML)?;
-    let per = (a.frames / a.sources as u64).max(1) as u32;
+    let mut f = sipshield_tests::filter_with(&sip_config(5.0, 20));
+    let per = (a.live.frames / a.sources as u64).max(1) as u32;
     let overhead = call_overhead(tb, &frame(0, &scanner_sip(0), None), 5).unwrap_or(f64::NAN);
     let mut cases = vec![];
     for (name, at, target) in [
@@ -382,67 +279,33 @@ fn live(a: &Args, tb: &Testbed) -> Result<LiveResult> {
         ("scanner, UA ~500 B in", 500, TARGET_SPEEDUP_500),
     ] {
         let msg = scanner_sip(at);
-        let frames = live_frames(tb, a.sources, &msg);
+        let frames = frames(a.sources, &msg, Some(tb.macs()));
         eprintln!(
             "live: {name}: {} frames x {per}, {} runs each, sipshield and iptables interleaved ...",
             frames.len(),
-            a.runs
+            a.live.runs
         );
-        let (mut sip, mut ipt) = (vec![], vec![]);
-        for _ in 0..a.runs {
-            sip.push(run_sipshield(tb, &mut f, &frames, per, REASON_SCANNER)?);
-            ipt.push(run_iptables(tb, &mut f, &frames, per)?);
-        }
-        cases.push(LiveCase {
-            name,
-            ua_at: ua_offset(&msg),
-            frame_len: frames[0].len(),
-            target,
-            sip: median_run(sip),
-            ipt: median_run(ipt),
-        });
+        let cmp = compare(
+            a.live.runs,
+            || run_sipshield(tb, &mut f, &frames, per, REASON_SCANNER),
+            || peers::iptables_run(tb, &frames, per, SCANNER_UA),
+        )?;
+        cases.push(LiveCase { name, ua_at: ua_offset(&msg), frame_len: frames[0].len(), target, cmp });
     }
-    // Harness floor: the generator and the veth alone, into a 2-instruction XDP_DROP program.
-    let frames = live_frames(tb, a.sources, &scanner_sip(0));
     eprintln!("live: harness floor (empty XDP_DROP on the receiver) ...");
-    let b = harness_floor(tb, &frames, per)?;
-    let floor =
-        Run { sent: b.sent, dropped: b.dropped, wall_secs: b.wall_secs, kernel_secs: b.kernel_secs, calls: b.calls };
+    let floor = harness_floor(tb, &frames(a.sources, &scanner_sip(0), Some(tb.macs())), per)?;
     Ok(LiveResult { cases, overhead, floor })
 }
 
 // ------------------------------------------------------------------------------------------
+// Report.
+// ------------------------------------------------------------------------------------------
 
-fn main() -> Result<()> {
-    let a = Args::parse();
-    require_root()?;
-    install_signal_handlers();
-    let t0 = Instant::now();
-    eprintln!("per-packet cost (BPF_PROG_TEST_RUN, repeat {}, {} rounds) ...", a.repeat, a.rounds);
-    let (empty_ns, rows) = per_packet_cost(&a)?;
-
-    let lr = if a.skip_live {
-        None
-    } else {
-        let tb = Testbed::create("sip")?;
-        let r = live(&a, &tb);
-        drop(tb);
-        Some(r?)
-    };
-    let (cases, overhead) = match &lr {
-        Some(l) => (&l.cases[..], l.overhead),
-        None => (&[][..], f64::NAN),
-    };
-
-    // ---- report
-    let mut t = String::new();
-    use std::fmt::Write as _;
-    let legit_ratio = rows[0].ratio; // rows[0]: legit REGISTER
-    writeln!(t, "\n== sip_bench (kernel {}, {} CPUs, {}) ==", kernel_release(), ncpus(), cpu_model())?;
+fn cost_table(t: &mut String, a: &Args, empty_ns: f64, rows: &[CostRow]) -> std::fmt::Result {
     writeln!(
         t,
         "\n-- per-packet cost, BPF_PROG_TEST_RUN (repeat {}, {} interleaved rounds, {} sources per case) --",
-        a.repeat, a.rounds, COST_SOURCES
+        a.live.repeat, a.rounds, COST_SOURCES
     )?;
     writeln!(t, "   ns/pkt and x empty: fastest round (noise only adds time); median columns for reference")?;
     writeln!(
@@ -450,13 +313,13 @@ fn main() -> Result<()> {
         "{:<30} {:>6} {:>6} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "case", "msg B", "UA at", "verdict", "reason", "ns/pkt", "x empty", "med ns", "med x"
     )?;
-    let empty_median = median(&mut rows.iter().map(|r| r.ns_median / r.ratio_median).collect::<Vec<_>>());
+    let empty_median = stats::median(&rows.iter().map(|r| r.ns_median / r.ratio_median).collect::<Vec<_>>());
     writeln!(
         t,
         "{:<30} {:>6} {:>6} {:>7} {:>8} {:>8.1} {:>8} {:>8.1} {:>8}",
         "empty XDP program", rows[0].msg_len, "-", "PASS", "-", empty_ns, "1.0", empty_median, "1.0"
     )?;
-    for r in &rows {
+    for r in rows {
         writeln!(
             t,
             "{:<30} {:>6} {:>6} {:>7} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
@@ -471,72 +334,66 @@ fn main() -> Result<()> {
             r.ratio_median
         )?;
     }
+    let legit_ratio = rows[0].ratio; // rows[0]: legit REGISTER
     writeln!(
         t,
         "target: legit full SIP path <= {TARGET_COST_RATIO}x the empty program: {:.1}x -> {}",
         legit_ratio,
         pass_fail(legit_ratio <= TARGET_COST_RATIO)
-    )?;
-    if !cases.is_empty() {
-        writeln!(
-            t,
-            "\n-- scanner-drop throughput, live frames over veth ({} frames/run from {} sources, median of {} runs) --",
-            cases[0].sip.0.sent, a.sources, a.runs
-        )?;
-        writeln!(t, "   pps = frames dropped / kernel-measured time of the live-frames loop (generator + veth + receiver, one CPU)")?;
-        writeln!(
-            t,
-            "{:<28} {:>6} {:>12} {:>12} {:>8} {:>8} {:>6}",
-            "case", "UA at", "sipshield", "iptables", "ratio", "target", ""
-        )?;
-        let runs = |r: &[Run]| r.iter().map(|x| format!("{:.3}", x.pps() / 1e6)).collect::<Vec<_>>().join("/");
-        for c in cases {
-            writeln!(
-                t,
-                "{:<28} {:>6} {:>12} {:>12} {:>7.2}x {:>6.1}x {:>6}",
-                c.name,
-                c.ua_at,
-                mpps(c.sip.0.pps()),
-                mpps(c.ipt.0.pps()),
-                c.speedup(),
-                c.target,
-                pass_fail(c.speedup() >= c.target)
-            )?;
-            writeln!(
-                t,
-                "    runs (Mpps): sipshield {}, iptables {}; dropped/sent: sipshield {:.3}, iptables {:.3}",
-                runs(&c.sip.1),
-                runs(&c.ipt.1),
-                c.sip.0.dropped as f64 / c.sip.0.sent as f64,
-                c.ipt.0.dropped as f64 / c.ipt.0.sent as f64
-            )?;
-        }
-        if let Some(l) = &lr {
-            writeln!(
-                t,
-                "harness floor (generator + veth into an empty XDP_DROP): {} = {:.0} ns/frame, shared by both sides",
-                mpps(l.floor.pps()),
-                l.floor_ns()
-            )?;
-            for c in cases {
-                writeln!(
-                    t,
-                    "  {}: receiver-side ns/frame (per-frame time minus the floor): sipshield {:.0}, iptables {:.0} -> {:.2}x (informative)",
-                    c.name,
-                    l.receiver_ns(&c.sip.0),
-                    l.receiver_ns(&c.ipt.0),
-                    l.receiver_ratio(c)
-                )?;
-            }
-            writeln!(
-                t,
-                "(each live-frames syscall also costs ~{:.1} ms of fixed wall time, excluded above; see LIVE.md)",
-                overhead * 1e3
-            )?;
-        }
-    }
-    writeln!(t, "\ntotal time {:.1} s", t0.elapsed().as_secs_f64())?;
+    )
+}
 
+fn live_table(t: &mut String, a: &Args, l: &LiveResult) -> std::fmt::Result {
+    let Some(first) = l.cases.first() else { return Ok(()) };
+    writeln!(
+        t,
+        "\n-- scanner-drop throughput, live frames over veth ({} frames/run from {} sources, median of {} runs) --",
+        first.cmp.sip.median.sent, a.sources, a.live.runs
+    )?;
+    writeln!(
+        t,
+        "   pps = frames dropped / kernel-measured time of the live-frames loop (generator + veth + receiver, one CPU)"
+    )?;
+    writeln!(
+        t,
+        "{:<28} {:>6} {:>12} {:>12} {:>8} {:>8} {:>6}",
+        "case", "UA at", "sipshield", "iptables", "ratio", "target", ""
+    )?;
+    for c in &l.cases {
+        let (sip, ipt) = (&c.cmp.sip, &c.cmp.peer);
+        writeln!(
+            t,
+            "{:<28} {:>6} {:>12} {:>12} {:>7.2}x {:>6.1}x {:>6}",
+            c.name,
+            c.ua_at,
+            mpps(sip.median.pps()),
+            mpps(ipt.median.pps()),
+            c.cmp.ratio(),
+            c.target,
+            pass_fail(c.pass())
+        )?;
+        writeln!(
+            t,
+            "    runs (Mpps): sipshield {}, iptables {}; dropped/sent: sipshield {:.3}, iptables {:.3}",
+            report::runs_mpps(sip),
+            report::runs_mpps(ipt),
+            sip.median.dropped_fraction(),
+            ipt.median.dropped_fraction()
+        )?;
+    }
+    writeln!(t, "{}", report::floor_line(&l.floor))?;
+    for c in &l.cases {
+        writeln!(t, "  {}: {}", c.name, report::receiver_line(&c.cmp, &l.floor, "iptables"))?;
+    }
+    writeln!(
+        t,
+        "(each live-frames syscall also costs ~{:.1} ms of fixed wall time, excluded above; see LIVE.md)",
+        l.overhead * 1e3
+    )
+}
+
+fn out_json(a: &Args, empty_ns: f64, rows: &[CostRow], lr: Option<&LiveResult>, t0: Instant) -> Value {
+    let legit_ratio = rows[0].ratio;
     let cost_json: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -545,59 +402,57 @@ fn main() -> Result<()> {
                    "ns_per_packet_median": r.ns_median, "ratio_to_empty_median": r.ratio_median})
         })
         .collect();
+    let cases = lr.map_or(&[][..], |l| &l.cases[..]);
     let live_json: Vec<Value> = cases
         .iter()
         .map(|c| {
-            json!({
-                "case": c.name, "ua_offset": c.ua_at, "frame_bytes": c.frame_len,
-                "sipshield": c.sip.0.json(), "iptables": c.ipt.0.json(),
-                "sipshield_runs": c.sip.1.iter().map(Run::json).collect::<Vec<_>>(),
-                "iptables_runs": c.ipt.1.iter().map(Run::json).collect::<Vec<_>>(),
-                "ratio": c.speedup(), "ratio_wall": c.speedup_wall(),
-                "receiver_ns_sipshield": lr.as_ref().map(|l| l.receiver_ns(&c.sip.0)),
-                "receiver_ns_iptables": lr.as_ref().map(|l| l.receiver_ns(&c.ipt.0)),
-                "receiver_ratio_informative": lr.as_ref().map(|l| l.receiver_ratio(c)),
-                "target_ratio": c.target, "pass": c.speedup() >= c.target,
-            })
+            let base = json!({"case": c.name, "ua_offset": c.ua_at, "frame_bytes": c.frame_len,
+                              "target_ratio": c.target, "pass": c.pass()});
+            report::merged(base, report::comparison_json(&c.cmp, "iptables", lr.map(|l| &l.floor)))
         })
         .collect();
-    let mut targets = vec![json!({
-        "name": "per-packet cost, legit REGISTER full SIP path / empty program",
-        "value": legit_ratio, "target": format!("<= {TARGET_COST_RATIO}"), "pass": legit_ratio <= TARGET_COST_RATIO,
-    })];
+    let mut targets = vec![report::target(
+        "per-packet cost, legit REGISTER full SIP path / empty program",
+        legit_ratio,
+        format!("<= {TARGET_COST_RATIO}"),
+        legit_ratio <= TARGET_COST_RATIO,
+    )];
     for c in cases {
-        targets.push(json!({
-            "name": format!("live scanner-drop pps sipshield / iptables, {}", c.name),
-            "value": c.speedup(), "target": format!(">= {}", c.target), "pass": c.speedup() >= c.target,
-        }));
+        let name = format!("live scanner-drop pps sipshield / iptables, {}", c.name);
+        targets.push(report::target(name, c.cmp.ratio(), format!(">= {}", c.target), c.pass()));
     }
-    let all_pass = targets.iter().all(|t| t["pass"].as_bool() == Some(true));
-    let out = json!({
+    json!({
         "benchmark": "sip",
-        "targets": targets, "all_targets_pass": all_pass,
-        "environment": env_json(),
+        "all_targets_pass": report::all_pass(&targets), "targets": targets,
+        "environment": report::env_json(),
         "per_packet": {
-            "repeat": a.repeat, "rounds": a.rounds,
+            "repeat": a.live.repeat, "rounds": a.rounds,
             "empty_ns": empty_ns, "cases": cost_json,
             "legit_ratio": legit_ratio, "target_ratio": TARGET_COST_RATIO, "pass": legit_ratio <= TARGET_COST_RATIO,
         },
         "live": {
-            "skipped": a.skip_live, "frames_per_run": a.frames, "sources": a.sources, "runs": a.runs,
-            "per_call_overhead_secs": overhead,
-            "harness_floor": lr.as_ref().map(|l| json!({
-                "what": "the same frames into a 2-instruction XDP_DROP program on the receiver (generator + veth cost)",
-                "run": l.floor.json(), "ns_per_frame": l.floor_ns(),
-            })),
+            "skipped": a.live.skip_live, "frames_per_run": a.live.frames, "sources": a.sources, "runs": a.live.runs,
+            "per_call_overhead_secs": lr.map_or(f64::NAN, |l| l.overhead),
+            "harness_floor": lr.map(|l| report::floor_json(&l.floor)),
             "peer": "iptables raw PREROUTING: -m string --algo bm friendly-scanner DROP; -m string REGISTER + hashlimit 5/s burst 20 srcip DROP; sipshield_pass on the veth for NAPI",
             "cases": live_json,
         },
         "total_secs": t0.elapsed().as_secs_f64(),
-    });
-    if a.json {
-        eprint!("{t}");
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        print!("{t}");
+    })
+}
+
+fn main() -> Result<()> {
+    let a = Args::parse();
+    let t0 = start()?;
+    eprintln!("per-packet cost (BPF_PROG_TEST_RUN, repeat {}, {} rounds) ...", a.live.repeat, a.rounds);
+    let (empty_ns, rows) = per_packet_cost(&a)?;
+    let lr = a.live.on_testbed("sip", |tb| live(&a, tb))?;
+    let mut t = report::heading("sip_bench");
+    cost_table(&mut t, &a, empty_ns, &rows)?;
+    if let Some(l) = &lr {
+        live_table(&mut t, &a, l)?;
     }
-    Ok(())
+    report::total_time(&mut t, t0);
+    let out = out_json(&a, empty_ns, &rows, lr.as_ref(), t0);
+    report::emit(&t, &out, a.live.json)
 }

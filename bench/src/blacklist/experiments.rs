@@ -1,15 +1,21 @@
-//! Side measurements that explain the headline numbers: /proc/slabinfo deltas, a preallocated
-//! hash for the design comparison (built with raw `BPF_MAP_CREATE`, outside the sipshield
-//! object), and a lean parser as a reference for the parse time.
+//! Side measurements that explain the headline numbers: /proc/slabinfo deltas, stand-alone maps
+//! outside the sipshield object (aya's `HashMap::create` / `Array::create`: a preallocated hash
+//! for the design comparison, an array shaped like `BL_TAB4_g`), and a lean parser as a
+//! reference for the parse time.
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use aya::maps::{Array, HashMap, IterableMap, MapData};
+use aya::Pod;
 use serde_json::{json, Value};
+use xdp_common::{Bucket4, BL4_BUCKETS};
+
+use super::mem::{memlock, Mem};
 
 // ------------------------------------------------------------------------------ slabinfo
 
@@ -52,65 +58,26 @@ pub fn slab_top(before: &BTreeMap<String, i64>, after: &BTreeMap<String, i64>, n
     d
 }
 
-// ------------------------------------------------------------------------------ raw maps
+// ------------------------------------------------------------------------------ stand-alone maps
 
-pub const BPF_MAP_TYPE_HASH: u32 = 1;
-pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_F_NO_PREALLOC`: hash elements allocated on insert.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE`: an array userspace can mmap.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
-#[repr(C)]
-#[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    inner_map_fd: u32,
-    numa_node: u32,
-    map_name: [u8; 16],
-    map_ifindex: u32,
-    btf_fd: u32,
-    btf_key_type_id: u32,
-    btf_value_type_id: u32,
-    btf_vmlinux_value_type_id: u32,
-    map_extra: u64,
+/// A stand-alone IPv4 hash (key: the address, value: u32) outside the sipshield object.
+pub fn standalone_hash(capacity: u32, flags: u32) -> Result<HashMap<MapData, [u8; 4], u32>> {
+    HashMap::create(capacity, flags).with_context(|| format!("creating a hash of {capacity} (flags {flags:#x})"))
 }
 
-pub fn map_create(
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    flags: u32,
-    name: &str,
-) -> Result<OwnedFd> {
-    let mut attr =
-        MapCreateAttr { map_type, key_size, value_size, max_entries, map_flags: flags, ..Default::default() };
-    for (d, s) in attr.map_name.iter_mut().zip(name.bytes().take(15)) {
-        *d = s;
-    }
-    // SAFETY: attr is a valid, zero-padded bpf_attr prefix.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            0 as libc::c_long,
-            &mut attr as *mut MapCreateAttr,
-            std::mem::size_of::<MapCreateAttr>() as u32,
-        )
-    };
-    if fd < 0 {
-        return Err(anyhow!("BPF_MAP_CREATE {name}: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the kernel returned a fresh fd that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+/// `memlock` of a stand-alone map.
+pub fn map_memlock<K: Pod, V>(m: &impl IterableMap<K, V>) -> u64 {
+    memlock(m.map().fd().as_fd())
 }
 
-pub fn fd_memlock(fd: &OwnedFd) -> u64 {
-    fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
-        .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("memlock:").and_then(|v| v.trim().parse().ok())))
-        .unwrap_or(0)
+/// The fd of a stand-alone map (for the batch operations of `sipshield::bpfsys`).
+pub fn map_fd<K: Pod, V>(m: &impl IterableMap<K, V>) -> BorrowedFd<'_> {
+    m.map().fd().as_fd()
 }
 
 // ------------------------------------------------------------------------------ experiments
@@ -118,13 +85,13 @@ pub fn fd_memlock(fd: &OwnedFd) -> u64 {
 /// Fill a *preallocated* hash (flags 0) of `capacity` with `keys`.
 pub fn prealloc_hash(keys: &[[u8; 4]], capacity: u32) -> Result<Value> {
     let t = Instant::now();
-    let fd = map_create(BPF_MAP_TYPE_HASH, 4, 4, capacity, 0, "sb_prealloc")?;
+    let map = standalone_hash(capacity, 0)?;
     let create = t.elapsed().as_secs_f64();
     let ones = vec![1u32; keys.len()];
     let t = Instant::now();
-    sipshield::bpfsys::update_batch(fd.as_fd(), keys, &ones).context("prealloc hash fill")?;
+    sipshield::bpfsys::update_batch(map_fd(&map), keys, &ones).context("prealloc hash fill")?;
     let fill = t.elapsed().as_secs_f64();
-    let ml = fd_memlock(&fd);
+    let ml = map_memlock(&map);
     Ok(json!({
         "what": "BPF_MAP_TYPE_HASH, preallocated (no BPF_F_NO_PREALLOC), same keys, BPF_MAP_UPDATE_BATCH",
         "capacity": capacity,
@@ -165,4 +132,21 @@ pub fn lean_parse(path: &Path) -> Result<(f64, usize, usize)> {
     n4.sort_unstable();
     n4.dedup();
     Ok((t.elapsed().as_secs_f64(), v4.len(), n4.len()))
+}
+
+/// Where the table's memory comes from: create one array shaped like `BL_TAB4_g` on its own
+/// and read the meminfo deltas and its memlock.
+pub fn table_array_check(settle: Duration) -> Result<Value> {
+    let before = Mem::settled(settle)?;
+    let map: Array<MapData, Bucket4> =
+        Array::create(BL4_BUCKETS, BPF_F_MMAPABLE).context("creating a BL_TAB4-shaped array")?;
+    let m = Mem::settled(settle)?.minus(before);
+    let ml = map_memlock(&map);
+    drop(map);
+    Ok(json!({
+        "what": "one BPF_MAP_TYPE_ARRAY | BPF_F_MMAPABLE of BL4_BUCKETS × 64 B, created alone",
+        "vmalloc_delta_bytes": m.vmalloc,
+        "slab_delta_bytes": m.slab,
+        "memlock_bytes": ml,
+    }))
 }
