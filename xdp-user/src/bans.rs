@@ -16,10 +16,7 @@ pub const MAX_BAN_TTL: Duration = Duration::from_secs(10 * 365 * 86400);
 /// Check a ban duration against what the kernel can hold.
 pub fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
     if ttl < Duration::from_secs(1) || ttl > MAX_BAN_TTL {
-        bail!(
-            "{what}: {} is out of range: a ban lasts from 1s to 10 years",
-            humantime::format_duration(ttl)
-        );
+        bail!("{what}: {} is out of range: a ban lasts from 1s to 10 years", humantime::format_duration(ttl));
     }
     Ok(())
 }

@@ -329,7 +329,9 @@ pub struct MetricsCfg {
 
 fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<std::net::SocketAddr, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse().map_err(|_| serde::de::Error::custom(format!("metrics.listen: {s:?} is not an address:port (e.g. \"127.0.0.1:9610\")")))
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!("metrics.listen: {s:?} is not an address:port (e.g. \"127.0.0.1:9610\")"))
+    })
 }
 
 impl Default for MetricsCfg {

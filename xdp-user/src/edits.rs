@@ -73,7 +73,8 @@ fn commit(f: &mut Filter, rt: &mut Runtime, new: Runtime, base: &Base, target: T
 
 /// Canonical text of an allowlist entry given on the command line.
 fn canonical(entry: &str) -> Result<ipnet::IpNet> {
-    let net = lists::parse_entry(entry.trim()).ok_or_else(|| anyhow!("{entry:?} is not an IPv4/IPv6 address or CIDR"))?;
+    let net =
+        lists::parse_entry(entry.trim()).ok_or_else(|| anyhow!("{entry:?} is not an IPv4/IPv6 address or CIDR"))?;
     if net.prefix_len() == 0 {
         bail!("{entry:?} matches every address; an allowlist entry that bypasses every check is refused from the CLI");
     }
@@ -135,9 +136,8 @@ pub fn allow_del(f: &mut Filter, rt: &mut Runtime, base: &Base, entry: &str) -> 
 }
 
 fn signature(header: &str, text: &str) -> Result<Signature> {
-    let id = sig::header_id(header).ok_or_else(|| {
-        anyhow!("unknown header {header:?}; one of {}", xdp_common::HEADER_NAMES[1..].join(", "))
-    })?;
+    let id = sig::header_id(header)
+        .ok_or_else(|| anyhow!("unknown header {header:?}; one of {}", xdp_common::HEADER_NAMES[1..].join(", ")))?;
     Signature::new(id, text)
 }
 

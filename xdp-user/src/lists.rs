@@ -30,7 +30,9 @@ pub enum ListError {
     Read { path: String, err: std::io::Error },
     #[error("{url}: fetch failed: {err}")]
     Fetch { url: String, err: String },
-    #[error("{source_name}:{line}: matches every address; set allow_match_all = true in the list's section if you mean it")]
+    #[error(
+        "{source_name}:{line}: matches every address; set allow_match_all = true in the list's section if you mean it"
+    )]
     MatchAll { source_name: String, line: usize },
     #[error("{source_name}: no valid entry ({skipped} invalid lines skipped); the last good list stays (set allow_empty = true if this source may be empty)")]
     Empty { source_name: String, skipped: usize },
@@ -99,11 +101,7 @@ impl IpList {
 /// ranges of at least /96 inside `::ffff:0:0/96`) is the IPv4 address or range: that is what
 /// the kernel sees on the wire.
 pub fn parse_entry(text: &str) -> Option<IpNet> {
-    let net = if text.contains('/') {
-        text.parse::<IpNet>().ok()?
-    } else {
-        IpNet::from(text.parse::<IpAddr>().ok()?)
-    };
+    let net = if text.contains('/') { text.parse::<IpNet>().ok()? } else { IpNet::from(text.parse::<IpAddr>().ok()?) };
     Some(match net {
         IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
             Some(v4) => IpNet::V4(ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).ok()?),
@@ -194,7 +192,11 @@ pub fn check_list_file(path: &Path, max_bytes: u64) -> Result<(), String> {
         return Err(format!("{}: not a regular file", path.display()));
     }
     if md.len() > max_bytes {
-        return Err(format!("{}: {} bytes, larger than the limit of {max_bytes} (max_bytes)", path.display(), md.len()));
+        return Err(format!(
+            "{}: {} bytes, larger than the limit of {max_bytes} (max_bytes)",
+            path.display(),
+            md.len()
+        ));
     }
     Ok(())
 }

@@ -299,7 +299,6 @@ impl Filter {
             .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {e:#}"))?;
         Ok((r.return_value, r.duration.as_nanos() as f64))
     }
-
 }
 
 /// The `MapData` behind any map variant used here.
