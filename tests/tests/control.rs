@@ -574,10 +574,7 @@ fn slow_feeds_and_big_refreshes_never_stall() {
     hang.set(HANG);
     trickle.set(TRICKLE);
     // A refresh now hangs on the feeds for up to 20 s (and loads 1M entries around it).
-    let refresh = {
-        let d = dirs.command(&["blacklist", "reload"]).output();
-        d
-    };
+    let refresh = dirs.command(&["blacklist", "reload"]).output();
     let _ = refresh; // (the CLI waited; run it in the background instead below)
     let events = dirs.state.join("events.jsonl");
     let events0 = std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0);

@@ -780,7 +780,7 @@ async fn serve(opts: RunOpts) -> Result<()> {
 }
 
 /// sd_notify to systemd (Type=notify), when started by it.
-fn notify(state: &[sd_notify::NotifyState]) {
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(false, state);
 }
 

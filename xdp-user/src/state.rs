@@ -163,10 +163,7 @@ pub fn lock() -> Result<Lock> {
 pub fn controller_lock_held() -> bool {
     let path = state_dir().join("lock");
     let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else { return false };
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
-        Ok(_) => false,
-        Err(_) => true,
-    }
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
 }
 
 /// CLI edits that must survive config reloads and restarts.
