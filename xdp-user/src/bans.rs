@@ -174,3 +174,20 @@ impl Filter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ban_ttl_bounds() {
+        for ok in [Duration::from_secs(1), Duration::from_secs(900), MAX_BAN_TTL] {
+            check_ttl("ban add --ttl", ok).unwrap();
+        }
+        for bad in [Duration::ZERO, Duration::from_millis(999), MAX_BAN_TTL + Duration::from_secs(1)] {
+            let e = check_ttl("ban add --ttl", bad).unwrap_err().to_string();
+            assert!(e.starts_with("ban add --ttl: ") && e.contains("from 1s to 10 years"), "{e}");
+        }
+        assert_eq!(MAX_BAN_TTL, Duration::from_secs(3650 * 86400));
+    }
+}
