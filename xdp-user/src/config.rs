@@ -539,6 +539,14 @@ mod tests {
         assert_eq!(c.ratelimit.ipv6_prefix, 56);
         assert_eq!(c.ratelimit.rules["register"].ban_ttl, Duration::from_secs(900));
         assert_eq!(c.mode, Mode::Auto);
+        // Defaults of the optional keys (sipshield.example.toml documents them).
+        let c = parse("[ratelimit.invite]\nrate = 1\nburst = 1\n").unwrap();
+        let r = &c.ratelimit.rules["invite"];
+        assert_eq!((r.ban_after, r.ban_ttl, r.window), (0, Duration::from_secs(15 * 60), Duration::from_secs(10)));
+        let db = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let c = parse(&format!("[geoip]\ndatabase = \"{db}\"\nallow_countries = [\"FR\"]\n")).unwrap();
+        let g = c.geoip.unwrap();
+        assert!(g.reload && g.unknown == Unknown::Allow && g.scope == Scope::Sip);
     }
 
     #[test]

@@ -94,6 +94,12 @@ fn scalars_and_ports_come_from_the_config() {
     assert_eq!(k.event_reasons, 1 << xdp_common::REASON_BANNED | 1 << xdp_common::REASON_MALFORMED);
     assert_eq!((k.event_interval_ns, k.event_burst_ns), (250_000_000, 750_000_000));
     assert_eq!((reason_index("pass"), reason_index("malformed"), reason_index("nope")), (Some(0), Some(7), None));
+    // A reason listed twice is still on.
+    let mut twice = cfg.clone();
+    twice.events.reasons = vec!["scanner".into(), "scanner".into()];
+    let p2 = Policy::new(&twice, &src, &Runtime::default()).unwrap();
+    p2.scalars(&mut k);
+    assert_eq!(k.event_reasons, 1 << xdp_common::REASON_SCANNER);
 
     let ports = &p.ports.ports;
     assert_eq!(ports.len(), SIP_PORT_WORDS as usize);
