@@ -192,6 +192,7 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("control.sock");
+        let _ = std::fs::remove_file(&path); // left by an earlier run with the same pid
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let t = std::thread::spawn(move || {
             let (stream, _) = listener.accept().unwrap();
@@ -210,16 +211,19 @@ mod tests {
         let reply = call(&path, &req).unwrap().expect("a controller answered");
         assert_eq!((reply.ok, reply.message.as_str()), (false, "198.51.100.7 is not banned"));
         assert_eq!(t.join().unwrap(), format!("{}\n", serde_json::to_string(&req).unwrap()));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 
         let (path, t) = serve_once("");
         let e = call(&path, &Request::Status).unwrap_err().to_string();
         assert!(e.contains("closed") && e.contains("without answering"), "{e}");
         t.join().unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 
         let (path, t) = serve_once("<html>\n");
         let e = call(&path, &Request::Status).unwrap_err().to_string();
         assert!(e.contains("not valid JSON"), "{e}");
         t.join().unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 
         // A socket path that cannot be used: an error naming it, not "no controller".
         let long = "/tmp/".to_string() + &"x".repeat(200);

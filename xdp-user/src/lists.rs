@@ -331,6 +331,7 @@ mod tests {
 
     fn scratch(tag: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("sipshield-lists-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by an earlier run with the same pid
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }

@@ -254,6 +254,7 @@ mod tests {
     #[test]
     fn atomic_write_replaces_and_leaves_no_temporary() {
         let dir = std::env::temp_dir().join(format!("sipshield-state-w-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by an earlier run with the same pid
         let p = dir.join("sub").join("state.json");
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
@@ -304,6 +305,7 @@ mod tests {
     #[test]
     fn state_directory_files_and_the_controller_lock() {
         let dir = std::env::temp_dir().join(format!("sipshield-state-env-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by an earlier run with the same pid
         std::env::set_var("SIPSHIELD_STATE_DIR", &dir);
         std::env::set_var("SIPSHIELD_PIN_DIR", dir.join("pins"));
         assert_eq!(state_dir(), dir);
