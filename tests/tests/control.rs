@@ -255,7 +255,8 @@ fn concurrent_cli_edits_end_like_serial_edits() {
     let dirs = std::sync::Arc::new(dirs);
     // 4 threads x 250 edits: each thread owns 25 entries and adds (even rounds) or deletes (odd
     // rounds) them, 10 rounds; in the last round entries k % 3 == 0 are not deleted.
-    let expected_allow = |t: u32| -> Vec<String> { (0..25).filter(|k| k % 3 == 0).map(|k| format!("2001:db8:{t}::{k:x}")).collect() };
+    let expected_allow =
+        |t: u32| -> Vec<String> { (0..25).filter(|k| k % 3 == 0).map(|k| format!("2001:db8:{t}::{k:x}")).collect() };
     let edits: Vec<_> = (0..4u32)
         .map(|t| {
             let dirs = dirs.clone();
@@ -400,8 +401,7 @@ fn failed_starts_leave_nothing_pinned() {
     let dirs = Dirs::new("fs", &tmp);
     let cfg = tmp.join("sipshield.toml");
     // The metrics port is taken: refused before the kernel is touched.
-    let _taken =
-        NetnsPair::in_ns(&pair.server, || std::net::TcpListener::bind("127.0.0.1:9611").expect("bind 9611"));
+    let _taken = NetnsPair::in_ns(&pair.server, || std::net::TcpListener::bind("127.0.0.1:9611").expect("bind 9611"));
     write(&cfg, &base_config(""));
     let mut d = Daemon::spawn(&pair.server, &cfg, &dirs);
     assert!(!d.wait_exit(Duration::from_secs(30)).expect("must end").success());
@@ -461,11 +461,7 @@ fn lifecycle_signals_detach_and_pipes() {
     }
     d.wait_ready(&dirs, Duration::from_secs(60));
     // `status | head` ends quietly.
-    let out = dirs
-        .command(&[])
-        .arg0_status_pipe()
-        .output()
-        .unwrap();
+    let out = dirs.command(&[]).arg0_status_pipe().output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
     // `detach` while the controller runs: it detaches and the controller stops.
     let msg = dirs.ok(&["detach"]);
@@ -578,10 +574,7 @@ fn slow_feeds_and_big_refreshes_never_stall() {
     hang.set(HANG);
     trickle.set(TRICKLE);
     // A refresh now hangs on the feeds for up to 20 s (and loads 1M entries around it).
-    let refresh = {
-        let d = dirs.command(&["blacklist", "reload"]).output();
-        d
-    };
+    let refresh = dirs.command(&["blacklist", "reload"]).output();
     let _ = refresh; // (the CLI waited; run it in the background instead below)
     let events = dirs.state.join("events.jsonl");
     let events0 = std::fs::metadata(&events).map(|m| m.len()).unwrap_or(0);

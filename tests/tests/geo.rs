@@ -854,22 +854,14 @@ fn controller_geo_policy_lookup_and_file_reload() {
     std::fs::rename(&tmp, &db).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while !ctl.cli(&["geo", "lookup", "203.0.113.5"]).contains("country FR -> pass") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "database change not picked up:\n{}",
-            ctl.log_text()
-        );
+        assert!(std::time::Instant::now() < deadline, "database change not picked up:\n{}", ctl.log_text());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // A corrupt replacement is rejected; the previous database stays live.
     std::fs::write(&db, b"\x00\x01garbage, not an mmdb").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     while !ctl.log_text().contains("was rejected, keeping the previous one") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "corrupt database not reported:\n{}",
-            ctl.log_text()
-        );
+        assert!(std::time::Instant::now() < deadline, "corrupt database not reported:\n{}", ctl.log_text());
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert!(ctl.cli(&["geo", "lookup", "203.0.113.5"]).contains("country FR -> pass"));

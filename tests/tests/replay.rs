@@ -127,7 +127,7 @@ fn frame_info_names_the_endpoints() {
     let frags6 = v6().ipv6_ah(4).build_fragments(64, 1);
     // (what, frame, source shown, protocol, (sport, dport))
     type Case<'a> = (&'a str, Vec<u8>, Option<&'a str>, u8, (u16, u16));
-    let cases: Vec<Case> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("ipv4 udp", v4().build(), Some("203.0.113.9"), 17, (5070, 5060)),
         ("ipv4 qinq + options", v4().qinq(1, 2).ipv4_options(3).build(), Some("203.0.113.9"), 17, (5070, 5060)),
         ("ipv6 tcp 802.1Q", tcp, Some("2001:db8:9::9"), 6, (40000, 5061)),

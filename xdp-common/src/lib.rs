@@ -661,6 +661,7 @@ pub const fn cut_at(x: u64, mask: u64) -> (u64, bool) {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
 
     #[test]
@@ -677,6 +678,16 @@ mod tests {
         let w = u64::from_le_bytes(*b"a\n\x00\x8a\nzz\x0b");
         let m = bytes_eq(w, b'\n');
         assert_eq!(m, 0x80 << 8 | 0x80 << 32);
+        for b in 0..=255u8 {
+            for x in 0..=255u8 {
+                let want = if x == b { 0x80 << 16 } else { 0 };
+                assert_eq!(
+                    bytes_eq(u64::from_le_bytes([b ^ 1, 0, x, 0, 0, 0, 0, 0]), b) & 0xff_0000,
+                    want,
+                    "{x:#x} vs {b:#x}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -722,6 +733,180 @@ mod tests {
         assert_eq!(Method::Invite.name(), "INVITE");
         assert_eq!(Header::from_code(HDR_CALL_ID).map(Header::name), Some("call-id"));
         assert_eq!(Header::from_code(NUM_HEADERS), None);
+    }
+
+    #[test]
+    fn flags_are_bits_in_order() {
+        // The layout of `CONFIG` pinned by earlier builds: each flag keeps its bit.
+        let cfg = [
+            CFG_DRY_RUN,
+            CFG_DROP_MALFORMED,
+            CFG_GEO_ENABLED,
+            CFG_GEO_SCOPE_ALL,
+            CFG_GEO_UNKNOWN_DROP,
+            CFG_SCANNERS_ENABLED,
+            CFG_RATELIMIT_ENABLED,
+            CFG_SIP_TCP,
+        ];
+        let present = [
+            PRESENT_AL_V4,
+            PRESENT_AL_NET4,
+            PRESENT_AL_V6,
+            PRESENT_AL_NET6,
+            PRESENT_BL_V6,
+            PRESENT_BL_NET4,
+            PRESENT_BL_NET6,
+        ];
+        for set in [&cfg[..], &present[..]] {
+            for (i, f) in set.iter().enumerate() {
+                assert_eq!(*f, 1 << i, "flag {i}");
+            }
+        }
+        assert_eq!((PRESENT_AL_ALL, PRESENT_BL_ALL), (0b000_1111, 0b111_0000));
+        assert_eq!(RL_TAG_USED, 1 << 16, "above the family and method bytes of a tag");
+    }
+
+    #[test]
+    fn capacities_are_the_documented_ones() {
+        // README, "IP list format" and "Known limits".
+        assert_eq!(BL4_TABLE_CAPACITY, 1_048_576);
+        assert_eq!(BL4_BUCKETS as usize * core::mem::size_of::<Bucket4>(), 8 << 20, "8 MiB IPv4 table");
+        assert_eq!(core::mem::size_of::<Bucket4>(), 64, "one cache line per bucket");
+        assert_eq!((BL_V4_CAPACITY, BL_V6_CAPACITY, BL_NET_CAPACITY), (65_536, 262_144, 65_536));
+        assert_eq!((AL_CAPACITY, AL_NET_CAPACITY), (65_536, 16_384));
+        assert_eq!((BAN_CAPACITY, RL_CAPACITY), (262_144, 262_144));
+        assert_eq!((RL_SETS, RL_WAYS), (65_536, 4));
+        assert_eq!(RL_SETS as usize * core::mem::size_of::<RateSet>(), 12 << 20, "12 MiB rate-limit table");
+        assert_eq!(GEO_V4_ROWS as usize * core::mem::size_of::<GeoRow>(), 16 << 20, "16 MiB flat GeoIP table");
+        assert_eq!((GEO_NET_V4_CAPACITY, GEO_V6_CAPACITY), (1 << 18, 1 << 20));
+        assert_eq!(STATS_ENTRIES, 256);
+        assert_eq!(SCRATCH_WORDS * 8, SCRATCH_SIZE + 64, "scratch buffer plus 64 bytes of slack for word reads");
+        assert!(SCRATCH_SIZE.is_power_of_two() && SCRATCH_SIZE >= SIP_SCAN_MAX as usize);
+        assert_eq!(EVENT_RING_BYTES, 256 << 10, "a ring buffer is a power-of-two number of pages");
+    }
+
+    #[test]
+    fn mask_prefix6_matches_a_u128_mask() {
+        let addr = [0xffu8; 16];
+        let mixed: [u8; 16] = core::array::from_fn(|i| (i as u8).wrapping_mul(37) | 0x81);
+        for prefix in 0..=130u32 {
+            let keep = if prefix >= 128 { u128::MAX } else { !(u128::MAX >> prefix) };
+            for a in [addr, mixed] {
+                let want = (u128::from_be_bytes(a) & keep).to_be_bytes();
+                assert_eq!(mask_prefix6(a, prefix), want, "/{prefix} of {a:02x?}");
+            }
+        }
+    }
+
+    #[test]
+    fn rate_limit_keys() {
+        assert_eq!(rl_tag(FAMILY_V6, 3), 6 | 3 << 8 | RL_TAG_USED);
+        assert_ne!(rl_tag(FAMILY_V4, 0), 0, "0 is an unused slot");
+        let mut src = [0u8; 16];
+        src[..4].copy_from_slice(&[198, 51, 100, 7]);
+        src[4] = 9; // ignored for IPv4
+        assert_eq!(rl_addr(FAMILY_V4, src, 64), [u32::from_ne_bytes([198, 51, 100, 7]) as u64, 0]);
+        let v6: [u8; 16] = core::array::from_fn(|i| 0x20 + i as u8);
+        let key = rl_addr(FAMILY_V6, v6, 64);
+        assert_eq!(key[0].to_ne_bytes(), v6[..8], "the /64 is kept");
+        assert_eq!(key[1], 0, "the interface identifier is cleared");
+        assert_eq!(rl_addr(FAMILY_V6, v6, 128)[1].to_ne_bytes(), v6[8..]);
+    }
+
+    /// Distinct sets a hash gives to `n` keys; a well-mixed hash into `buckets` sets puts `n`
+    /// keys into about `buckets * (1 - e^(-n/buckets))` of them.
+    fn spread(n: u32, buckets: u32, h: impl Fn(u32) -> u32) -> usize {
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..n {
+            let b = h(i);
+            assert!(b < buckets, "{b} out of range");
+            seen.insert(b);
+        }
+        seen.len()
+    }
+
+    #[test]
+    fn rl_set_is_in_range_and_uses_every_input() {
+        let seed = 0x0123_4567_89ab_cdef;
+        let tag = rl_tag(FAMILY_V4, 1);
+        // 4096 keys over 65,536 sets: ~3970 distinct for a good hash.
+        for h in [
+            &(|i: u32| rl_set([i as u64, 0], tag, seed)) as &dyn Fn(u32) -> u32,
+            &|i: u32| rl_set([0, (i as u64) << 40], tag, seed),
+            &|i: u32| rl_set([7, 0], rl_tag(FAMILY_V6, i as u8) ^ (i >> 8), seed),
+            &|i: u32| rl_set([7, 9], tag, seed ^ ((i as u64) << 20)),
+            &|i: u32| rl_set([7, 9], tag, (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        ] {
+            assert!(spread(4096, RL_SETS, h) > 3800);
+        }
+        // The seed changes the set of the same key.
+        let key = [u32::from_ne_bytes([198, 51, 100, 7]) as u64, 0];
+        assert_eq!(spread(64, RL_SETS, |s| rl_set(key, tag, s as u64 | (s as u64) << 33)), 64);
+    }
+
+    #[test]
+    fn bl4_hashes_are_in_range_spread_and_independent() {
+        let buckets = BL4_BUCKETS;
+        for keys in [&(|i: u32| i) as &dyn Fn(u32) -> u32, &|i: u32| i << 16, &|i: u32| i.wrapping_mul(0x0101_0101)] {
+            assert!(spread(8192, buckets, |i| bl4_hash1(keys(i))) > 7500);
+            assert!(spread(8192, buckets, |i| bl4_hash2(keys(i))) > 7500);
+            // The second choice is not a function of the first (two-choice placement needs both).
+            let same = (0..8192).filter(|&i| bl4_hash1(keys(i)) == bl4_hash2(keys(i))).count();
+            assert!(same < 8, "{same} keys have one bucket twice");
+        }
+        // Keys sharing their first bucket are spread by the second one.
+        let k0 = 0x0a00_0001u32;
+        let twins: std::vec::Vec<u32> =
+            (1..u32::MAX).map(|i| k0.wrapping_add(i)).filter(|&k| bl4_hash1(k) == bl4_hash1(k0)).take(64).collect();
+        let seconds: std::collections::BTreeSet<u32> = twins.iter().map(|&k| bl4_hash2(k)).collect();
+        assert!(twins.len() == 64 && seconds.len() > 56, "{} twins, {} second buckets", twins.len(), seconds.len());
+    }
+
+    #[test]
+    fn sig_prefilter_is_exact_for_its_signatures() {
+        assert!(sig_prefilter_bit(HDR_SUBJECT, 0xff, 0xff) < 256);
+        // The bit depends on the header and on both bytes.
+        let distinct = |f: &dyn Fn(u8) -> u32| (0..=255u8).map(f).collect::<std::collections::BTreeSet<u32>>().len();
+        assert!(distinct(&|a| sig_prefilter_bit(HDR_USER_AGENT, a, b'x')) > 140);
+        assert!(distinct(&|a| sig_prefilter_bit(HDR_USER_AGENT, b'x', a)) > 140);
+        assert!(distinct(&|h| sig_prefilter_bit(h as u32 % NUM_HEADERS, b's', b'i')) == NUM_HEADERS as usize);
+
+        let unset = SigPrefilter::default();
+        assert!(unset.may_match(HDR_USER_AGENT, b'z', b'z'), "an unwritten prefilter lets everything through");
+
+        let mut p = SigPrefilter::default();
+        p.add(HDR_USER_AGENT, b"sipvicious");
+        p.add(HDR_FROM, b"friendly-scanner");
+        assert_eq!(p.ready, 1);
+        assert!(p.may_match(HDR_USER_AGENT, b's', b'i') && p.may_match(HDR_FROM, b'f', b'r'));
+        // Every other first pair of the same headers, and the same pair under another header,
+        // is filtered out unless it hashes to one of the two bits.
+        let set = [sig_prefilter_bit(HDR_USER_AGENT, b's', b'i'), sig_prefilter_bit(HDR_FROM, b'f', b'r')];
+        for h in [HDR_USER_AGENT, HDR_FROM, HDR_TO, HDR_CALL_ID] {
+            for a in 0..=255u8 {
+                for b in [b'a', b'i', b'r', 0, 0xff] {
+                    let expect = set.contains(&sig_prefilter_bit(h, a, b));
+                    assert_eq!(p.may_match(h, a, b), expect, "header {h} {a:#x} {b:#x}");
+                }
+            }
+        }
+        assert_eq!(p.bits.iter().map(|w| w.count_ones()).sum::<u32>(), 2);
+        assert_eq!(p.short_headers, 0);
+
+        // Two bytes are enough for the bitmap.
+        p.add(HDR_SUBJECT, b"ab");
+        assert_eq!(p.short_headers, 0);
+        assert!(p.may_match(HDR_SUBJECT, b'a', b'b'));
+        p.add(HDR_SUBJECT, b"ab"); // (the same bit again)
+        let bits = 2 + u32::from(!set.contains(&sig_prefilter_bit(HDR_SUBJECT, b'a', b'b')));
+        assert_eq!(p.bits.iter().map(|w| w.count_ones()).sum::<u32>(), bits);
+        // A one-byte signature makes its header always looked up, and only its header.
+        p.add(HDR_CONTACT, b"x");
+        assert_eq!(p.short_headers, 1 << HDR_CONTACT);
+        assert!(p.may_match(HDR_CONTACT, b'q', b'q'));
+        let set = [set[0], set[1], sig_prefilter_bit(HDR_SUBJECT, b'a', b'b')];
+        assert_eq!(p.may_match(HDR_VIA, b'q', b'q'), set.contains(&sig_prefilter_bit(HDR_VIA, b'q', b'q')));
+        assert_eq!(p.bits.iter().map(|w| w.count_ones()).sum::<u32>(), bits);
     }
 
     #[test]

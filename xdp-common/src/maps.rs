@@ -134,6 +134,12 @@ pub const ALL: &[&str] = &[
     CLOCK,
 ];
 
+/// Maps pinned by earlier versions that this one replaced: unpinned once this version's
+/// program has loaded (the previous program keeps its own reference until its link is
+/// swapped). `RL_STATE`: the kernel LRU hash of rate-limit buckets, now `RL_TABLE`;
+/// `GEN_IFINDEX`: a benchmark helper's map, now in the benchmark's own object.
+pub const RETIRED: &[&str] = &["RL_STATE", "GEN_IFINDEX"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,9 +178,3 @@ mod tests {
         }
     }
 }
-
-/// Maps pinned by earlier versions that this one replaced: unpinned once this version's
-/// program has loaded (the previous program keeps its own reference until its link is
-/// swapped). `RL_STATE`: the kernel LRU hash of rate-limit buckets, now `RL_TABLE`;
-/// `GEN_IFINDEX`: a benchmark helper's map, now in the benchmark's own object.
-pub const RETIRED: &[&str] = &["RL_STATE", "GEN_IFINDEX"];

@@ -209,7 +209,7 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
 /// Ethernet and up to two VLAN tags: the EtherType of the payload (network byte order, as
 /// `EtherType`) and its offset.
 #[inline(always)]
-fn parse_eth(c: &Cursor) -> Option<(u16, usize)> {
+fn parse_eth(c: &Cursor<'_>) -> Option<(u16, usize)> {
     let mut ether_type = c.ether_type::<EthHdr>(0)?;
     let mut off = EthHdr::LEN;
     for _ in 0..MAX_VLAN_TAGS {
@@ -223,7 +223,7 @@ fn parse_eth(c: &Cursor) -> Option<(u16, usize)> {
 
 /// IPv4 header (IHL validated, options skipped, fragments recognised). `None`: malformed.
 #[inline(always)]
-fn parse_ipv4(c: &Cursor, off: usize, pkt: &mut Pkt) -> Option<Next> {
+fn parse_ipv4(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) -> Option<Next> {
     let h = c.header::<Ipv4Hdr>(off)?;
     let ihl = h.ihl() as usize;
     if h.version() != 4 || ihl < IPV4_MIN_HDR_LEN {
@@ -249,7 +249,7 @@ fn parse_ipv4(c: &Cursor, off: usize, pkt: &mut Pkt) -> Option<Next> {
 
 /// IPv6 header and its extension headers. `None`: malformed.
 #[inline(always)]
-fn parse_ipv6(c: &Cursor, off: usize, pkt: &mut Pkt) -> Option<Next> {
+fn parse_ipv6(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) -> Option<Next> {
     let h = c.header::<Ipv6Hdr>(off)?;
     if h.version() != 6 {
         return None;
@@ -268,7 +268,7 @@ fn parse_ipv6(c: &Cursor, off: usize, pkt: &mut Pkt) -> Option<Next> {
 /// authentication, fragment) starting with header `next` at `cur`; sets `pkt.proto` and the
 /// fragment state.
 #[inline(always)]
-fn parse_ipv6_ext(c: &Cursor, mut next: u8, mut cur: usize, pkt: &mut Pkt) -> Next {
+fn parse_ipv6_ext(c: &Cursor<'_>, mut next: u8, mut cur: usize, pkt: &mut Pkt) -> Next {
     for _ in 0..MAX_IPV6_EXT_HDRS {
         match next {
             NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS => {
@@ -315,7 +315,7 @@ fn parse_ipv6_ext(c: &Cursor, mut next: u8, mut cur: usize, pkt: &mut Pkt) -> Ne
 /// read of the whole struct here makes LLVM unroll the walk eight times (2.5x the parser's
 /// code for the same work).
 #[inline(always)]
-fn ipv6_ext_hdr(c: &Cursor, cur: usize) -> Option<(u8, u8)> {
+fn ipv6_ext_hdr(c: &Cursor<'_>, cur: usize) -> Option<(u8, u8)> {
     let next = c.header::<u8>(cur + offset_of!(Ipv6ExtHdr, next_hdr));
     let len = c.header::<u8>(cur + offset_of!(Ipv6ExtHdr, hdr_ext_len));
     match (next, len) {
@@ -326,7 +326,7 @@ fn ipv6_ext_hdr(c: &Cursor, cur: usize) -> Option<(u8, u8)> {
 
 /// UDP or TCP header at `off` (other protocols: nothing to parse): ports and payload offset.
 #[inline(always)]
-fn parse_l4(c: &Cursor, off: usize, pkt: &mut Pkt) {
+fn parse_l4(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) {
     if pkt.proto == IPPROTO_UDP {
         let Some(u) = c.header::<UdpHdr>(off) else {
             pkt.l4_malformed = true;

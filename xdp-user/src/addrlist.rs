@@ -115,7 +115,9 @@ impl<'a> ListPart<'a> {
         match self.kind {
             ListKind::Blacklist => (
                 PRESENT_BL_ALL,
-                bit(PRESENT_BL_V6, l.v6.len()) | bit(PRESENT_BL_NET4, l.net4.len()) | bit(PRESENT_BL_NET6, l.net6.len()),
+                bit(PRESENT_BL_V6, l.v6.len())
+                    | bit(PRESENT_BL_NET4, l.net4.len())
+                    | bit(PRESENT_BL_NET6, l.net6.len()),
             ),
             ListKind::Allowlist => (
                 PRESENT_AL_ALL,
@@ -147,10 +149,7 @@ impl Part for ListPart<'_> {
     fn check(&self) -> Result<()> {
         check_capacity(self.kind, self.list)?;
         if self.table.is_some() && self.keys4.len() > BL_V4_CAPACITY as usize {
-            bail!(
-                "blacklist: {} IPv4 addresses overflow the table (capacity {BL_V4_CAPACITY})",
-                self.keys4.len()
-            );
+            bail!("blacklist: {} IPv4 addresses overflow the table (capacity {BL_V4_CAPACITY})", self.keys4.len());
         }
         Ok(())
     }
@@ -214,7 +213,8 @@ pub fn check_capacity(kind: ListKind, list: &IpList) -> Result<()> {
 fn mmap_table4(f: &Filter, g: u32) -> Result<bpfsys::MmapRegion> {
     let name = maps::BL_TAB4[(g & 1) as usize];
     let len = BL4_BUCKETS as usize * std::mem::size_of::<Bucket4>();
-    bpfsys::MmapRegion::map(map_data(f.map(name)?).fd().as_fd(), len, true).map_err(|e| map_err(name, format!("mmap: {e}")))
+    bpfsys::MmapRegion::map(map_data(f.map(name)?).fd().as_fd(), len, true)
+        .map_err(|e| map_err(name, format!("mmap: {e}")))
 }
 
 fn clear_generation(f: &mut Filter, kind: ListKind, g: u32) -> Result<()> {

@@ -16,10 +16,7 @@ pub const MAX_BAN_TTL: Duration = Duration::from_secs(10 * 365 * 86400);
 /// Check a ban duration against what the kernel can hold.
 pub fn check_ttl(what: &str, ttl: Duration) -> Result<()> {
     if ttl < Duration::from_secs(1) || ttl > MAX_BAN_TTL {
-        bail!(
-            "{what}: {} is out of range: a ban lasts from 1s to 10 years",
-            humantime::format_duration(ttl)
-        );
+        bail!("{what}: {} is out of range: a ban lasts from 1s to 10 years", humantime::format_duration(ttl));
     }
     Ok(())
 }
@@ -175,5 +172,22 @@ impl Filter {
         } else {
             empty::<BanKey6>(self.map(maps::BANS_V6)?, maps::BANS_V6)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ban_ttl_bounds() {
+        for ok in [Duration::from_secs(1), Duration::from_secs(900), MAX_BAN_TTL] {
+            check_ttl("ban add --ttl", ok).unwrap();
+        }
+        for bad in [Duration::ZERO, Duration::from_millis(999), MAX_BAN_TTL + Duration::from_secs(1)] {
+            let e = check_ttl("ban add --ttl", bad).unwrap_err().to_string();
+            assert!(e.starts_with("ban add --ttl: ") && e.contains("from 1s to 10 years"), "{e}");
+        }
+        assert_eq!(MAX_BAN_TTL, Duration::from_secs(3650 * 86400));
     }
 }

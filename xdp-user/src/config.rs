@@ -329,7 +329,9 @@ pub struct MetricsCfg {
 
 fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<std::net::SocketAddr, D::Error> {
     let s = String::deserialize(d)?;
-    s.parse().map_err(|_| serde::de::Error::custom(format!("metrics.listen: {s:?} is not an address:port (e.g. \"127.0.0.1:9610\")")))
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!("metrics.listen: {s:?} is not an address:port (e.g. \"127.0.0.1:9610\")"))
+    })
 }
 
 impl Default for MetricsCfg {
@@ -537,6 +539,14 @@ mod tests {
         assert_eq!(c.ratelimit.ipv6_prefix, 56);
         assert_eq!(c.ratelimit.rules["register"].ban_ttl, Duration::from_secs(900));
         assert_eq!(c.mode, Mode::Auto);
+        // Defaults of the optional keys (sipshield.example.toml documents them).
+        let c = parse("[ratelimit.invite]\nrate = 1\nburst = 1\n").unwrap();
+        let r = &c.ratelimit.rules["invite"];
+        assert_eq!((r.ban_after, r.ban_ttl, r.window), (0, Duration::from_secs(15 * 60), Duration::from_secs(10)));
+        let db = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let c = parse(&format!("[geoip]\ndatabase = \"{db}\"\nallow_countries = [\"FR\"]\n")).unwrap();
+        let g = c.geoip.unwrap();
+        assert!(g.reload && g.unknown == Unknown::Allow && g.scope == Scope::Sip);
     }
 
     #[test]
@@ -560,5 +570,178 @@ mod tests {
         assert!(e.contains("blacklist.entries[0]"), "{e}");
         let e = parse("[blacklist]\nrefresh = \"soon\"\n").unwrap_err().to_string();
         assert!(e.contains("soon"), "{e}");
+    }
+
+    /// Every bound at both ends: `None` = valid, `Some(text)` = an error containing `text`.
+    #[test]
+    fn bounds_are_checked_at_both_ends() {
+        let db = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let rule = |extra: &str| format!("[ratelimit.register]\nrate = 1\nburst = 1\n{extra}");
+        let long = "x".repeat(SIG_MAX_LEN);
+        let cases: Vec<(String, Option<&str>)> = vec![
+            ("[sip]\nports = []".into(), Some("sip.ports: at least one port")),
+            ("[sip]\nports = [0, 5060]".into(), Some("sip.ports: port 0")),
+            ("[sip]\nports = [1, 65535]".into(), None),
+            ("interfaces = [\"a\", \"b\", \"a\"]".into(), Some("interfaces: \"a\" is listed twice")),
+            ("[blacklist]\nrefresh = \"10s\"".into(), None),
+            ("[blacklist]\nrefresh = \"9s\"".into(), Some("blacklist.refresh: 9s is out of range")),
+            ("[allowlist]\nrefresh = \"30days\"".into(), None),
+            ("[allowlist]\nrefresh = \"30days 1s\"".into(), Some("allowlist.refresh")),
+            ("[blacklist]\ntimeout = \"1s\"".into(), None),
+            ("[blacklist]\ntimeout = \"999ms\"".into(), Some("blacklist.timeout")),
+            ("[blacklist]\ntimeout = \"10m\"".into(), None),
+            ("[blacklist]\ntimeout = \"601s\"".into(), Some("blacklist.timeout")),
+            ("[blacklist]\nmax_bytes = 1024".into(), None),
+            ("[blacklist]\nmax_bytes = 1023".into(), Some("blacklist.max_bytes: 1023")),
+            ("[blacklist]\nmax_bytes = 4294967296".into(), None),
+            ("[blacklist]\nmax_bytes = 4294967297".into(), Some("blacklist.max_bytes")),
+            ("[blacklist]\nurls = [\"ftp://x\"]".into(), Some("blacklist.urls: \"ftp://x\" is not an http(s) URL")),
+            ("[blacklist]\nurls = [\"http://x\", \"https://y\"]".into(), None),
+            ("[allowlist]\nentries = [\"198.51.100.1\", \"::/0\"]".into(), Some("allowlist.entries[1]")),
+            ("[allowlist]\nentries = [\"::/0\"]\nallow_match_all = true".into(), None),
+            (" [blacklist]\nentries = [\" 198.51.100.0/24 \"]".into(), None),
+            (format!("[blacklist]\nfiles = [\"{db}\"]"), None),
+            ("[blacklist]\nfiles = [\"/nonexistent/bl.txt\"]".into(), Some("blacklist.files: /nonexistent/bl.txt")),
+            (format!("[blacklist]\nfiles = [\"{db}\"]\nmax_bytes = 1024"), Some("larger than the limit")),
+            (rule(""), None),
+            ("[ratelimit.register]\nrate = 0.001\nburst = 1".into(), None),
+            ("[ratelimit.register]\nrate = 0.0009\nburst = 1".into(), Some("ratelimit.register.rate")),
+            ("[ratelimit.register]\nrate = 1000000\nburst = 1000000".into(), None),
+            ("[ratelimit.register]\nrate = 1000001\nburst = 1".into(), Some("ratelimit.register.rate")),
+            ("[ratelimit.register]\nrate = nan\nburst = 1".into(), Some("ratelimit.register.rate")),
+            ("[ratelimit.register]\nrate = inf\nburst = 1".into(), Some("ratelimit.register.rate")),
+            ("[ratelimit.register]\nrate = 1\nburst = 0".into(), Some("ratelimit.register.burst")),
+            ("[ratelimit.register]\nrate = 1\nburst = 1000001".into(), Some("ratelimit.register.burst")),
+            (rule("window = \"1s\""), None),
+            (rule("window = \"999ms\""), Some("ratelimit.register.window")),
+            (rule("window = \"1day\""), None),
+            (rule("window = \"86401s\""), Some("ratelimit.register.window")),
+            (rule("ban_ttl = \"0s\""), Some("ratelimit.register.ban_ttl")),
+            (rule("ban_ttl = \"3650days\""), None),
+            (rule("ban_ttl = \"3651days\""), Some("ratelimit.register.ban_ttl")),
+            (rule("bogus = 1"), Some("bogus")),
+            ("[ratelimit]\nipv6_prefix = 0".into(), Some("ratelimit.ipv6_prefix must be 1..=128 (got 0)")),
+            ("[ratelimit]\nipv6_prefix = 1".into(), None),
+            ("[ratelimit]\nipv6_prefix = 128".into(), None),
+            ("[ratelimit]\nipv6_prefix = 129".into(), Some("ratelimit.ipv6_prefix")),
+            ("[ratelimit]\nipv6_prefix = \"64\"".into(), Some("must be an integer")),
+            (
+                format!("{}[ratelimit.REGISTER]\nrate = 2\nburst = 2", rule("")),
+                Some("a second table for the method register"),
+            ),
+            ("[ratelimit.response]\nrate = 1\nburst = 1".into(), Some("unknown key ratelimit.response")),
+            ("[ratelimit.other]\nrate = 1\nburst = 1".into(), Some("unknown key ratelimit.other")),
+            ("[ratelimit.any]\nrate = 1\nburst = 1".into(), None),
+            ("[scanners]\nuser_agent = [\"\"]".into(), Some("scanners.user_agent: signature \"\"")),
+            (format!("[scanners]\nsubject = [\"{long}\"]"), None),
+            (format!("[scanners]\nsubject = [\"{long}x\"]"), Some("scanners.subject")),
+            ("[events]\nreasons = [\"pass\", \"malformed\"]".into(), None),
+            ("[events]\nreasons = [\"banned\", \"bogus\"]".into(), Some("events.reasons: unknown reason \"bogus\"")),
+            ("[events]\nrate = 0".into(), Some("events.rate: 0")),
+            ("[events]\nrate = 1000000\nburst = 1000000".into(), None),
+            ("[events]\nrate = 1000001".into(), Some("events.rate")),
+            ("[events]\nburst = 0".into(), Some("events.burst: 0")),
+            ("[events]\nburst = 1000001".into(), Some("events.burst")),
+            ("[metrics]\nlisten = \"localhost\"".into(), Some("metrics.listen: \"localhost\" is not an address:port")),
+            ("[metrics]\nlisten = \"[::1]:9610\"".into(), None),
+            (format!("[geoip]\ndatabase = \"{db}\"\nallow_countries = [\"FR\"]"), None),
+            (format!("[geoip]\ndatabase = \"{db}\"\ndeny_countries = [\"fr\", \"BE\"]"), None),
+            (format!("[geoip]\ndatabase = \"{db}\""), Some("geoip: set exactly one")),
+            (
+                format!("[geoip]\ndatabase = \"{db}\"\nallow_countries = [\"FR\"]\ndeny_countries = [\"BE\"]"),
+                Some("geoip: set exactly one"),
+            ),
+            (
+                format!("[geoip]\ndatabase = \"{db}\"\ndeny_countries = [\"FR\", \"XY\"]"),
+                Some("geoip.deny_countries: \"XY\""),
+            ),
+            (format!("[geoip]\ndatabase = \"{db}\"\nallow_countries = [\"France\"]"), Some("geoip.allow_countries")),
+            (
+                "[geoip]\ndatabase = \"/nonexistent.mmdb\"\nallow_countries = [\"FR\"]".into(),
+                Some("geoip.database: /nonexistent.mmdb: no such file"),
+            ),
+        ];
+        for (text, want) in &cases {
+            match (parse(text), want) {
+                (Ok(_), None) => {}
+                (Err(e), Some(w)) => {
+                    let e = format!("{e:#}");
+                    assert!(e.starts_with("test.toml: ") && e.contains(w), "{text:?}: {e:?} should contain {w:?}");
+                }
+                (Ok(_), Some(w)) => panic!("{text:?} was accepted; expected an error containing {w:?}"),
+                (Err(e), None) => panic!("{text:?} was refused: {e:#}"),
+            }
+        }
+    }
+
+    #[test]
+    fn toml_errors_name_the_line() {
+        let e = parse("interfaces = [\"a\"]\n\n[sip]\nports = \"5060\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("test.toml: line 4: "), "{e}");
+    }
+
+    #[test]
+    fn kernel_flags_follow_the_keys() {
+        let db = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let none = parse("[sip]\ntcp = false\n[scanners]\nenabled = false\n").unwrap();
+        assert_eq!(none.flags(), 0);
+        assert_eq!(Config::default().flags(), CFG_SIP_TCP | CFG_SCANNERS_ENABLED, "the defaults");
+        let text = |top: &str, tcp: bool, scanners: bool, extra: &str| {
+            format!("{top}[sip]\ntcp = {tcp}\n[scanners]\nenabled = {scanners}\n{extra}")
+        };
+        let geo = |extra: &str| format!("[geoip]\ndatabase = \"{db}\"\nallow_countries = [\"FR\"]\n{extra}");
+        for (text, flag) in [
+            (text("dry_run = true\n", false, false, ""), CFG_DRY_RUN),
+            (text("drop_malformed = true\n", false, false, ""), CFG_DROP_MALFORMED),
+            (text("", true, false, ""), CFG_SIP_TCP),
+            (text("", false, true, ""), CFG_SCANNERS_ENABLED),
+            (text("", false, false, "[ratelimit.options]\nrate = 1\nburst = 1\n"), CFG_RATELIMIT_ENABLED),
+            (text("", false, false, &geo("")), CFG_GEO_ENABLED),
+            (text("", false, false, &geo("scope = \"all\"\n")), CFG_GEO_ENABLED | CFG_GEO_SCOPE_ALL),
+            (text("", false, false, &geo("unknown = \"drop\"\n")), CFG_GEO_ENABLED | CFG_GEO_UNKNOWN_DROP),
+        ] {
+            assert_eq!(parse(&text).unwrap().flags(), flag, "{text}");
+        }
+    }
+
+    #[test]
+    fn rate_rules_in_kernel_units() {
+        let r = RateCfg {
+            rate: 5.0,
+            burst: 10,
+            ban_after: 20,
+            ban_ttl: Duration::from_secs(900),
+            window: Duration::from_secs(10),
+        };
+        let k = r.kernel_rule();
+        assert_eq!((k.interval_ns, k.tolerance_ns), (200_000_000, 9 * 200_000_000));
+        assert_eq!((k.ban_ttl_ns, k.window_ns, k.ban_after), (900_000_000_000, 10_000_000_000, 20));
+        let k = RateCfg { rate: 3.0, burst: 1, ..r.clone() }.kernel_rule();
+        assert_eq!((k.interval_ns, k.tolerance_ns), (333_333_333, 0), "rounded; a burst of 1 has no tolerance");
+        assert_eq!(RateCfg { rate: RATE_MAX, ..r.clone() }.kernel_rule().interval_ns, 1000);
+        assert_eq!(RateCfg { rate: RATE_MIN, ..r }.kernel_rule().interval_ns, 1_000_000_000_000);
+    }
+
+    #[test]
+    fn method_slots() {
+        assert_eq!(method_slot("register"), Some(METHOD_REGISTER));
+        assert_eq!(method_slot("Invite"), Some(METHOD_INVITE));
+        assert_eq!(method_slot("ANY"), Some(METHOD_ANY));
+        for no in ["", "response", "other", "regist", "registerx"] {
+            assert_eq!(method_slot(no), None, "{no:?}");
+        }
+    }
+
+    #[test]
+    fn interfaces_of_a_controller() {
+        let e = Config::default().check_interfaces().unwrap_err().to_string();
+        assert!(e.contains("at least one interface"), "{e}");
+        Config { interfaces: vec!["lo".into()], ..Default::default() }.check_interfaces().unwrap();
+        let e = check_iface_names(&["lo".into(), "lo".into()]).unwrap_err().to_string();
+        assert!(e.contains("\"lo\" is given twice"), "{e}");
+        let e = check_iface_names(&["lo".into(), "sipshield-none0".into()]).unwrap_err().to_string();
+        assert!(e.contains("\"sipshield-none0\" does not exist"), "{e}");
+        let keys: Vec<&str> = ScannersCfg::default().header_lists().iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["user_agent", "from", "to", "contact", "via", "call_id", "subject"]);
     }
 }

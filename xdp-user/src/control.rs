@@ -141,4 +141,93 @@ mod tests {
         }
         assert!(!Request::Status.is_edit() && Request::Reload.is_edit());
     }
+
+    #[test]
+    fn every_request_but_status_is_an_edit() {
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let edits = [
+            Request::Reload,
+            Request::Refresh,
+            Request::BanAdd { ip, ttl_secs: 1 },
+            Request::BanDel { ip },
+            Request::AllowAdd { entry: "x".into() },
+            Request::AllowDel { entry: "x".into() },
+            Request::ScannerAdd { header: "from".into(), text: "x".into() },
+            Request::ScannerDel { header: "from".into(), text: "x".into() },
+            Request::DryRun { mode: DryRun::On },
+            Request::Detach { iface: Some("eth1".into()) },
+        ];
+        assert!(edits.iter().all(Request::is_edit));
+        // The wire format of a request (scripts and older CLIs speak it).
+        assert_eq!(
+            serde_json::to_string(&Request::BanAdd { ip, ttl_secs: 60 }).unwrap(),
+            r#"{"op":"ban_add","ip":"198.51.100.7","ttl_secs":60}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::DryRun { mode: DryRun::Off }).unwrap(),
+            r#"{"op":"dry_run","mode":"off"}"#
+        );
+    }
+
+    #[test]
+    fn replies_carry_the_result() {
+        let ok = Reply::from_result(Ok("done".into()));
+        assert_eq!(ok, Reply { ok: true, message: "done".into(), data: serde_json::Value::Null });
+        assert_eq!(ok.clone().into_result().unwrap(), ok);
+        let err = Reply::from_result(Err(anyhow!("inner").context("outer")));
+        assert_eq!((err.ok, err.message.as_str()), (false, "outer: inner"));
+        assert_eq!(err.into_result().unwrap_err().to_string(), "outer: inner");
+        let r: Reply = serde_json::from_str(r#"{"ok":true,"message":"m"}"#).unwrap();
+        assert_eq!(r.data, serde_json::Value::Null, "data is optional");
+    }
+
+    /// A controller stand-in on a socket: reads one request line, answers `answer`.
+    fn serve_once(answer: &'static str) -> (std::path::PathBuf, std::thread::JoinHandle<String>) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sipshield-control-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        let _ = std::fs::remove_file(&path); // left by an earlier run with the same pid
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let t = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(&stream).read_line(&mut line).unwrap();
+            (&stream).write_all(answer.as_bytes()).unwrap();
+            line
+        });
+        (path, t)
+    }
+
+    #[test]
+    fn call_sends_one_line_and_reads_one_line() {
+        let (path, t) = serve_once("{\"ok\":false,\"message\":\"198.51.100.7 is not banned\",\"data\":null}\n");
+        let req = Request::BanDel { ip: "198.51.100.7".parse().unwrap() };
+        let reply = call(&path, &req).unwrap().expect("a controller answered");
+        assert_eq!((reply.ok, reply.message.as_str()), (false, "198.51.100.7 is not banned"));
+        assert_eq!(t.join().unwrap(), format!("{}\n", serde_json::to_string(&req).unwrap()));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+
+        let (path, t) = serve_once("");
+        let e = call(&path, &Request::Status).unwrap_err().to_string();
+        assert!(e.contains("closed") && e.contains("without answering"), "{e}");
+        t.join().unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+
+        let (path, t) = serve_once("<html>\n");
+        let e = call(&path, &Request::Status).unwrap_err().to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+        t.join().unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+
+        // A socket path that cannot be used: an error naming it, not "no controller".
+        let long = "/tmp/".to_string() + &"x".repeat(200);
+        let e = call(Path::new(&long), &Request::Status).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{long}: ")), "{e}");
+    }
 }

@@ -59,13 +59,16 @@ fn attach(filter: &mut Filter, pin_dir: &Path, iface: &str, mode: Mode) -> Resul
         let pinned = PinnedLink::from_pin(&pin).map_err(|e| anyhow!("{}: {e}", pin.display()))?;
         let fd_link: FdLink = pinned.unpin().map_err(|e| anyhow!("{}: unpin: {e}", pin.display()))?;
         let xdp_link = XdpLink::try_from(fd_link).map_err(|e| anyhow!("{}: not an XDP link: {e}", pin.display()))?;
-        let id =
-            prog.attach_to_link(xdp_link).map_err(|e| anyhow!("{iface}: replacing the program in the pinned link: {e}"))?;
+        let id = prog
+            .attach_to_link(xdp_link)
+            .map_err(|e| anyhow!("{iface}: replacing the program in the pinned link: {e}"))?;
         ("adopted", id, false)
     } else {
         let mut try_mode = |m: XdpMode| prog.attach_to_if_index(ifindex, m);
         let (name, id) = match mode {
-            Mode::Native => ("native", try_mode(XdpMode::Driver).map_err(|e| anyhow!("{iface}: native XDP attach failed: {e}"))?),
+            Mode::Native => {
+                ("native", try_mode(XdpMode::Driver).map_err(|e| anyhow!("{iface}: native XDP attach failed: {e}"))?)
+            }
             Mode::Skb => ("skb", try_mode(XdpMode::Skb).map_err(|e| anyhow!("{iface}: skb XDP attach failed: {e}"))?),
             Mode::Auto => match try_mode(XdpMode::Driver) {
                 Ok(id) => ("native", id),
@@ -442,7 +445,10 @@ impl Worker {
                 self.sources.geo = Some(db);
             }
             Err(e) => {
-                error!("GeoIP database {} changed but was rejected, keeping the previous one: {e:#}", g.database.display());
+                error!(
+                    "GeoIP database {} changed but was rejected, keeping the previous one: {e:#}",
+                    g.database.display()
+                );
                 entry.errors += 1;
                 entry.last_error = Some(format!("{e:#}"));
             }
@@ -573,7 +579,18 @@ fn prepare(opts: &RunOpts) -> Result<Prepared> {
     let sink = EventSink::open(&cfg)?;
     let sources = Sources::read(&cfg)?;
     let policy = Policy::new(&cfg, &sources, &runtime)?;
-    Ok(Prepared { mode: opts.mode.unwrap_or(cfg.mode), cfg, ifaces, sources, runtime, policy, sink, metrics, control, lock })
+    Ok(Prepared {
+        mode: opts.mode.unwrap_or(cfg.mode),
+        cfg,
+        ifaces,
+        sources,
+        runtime,
+        policy,
+        sink,
+        metrics,
+        control,
+        lock,
+    })
 }
 
 /// Bind the control socket (root only). A stale socket left by a dead controller is replaced:
@@ -582,7 +599,8 @@ fn bind_control() -> Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     let path = state::control_socket();
     let _ = std::fs::remove_file(&path);
-    let l = std::os::unix::net::UnixListener::bind(&path).with_context(|| format!("{}: cannot bind", path.display()))?;
+    let l =
+        std::os::unix::net::UnixListener::bind(&path).with_context(|| format!("{}: cannot bind", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("{}: chmod", path.display()))?;
     Ok(l)
@@ -753,10 +771,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
     notify(&[sd_notify::NotifyState::Stopping]);
     let _ = job_tx.send(Job::Stop);
     // Answer the requests in flight (the `detach` that stopped us among them).
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while control_tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while control_tasks.join_next().await.is_some() {} })
+        .await;
     let _ = std::fs::remove_file(state::control_socket());
     stop_events.store(true, Ordering::Relaxed);
     let _ = drain.join();
@@ -770,7 +786,7 @@ async fn serve(opts: RunOpts) -> Result<()> {
 }
 
 /// sd_notify to systemd (Type=notify), when started by it.
-fn notify(state: &[sd_notify::NotifyState]) {
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
     let _ = sd_notify::notify(false, state);
 }
 

@@ -43,7 +43,7 @@ enum Target {
 }
 
 /// Persist `new`, make it live, or roll back: see the module docs.
-fn commit(f: &mut Filter, rt: &mut Runtime, new: Runtime, base: &Base, target: Target) -> Result<()> {
+fn commit(f: &mut Filter, rt: &mut Runtime, new: Runtime, base: &Base<'_>, target: Target) -> Result<()> {
     let allow = policy::merged_allowlist(base.allowlist, &new);
     let sigs = policy::merged_signatures(base.signatures, &new)?;
     // Capacities before anything is persisted.
@@ -73,7 +73,8 @@ fn commit(f: &mut Filter, rt: &mut Runtime, new: Runtime, base: &Base, target: T
 
 /// Canonical text of an allowlist entry given on the command line.
 fn canonical(entry: &str) -> Result<ipnet::IpNet> {
-    let net = lists::parse_entry(entry.trim()).ok_or_else(|| anyhow!("{entry:?} is not an IPv4/IPv6 address or CIDR"))?;
+    let net =
+        lists::parse_entry(entry.trim()).ok_or_else(|| anyhow!("{entry:?} is not an IPv4/IPv6 address or CIDR"))?;
     if net.prefix_len() == 0 {
         bail!("{entry:?} matches every address; an allowlist entry that bypasses every check is refused from the CLI");
     }
@@ -99,7 +100,7 @@ fn in_list(l: &IpList, net: ipnet::IpNet) -> bool {
         && one.net6.iter().all(|a| l.net6.contains(a))
 }
 
-pub fn allow_add(f: &mut Filter, rt: &mut Runtime, base: &Base, entry: &str) -> Result<String> {
+pub fn allow_add(f: &mut Filter, rt: &mut Runtime, base: &Base<'_>, entry: &str) -> Result<String> {
     let net = canonical(entry)?;
     if rt.allow.iter().any(|a| lists::parse_entry(a) == Some(net)) {
         bail!("{} is already on the allowlist (added from the CLI)", entry_text(net));
@@ -111,7 +112,7 @@ pub fn allow_add(f: &mut Filter, rt: &mut Runtime, base: &Base, entry: &str) -> 
     Ok(format!("allowlist: added {}{also}", entry_text(net)))
 }
 
-pub fn allow_del(f: &mut Filter, rt: &mut Runtime, base: &Base, entry: &str) -> Result<String> {
+pub fn allow_del(f: &mut Filter, rt: &mut Runtime, base: &Base<'_>, entry: &str) -> Result<String> {
     let net = canonical(entry)?;
     let from_config = in_list(base.allowlist, net);
     let text = entry_text(net);
@@ -135,9 +136,8 @@ pub fn allow_del(f: &mut Filter, rt: &mut Runtime, base: &Base, entry: &str) -> 
 }
 
 fn signature(header: &str, text: &str) -> Result<Signature> {
-    let id = sig::header_id(header).ok_or_else(|| {
-        anyhow!("unknown header {header:?}; one of {}", xdp_common::HEADER_NAMES[1..].join(", "))
-    })?;
+    let id = sig::header_id(header)
+        .ok_or_else(|| anyhow!("unknown header {header:?}; one of {}", xdp_common::HEADER_NAMES[1..].join(", ")))?;
     Signature::new(id, text)
 }
 
@@ -145,7 +145,7 @@ fn key(s: &Signature) -> (String, String) {
     (s.header_name().to_string(), s.text.clone())
 }
 
-pub fn scanner_add(f: &mut Filter, rt: &mut Runtime, base: &Base, header: &str, text: &str) -> Result<String> {
+pub fn scanner_add(f: &mut Filter, rt: &mut Runtime, base: &Base<'_>, header: &str, text: &str) -> Result<String> {
     let s = signature(header, text)?;
     let k = key(&s);
     let mut new = rt.clone();
@@ -162,7 +162,7 @@ pub fn scanner_add(f: &mut Filter, rt: &mut Runtime, base: &Base, header: &str, 
     Ok(msg)
 }
 
-pub fn scanner_del(f: &mut Filter, rt: &mut Runtime, base: &Base, header: &str, text: &str) -> Result<String> {
+pub fn scanner_del(f: &mut Filter, rt: &mut Runtime, base: &Base<'_>, header: &str, text: &str) -> Result<String> {
     let s = signature(header, text)?;
     let k = key(&s);
     let mut new = rt.clone();
@@ -182,7 +182,7 @@ pub fn scanner_del(f: &mut Filter, rt: &mut Runtime, base: &Base, header: &str, 
     Ok(msg)
 }
 
-pub fn dry_run(f: &mut Filter, rt: &mut Runtime, base: &Base, mode: DryRun) -> Result<String> {
+pub fn dry_run(f: &mut Filter, rt: &mut Runtime, base: &Base<'_>, mode: DryRun) -> Result<String> {
     let mut new = rt.clone();
     new.dry_run = match mode {
         DryRun::On => Some(true),

@@ -30,7 +30,9 @@ pub enum ListError {
     Read { path: String, err: std::io::Error },
     #[error("{url}: fetch failed: {err}")]
     Fetch { url: String, err: String },
-    #[error("{source_name}:{line}: matches every address; set allow_match_all = true in the list's section if you mean it")]
+    #[error(
+        "{source_name}:{line}: matches every address; set allow_match_all = true in the list's section if you mean it"
+    )]
     MatchAll { source_name: String, line: usize },
     #[error("{source_name}: no valid entry ({skipped} invalid lines skipped); the last good list stays (set allow_empty = true if this source may be empty)")]
     Empty { source_name: String, skipped: usize },
@@ -99,11 +101,7 @@ impl IpList {
 /// ranges of at least /96 inside `::ffff:0:0/96`) is the IPv4 address or range: that is what
 /// the kernel sees on the wire.
 pub fn parse_entry(text: &str) -> Option<IpNet> {
-    let net = if text.contains('/') {
-        text.parse::<IpNet>().ok()?
-    } else {
-        IpNet::from(text.parse::<IpAddr>().ok()?)
-    };
+    let net = if text.contains('/') { text.parse::<IpNet>().ok()? } else { IpNet::from(text.parse::<IpAddr>().ok()?) };
     Some(match net {
         IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
             Some(v4) => IpNet::V4(ipnet::Ipv4Net::new(v4, n.prefix_len() - 96).ok()?),
@@ -194,7 +192,11 @@ pub fn check_list_file(path: &Path, max_bytes: u64) -> Result<(), String> {
         return Err(format!("{}: not a regular file", path.display()));
     }
     if md.len() > max_bytes {
-        return Err(format!("{}: {} bytes, larger than the limit of {max_bytes} (max_bytes)", path.display(), md.len()));
+        return Err(format!(
+            "{}: {} bytes, larger than the limit of {max_bytes} (max_bytes)",
+            path.display(),
+            md.len()
+        ));
     }
     Ok(())
 }
@@ -325,5 +327,134 @@ mod tests {
         let l = parse_list("198.51.100.1\nbogus\n198.51.100.0/33\n", "bl.txt", true).unwrap();
         assert_eq!(l.v4.len(), 1);
         assert_eq!(l.skipped, vec!["bl.txt:2: \"bogus\"".to_string(), "bl.txt:3: \"198.51.100.0/33\"".to_string()]);
+    }
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sipshield-lists-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by an earlier run with the same pid
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn sizes_count_every_structure() {
+        let l = parse_list(
+            "198.51.100.1\n198.51.100.2\n2001:db8::1\n203.0.113.0/24\n2001:db8::/32\n2001:db9::/32\n",
+            "t",
+            false,
+        )
+        .unwrap();
+        assert_eq!((l.v4.len(), l.v6.len(), l.net4.len(), l.net6.len()), (2, 1, 1, 2));
+        assert_eq!(l.len(), 6);
+        assert!(!l.is_empty() && IpList::default().is_empty());
+        let mut m = IpList::default();
+        m.merge(l.clone());
+        m.merge(l.clone());
+        assert_eq!(m, l, "merging is a set union");
+    }
+
+    #[test]
+    fn mapped_addresses_only_from_slash_96() {
+        let v6 = |t: &str| matches!(parse_entry(t), Some(IpNet::V6(_)));
+        assert!(v6("::ffff:0:0/95") && v6("::ffff:0:0/80"), "shorter than /96: an IPv6 range");
+        assert_eq!(parse_entry("::ffff:0:0/96").unwrap().to_string(), "0.0.0.0/0");
+        assert_eq!(parse_entry("::ffff:198.51.100.0/120").unwrap().to_string(), "198.51.100.0/24");
+        assert!(v6("2001:db8::/96") && v6("::1"), "not mapped: IPv6");
+        assert_eq!(parse_entry(" 198.51.100.1"), None, "callers trim");
+        assert_eq!(parse_entry("198.51.100.1/24").unwrap().to_string(), "198.51.100.1/24", "truncated on insert");
+    }
+
+    #[test]
+    fn sources_are_merged_with_the_inline_entries() {
+        let dir = scratch("merge");
+        let f = dir.join("bl.txt");
+        std::fs::write(&f, "198.51.100.1\n203.0.113.0/24\n").unwrap();
+        let cfg = ListCfg {
+            entries: vec![" 198.51.100.9 ".into(), "2001:db8::/48".into(), "198.51.100.1".into()],
+            files: vec![f.clone()],
+            ..Default::default()
+        };
+        let l = load_sources(&cfg).unwrap();
+        assert_eq!((l.v4.len(), l.net4.len(), l.net6.len()), (2, 1, 1));
+        // Entries are numbered from 1 in errors; every address is refused only with allow_match_all off.
+        let cfg = ListCfg { entries: vec!["198.51.100.9".into(), "0.0.0.0/0".into()], ..Default::default() };
+        let e = load_sources(&cfg).unwrap_err().to_string();
+        assert!(e.starts_with("entries:2: matches every address"), "{e}");
+        let cfg = ListCfg { allow_match_all: true, ..cfg };
+        assert_eq!(load_sources(&cfg).unwrap().net4.len(), 1);
+        let cfg = ListCfg {
+            entries: vec!["198.51.100.9".into(), "::/0".into(), "bogus".into()],
+            allow_match_all: true,
+            ..Default::default()
+        };
+        let e = load_sources(&cfg).unwrap_err().to_string();
+        assert!(e.starts_with("entries:3: invalid entry \"bogus\""), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn size_limit_is_inclusive_and_holds_for_files_without_a_size() {
+        let dir = scratch("size");
+        let f = dir.join("exact.txt");
+        let line = "198.51.100.1\n";
+        let text = line.repeat(1024 / line.len()) + &"#".repeat(1024 % line.len());
+        assert_eq!(text.len(), 1024);
+        std::fs::write(&f, &text).unwrap();
+        assert_eq!(read_regular_file(&f, 1024).unwrap(), text, "exactly max_bytes is accepted");
+        let e = read_regular_file(&f, 1023).unwrap_err().to_string();
+        assert!(e.contains("1024 bytes, larger than the limit of 1023"), "{e}");
+        // /proc files report size 0: the limit is enforced on what is read.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(status.len() > 200);
+        let e = read_regular_file(Path::new("/proc/self/status"), 100).unwrap_err().to_string();
+        assert!(e.contains("larger than 100 bytes"), "{e}");
+        assert!(read_regular_file(Path::new("/proc/self/status"), 1 << 20).unwrap().starts_with("Name:"));
+        let e = read_regular_file(&dir, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Serve `bodies` to one HTTP request each on loopback; returns the base URL.
+    fn http_server(bodies: Vec<(&'static str, Vec<u8>)>) -> (String, std::thread::JoinHandle<()>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let t = std::thread::spawn(move || {
+            for (status, body) in bodies {
+                let (mut s, _) = l.accept().unwrap();
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req).unwrap();
+                let head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                s.write_all(head.as_bytes()).unwrap();
+                s.write_all(&body).unwrap();
+            }
+        });
+        (url, t)
+    }
+
+    #[test]
+    fn fetched_lists_are_limited_and_checked() {
+        let line = "198.51.100.1\n";
+        let exact = (line.repeat(1024 / line.len()) + &"#".repeat(1024 % line.len())).into_bytes();
+        let mut over = exact.clone();
+        over.push(b'\n');
+        let (url, t) = http_server(vec![
+            ("200 OK", exact),
+            ("200 OK", over),
+            ("200 OK", vec![0xff, 0xfe, b'\n']),
+            ("404 Not Found", b"no".to_vec()),
+            ("200 OK", b"198.51.100.7\n2001:db8::/48\n".to_vec()),
+        ]);
+        let cfg = ListCfg { max_bytes: 1024, ..Default::default() };
+        assert_eq!(fetch_list(&url, &cfg).unwrap().v4.len(), 1, "exactly max_bytes is accepted");
+        let e = fetch_list(&url, &cfg).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{url}: fetch failed: body larger than the limit of 1024")), "{e}");
+        let e = fetch_list(&url, &cfg).unwrap_err().to_string();
+        assert!(e.contains("not UTF-8"), "{e}");
+        let e = fetch_list(&url, &cfg).unwrap_err().to_string();
+        assert!(e.contains("fetch failed") && e.contains("404"), "{e}");
+        let l = load_sources(&ListCfg { urls: vec![url.clone()], ..Default::default() }).unwrap();
+        assert_eq!((l.v4.len(), l.net6.len()), (1, 1));
+        t.join().unwrap();
     }
 }

@@ -114,7 +114,11 @@ pub fn render(filter: &Filter, snap: &Snapshot) -> Result<String> {
     reg.register("sipshield_auto_bans", "Bans installed by the rate limiter", auto_bans);
     let write_errors: Counter = Counter::default();
     write_errors.inc_by(snap.events_write_errors);
-    reg.register("sipshield_event_write_errors", "Event lines that could not be written (e.g. a full disk)", write_errors);
+    reg.register(
+        "sipshield_event_write_errors",
+        "Event lines that could not be written (e.g. a full disk)",
+        write_errors,
+    );
 
     let dry: Gauge = Gauge::default();
     dry.set((cfg.flags & CFG_DRY_RUN != 0) as i64);

@@ -245,3 +245,7 @@ pub fn apply_config(filter: &mut Filter, cfg: &Config) -> Result<ApplyReport> {
     let sources = Sources::read(cfg)?;
     Policy::new(cfg, &sources, &Runtime::default())?.commit(filter)
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;

@@ -170,10 +170,7 @@ pub fn lock() -> Result<Lock> {
 pub fn controller_lock_held() -> bool {
     let path = state_dir().join("lock");
     let Ok(file) = std::fs::OpenOptions::new().read(true).open(&path) else { return false };
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
-        Ok(_) => false,
-        Err(_) => true,
-    }
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock).is_err()
 }
 
 /// CLI edits that must survive config reloads and restarts.
@@ -258,6 +255,112 @@ mod tests {
         assert!(read_json::<Runtime>(&dir.join("missing.json")).unwrap().is_none());
         let aside = move_aside(&p).unwrap();
         assert!(aside.exists() && !p.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("sipshield-state-w-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by an earlier run with the same pid
+        let p = dir.join("sub").join("state.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["state.json"]);
+        // A directory in the way: the write fails, names the file, leaves nothing behind.
+        let blocked = dir.join("blocked");
+        std::fs::create_dir_all(blocked.join("x")).unwrap();
+        let e = write_atomic(&blocked, b"x").unwrap_err().to_string();
+        assert!(e.contains("blocked: cannot write") && e.contains("unchanged"), "{e}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "no temporary file left");
+        let e = read_json::<Runtime>(&blocked).unwrap_err().to_string();
+        assert!(e.contains("blocked: cannot read"), "{e}");
+        assert!(write_atomic(Path::new("/"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn list_state_and_interfaces() {
+        let t0 = unix_now();
+        assert!(t0 > 1.6e9, "{t0}");
+        let l = ListState::loaded(42, 0.5);
+        assert_eq!((l.entries, l.load_secs, l.errors, l.last_error), (42, 0.5, 0, None));
+        assert!(l.last_load_unix >= t0 && l.last_load_unix <= unix_now());
+        let iface = |name: &str, slot| IfaceState { name: name.into(), ifindex: slot + 10, mode: "skb".into(), slot };
+        let st = DaemonState { interfaces: vec![iface("a", 1), iface("b", 2)], ..Default::default() };
+        assert_eq!(st.iface_of_slot(2).map(|i| i.name.as_str()), Some("b"));
+        assert!(st.iface_of_slot(0).is_none());
+    }
+
+    #[test]
+    fn runtime_allow_list_parses_canonical_entries() {
+        let rt = Runtime {
+            allow: vec!["198.51.100.7".into(), "203.0.113.0/24".into(), "::ffff:192.0.2.1".into(), "bogus".into()],
+            ..Default::default()
+        };
+        let l = rt.allow_list();
+        assert_eq!((l.v4.len(), l.net4.len(), l.v6.len(), l.net6.len()), (2, 1, 0, 0));
+        assert!(l.contains("192.0.2.1".parse().unwrap()) && l.contains("203.0.113.200".parse().unwrap()));
+        // Missing fields of an older runtime.json take their defaults.
+        let old: Runtime = serde_json::from_str("{\"allow\": [\"198.51.100.7\"]}").unwrap();
+        assert_eq!(old, Runtime { allow: vec!["198.51.100.7".into()], ..Default::default() });
+    }
+
+    /// Everything that depends on `SIPSHIELD_STATE_DIR` / `SIPSHIELD_PIN_DIR`, in one test (the
+    /// environment is process-wide).
+    #[test]
+    fn state_directory_files_and_the_controller_lock() {
+        let dir = std::env::temp_dir().join(format!("sipshield-state-env-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by an earlier run with the same pid
+        std::env::set_var("SIPSHIELD_STATE_DIR", &dir);
+        std::env::set_var("SIPSHIELD_PIN_DIR", dir.join("pins"));
+        assert_eq!(state_dir(), dir);
+        assert_eq!(pin_dir(), dir.join("pins"));
+        assert_eq!((events_log(), control_socket()), (dir.join("events.jsonl"), dir.join("control.sock")));
+        assert_eq!((DaemonState::path(), Runtime::path()), (dir.join("state.json"), dir.join("runtime.json")));
+
+        // runtime.json: absent = no edits; saved and read back; corrupt = an error naming it.
+        assert_eq!(Runtime::load().unwrap(), Runtime::default());
+        let rt = Runtime {
+            allow: vec!["198.51.100.7".into()],
+            scanners_add: vec![("from".into(), "x".into())],
+            scanners_del: vec![("user-agent".into(), "sipcli".into())],
+            dry_run: Some(false),
+        };
+        rt.save().unwrap();
+        assert_eq!(Runtime::load().unwrap(), rt);
+        std::fs::write(Runtime::path(), "{").unwrap();
+        let e = format!("{:#}", Runtime::load().unwrap_err());
+        assert!(e.contains("runtime.json") && e.contains("move it aside"), "{e}");
+
+        // state.json: saved and read back; a corrupt one is moved aside and reads as none.
+        assert!(DaemonState::load().is_none());
+        let st = DaemonState { pid: 7, program_id: Some(9), ..Default::default() };
+        st.save().unwrap();
+        let back = DaemonState::load().unwrap();
+        assert_eq!((back.pid, back.program_id), (7, Some(9)));
+        std::fs::write(DaemonState::path(), "not json").unwrap();
+        assert!(DaemonState::load().is_none());
+        assert!(!DaemonState::path().exists());
+        let aside = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("state.corrupt-"));
+        assert_eq!(aside.count(), 1);
+
+        // One controller at a time; the CLI sees the lock without taking it.
+        assert!(!controller_lock_held());
+        let held = lock().unwrap();
+        assert!(controller_lock_held());
+        assert_eq!(std::fs::read_to_string(dir.join("lock")).unwrap(), std::process::id().to_string());
+        let e = lock().err().expect("a second controller is refused").to_string();
+        assert!(e.contains(&format!("already running on this host (pid {})", std::process::id())), "{e}");
+        // No socket and the lock held: a controller that does not answer (yet).
+        let e = crate::control::call(&control_socket(), &crate::control::Request::Status).unwrap_err().to_string();
+        assert!(e.contains("holds the lock but does not answer"), "{e}");
+        drop(held);
+        assert!(!controller_lock_held());
+        assert!(crate::control::call(&control_socket(), &crate::control::Request::Status).unwrap().is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask setup`: install what the build and the tests need on a fresh Debian 12 machine
 //!   (idempotent; quick when everything is present).
+//! - `cargo xtask lint`: setup, then `cargo fmt --all --check` and clippy on the host crates and
+//!   on the eBPF crates (for the BPF target, with their pinned nightly); any finding fails.
 //! - `cargo xtask test [-- ARGS]`: setup, build the workspace, run its tests.
 //! - `cargo xtask demo`: setup, build sipshield, run it between two network namespaces against
 //!   a mixed SIP stream and check that every expected drop reason was counted.
@@ -23,8 +25,10 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the Debian packages, rust-src, bpf-linker 0.13.0 and mount bpffs (as root).
+    /// Install the Debian packages, the pinned eBPF nightly with rust-src, bpf-linker 0.13.0 and mount bpffs (as root).
     Setup,
+    /// Setup, then rustfmt and clippy (host crates, and the eBPF crates for the BPF target).
+    Lint,
     /// Setup, `cargo build --workspace`, then `cargo test --workspace [ARGS]`.
     Test {
         /// Extra arguments for `cargo test` (after `--`), e.g. `-- --test pipeline`.
@@ -39,6 +43,7 @@ fn main() {
     let args = Args::parse();
     let res = match args.cmd {
         Cmd::Setup => setup::run(),
+        Cmd::Lint => lint(),
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
     };
@@ -52,6 +57,39 @@ fn main() {
 /// programs: the build scripts of xdp-user and bench build them for `bpfel-unknown-none`; built
 /// for the host they clash with std's panic handler.
 const HOST_EXCLUDES: &[&str] = &["--exclude", "xdp-ebpf", "--exclude", "sipshield-bench-ebpf"];
+
+/// The lint rules are `[workspace.lints]` in Cargo.toml (every finding denied); `-D warnings`
+/// also fails on the warnings outside them (deprecations, say).
+fn lint() -> Result<()> {
+    setup::run()?;
+    let root = util::workspace_root();
+
+    util::step("cargo fmt --all --check");
+    util::run(util::cargo().current_dir(&root).args(["fmt", "--all", "--check"]))?;
+
+    util::step("cargo clippy --workspace --all-targets (host crates)");
+    let mut clippy = util::cargo();
+    clippy.current_dir(&root).args(["clippy", "--workspace"]).args(HOST_EXCLUDES);
+    clippy.args(["--all-targets", "--", "-D", "warnings"]);
+    util::run(&mut clippy)?;
+
+    // The eBPF crates as aya-build compiles them: their nightly, the BPF target, core built
+    // from source, the `bpf_target_arch` cfg of the host.
+    let nightly = setup::ebpf_toolchain()?;
+    for (package, dir) in setup::EBPF_CRATES {
+        util::step(&format!("cargo clippy -p {package} (bpfel-unknown-none, {nightly})"));
+        let mut clippy = std::process::Command::new("rustup");
+        clippy.current_dir(root.join(dir)).args(["run", &nightly, "cargo", "clippy", "--package", package]);
+        clippy.args(["--target", "bpfel-unknown-none", "-Z", "build-std=core", "--release", "--", "-D", "warnings"]);
+        clippy.env("RUSTFLAGS", format!("--cfg=bpf_target_arch=\"{}\"", std::env::consts::ARCH));
+        for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTC", "RUSTC_WORKSPACE_WRAPPER"] {
+            clippy.env_remove(var);
+        }
+        util::run(&mut clippy)?;
+    }
+    println!("\nxtask: lint clean");
+    Ok(())
+}
 
 fn test(extra: &[String]) -> Result<()> {
     setup::run()?;

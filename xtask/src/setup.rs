@@ -1,8 +1,8 @@
-//! `cargo xtask setup`: make a fresh Debian 12 machine (root, rustup with stable + nightly)
+//! `cargo xtask setup`: make a fresh Debian 12 machine (root, rustup with stable 1.95)
 //! ready to build and test sipshield. Every step checks first and is skipped when done, so a
 //! second run only spends the time of a few queries.
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -36,8 +36,8 @@ pub fn run() -> Result<()> {
     if apt_packages()? {
         did.push("apt packages");
     }
-    if rust_src()? {
-        did.push("rust-src");
+    if nightly()? {
+        did.push("eBPF nightly");
     }
     if bpf_linker()? {
         did.push("bpf-linker");
@@ -133,25 +133,134 @@ fn apt_packages() -> Result<bool> {
     Ok(true)
 }
 
-fn rust_src() -> Result<bool> {
-    let out =
-        util::capture(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]))
-            .context("rustup is required (with a nightly toolchain)")?;
-    if !out.status.success() {
-        bail!(
-            "`rustup component list --toolchain nightly --installed` failed: {} (is the nightly toolchain installed? `rustup toolchain install nightly`)",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+/// The eBPF crates with a toolchain file of their own; they must name the same nightly.
+pub const EBPF_CRATES: &[(&str, &str)] = &[("xdp-ebpf", "xdp-ebpf"), ("sipshield-bench-ebpf", "bench/ebpf")];
+
+/// The LLVM major version bpf-linker is built against; the eBPF nightly must use the same.
+const LLVM_MAJOR: &str = "22";
+
+/// `channel` of a `rust-toolchain.toml`.
+fn toolchain_channel(file: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    text.lines()
+        .find_map(|l| {
+            let v = l.trim().strip_prefix("channel")?.trim_start().strip_prefix('=')?.trim();
+            Some(v.trim_matches('"').to_string())
+        })
+        .with_context(|| format!("{}: no `channel = \"...\"` line", file.display()))
+}
+
+/// The dated nightly that builds the eBPF crates: the `channel` of their `rust-toolchain.toml`
+/// (the build scripts read the same files).
+pub fn ebpf_toolchain() -> Result<String> {
+    let root = util::workspace_root();
+    let mut chan: Option<(String, &str)> = None;
+    for (_, dir) in EBPF_CRATES {
+        let c = toolchain_channel(&root.join(dir).join("rust-toolchain.toml"))?;
+        match &chan {
+            Some((first, first_dir)) if *first != c => {
+                bail!("{first_dir}/rust-toolchain.toml names {first} but {dir}/rust-toolchain.toml names {c}: pin one nightly")
+            }
+            Some(_) => {}
+            None => chan = Some((c, dir)),
+        }
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.lines().any(|l| l.trim() == "rust-src" || l.trim().starts_with("rust-src-")) {
-        println!("[skip] rust-src for nightly: installed");
-        return Ok(false);
+    let (chan, dir) = chan.expect("EBPF_CRATES is not empty");
+    if !chan.starts_with("nightly-") {
+        bail!("{dir}/rust-toolchain.toml: the eBPF toolchain must be a dated nightly (nightly-YYYY-MM-DD), not {chan}");
     }
-    println!("[do]   rust-src for nightly (aya-build builds the XDP program with -Z build-std)");
-    util::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
-    println!("[done] rust-src installed");
-    Ok(true)
+    Ok(chan)
+}
+
+/// Installed rustup toolchains: (full name, directory).
+fn rustup_toolchains() -> Result<Vec<(String, PathBuf)>> {
+    let out = util::output(Command::new("rustup").args(["toolchain", "list", "-v"]))
+        .context("rustup is required (it runs the eBPF build with the pinned nightly)")?;
+    Ok(out
+        .lines()
+        .filter_map(|l| {
+            let name = l.split_whitespace().next()?;
+            let dir = l.split_whitespace().last()?;
+            Some((name.to_string(), PathBuf::from(dir)))
+        })
+        .collect())
+}
+
+/// `date` of the channel manifest inside an installed toolchain (which nightly it is).
+fn manifest_date(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("lib/rustlib/multirust-channel-manifest.toml")).ok()?;
+    text.lines().find_map(|l| {
+        Some(l.trim().strip_prefix("date")?.trim_start().strip_prefix('=')?.trim().trim_matches('"').to_string())
+    })
+}
+
+fn host_triple() -> Result<String> {
+    let out = util::output(Command::new("rustc").arg("-vV"))?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|h| h.trim().to_string())
+        .context("`rustc -vV` printed no host line")
+}
+
+/// Installs the pinned dated nightly of the eBPF crates with `rust-src` (they are built with
+/// `-Z build-std=core`). When rustup's undated `nightly` is that very nightly (same manifest
+/// date), it is given the dated name too (a link in rustup's toolchain directory, as `rustup
+/// toolchain link` refuses official names): nothing to download. Otherwise `rustup toolchain
+/// install`. Then checks that its LLVM is the one bpf-linker is built against.
+fn nightly() -> Result<bool> {
+    let chan = ebpf_toolchain()?;
+    let date = &chan["nightly-".len()..];
+    let full = format!("{chan}-{}", host_triple()?);
+    let toolchains = rustup_toolchains()?;
+    let mut did = false;
+    if !toolchains.iter().any(|(n, _)| *n == full) {
+        let undated = full.replacen(&chan, "nightly", 1);
+        match toolchains.iter().find(|(n, _)| *n == undated) {
+            Some((_, dir)) if manifest_date(dir).as_deref() == Some(date) => {
+                let link = dir.parent().context("toolchain directory has no parent")?.join(&full);
+                println!(
+                    "[do]   {chan}: the installed `nightly` is that nightly; naming it {full} ({} -> {})",
+                    link.display(),
+                    dir.display()
+                );
+                std::os::unix::fs::symlink(dir, &link)
+                    .with_context(|| format!("cannot link {} to {}", link.display(), dir.display()))?;
+            }
+            _ => {
+                println!("[do]   rustup toolchain install {chan} (with rust-src, clippy)");
+                util::run(Command::new("rustup").args([
+                    "toolchain",
+                    "install",
+                    &chan,
+                    "--profile",
+                    "minimal",
+                    "--component",
+                    "rust-src",
+                    "--component",
+                    "clippy",
+                ]))
+                .with_context(|| format!("installing the eBPF toolchain {chan} failed"))?;
+            }
+        }
+        did = true;
+    }
+    let listed = util::output(Command::new("rustup").args(["component", "list", "--toolchain", &chan, "--installed"]))?;
+    if !listed.lines().any(|l| l.trim() == "rust-src" || l.trim().starts_with("rust-src-")) {
+        println!("[do]   rust-src for {chan} (aya-build builds the XDP program with -Z build-std)");
+        util::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", &chan]))?;
+        did = true;
+    }
+    let version = util::output(Command::new("rustup").args(["run", &chan, "rustc", "-vV"]))?;
+    let llvm = version.lines().find_map(|l| l.strip_prefix("LLVM version: ")).unwrap_or("unknown").trim();
+    if llvm.split('.').next() != Some(LLVM_MAJOR) {
+        bail!("{chan} uses LLVM {llvm}, bpf-linker {BPF_LINKER_VERSION} is built against LLVM {LLVM_MAJOR}: pin a nightly with LLVM {LLVM_MAJOR}");
+    }
+    if did {
+        println!("[done] {chan} (LLVM {llvm}) with rust-src");
+    } else {
+        println!("[skip] {chan}: installed (LLVM {llvm}), with rust-src");
+    }
+    Ok(did)
 }
 
 /// `bpf-linker --version` output, if it runs.

@@ -156,7 +156,12 @@ pub fn status(json_out: bool) -> Result<()> {
         println!("program id:   {id}");
     }
     for i in v["interfaces"].as_array().into_iter().flatten() {
-        println!("interface:    {} (ifindex {}, {} mode)", i["name"].as_str().unwrap_or(""), i["ifindex"], i["mode"].as_str().unwrap_or(""));
+        println!(
+            "interface:    {} (ifindex {}, {} mode)",
+            i["name"].as_str().unwrap_or(""),
+            i["ifindex"],
+            i["mode"].as_str().unwrap_or("")
+        );
     }
     let attached: Vec<&str> = v["attached"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
     println!("attached:     {}", if attached.is_empty() { "none".into() } else { attached.join(", ") });
@@ -179,7 +184,11 @@ pub fn status(json_out: bool) -> Result<()> {
         for (name, st) in loads {
             let when = state::unix_now() - st["last_load_unix"].as_f64().unwrap_or(0.0);
             let err = st["last_error"].as_str().map(|e| format!(", last error: {e}")).unwrap_or_default();
-            println!("  {name}: {} entries, loaded {when:.0}s ago in {:.3}s{err}", st["entries"], st["load_secs"].as_f64().unwrap_or(0.0));
+            println!(
+                "  {name}: {} entries, loaded {when:.0}s ago in {:.3}s{err}",
+                st["entries"],
+                st["load_secs"].as_f64().unwrap_or(0.0)
+            );
         }
     }
     Ok(())

@@ -97,7 +97,9 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         log::warn!("not running as root: loading and editing the filter needs CAP_BPF and CAP_NET_ADMIN");
     }
     match cmd {
-        Cmd::Run(a) => sipshield::daemon::run(sipshield::daemon::RunOpts { config: a.config, ifaces: a.ifaces, mode: a.mode }),
+        Cmd::Run(a) => {
+            sipshield::daemon::run(sipshield::daemon::RunOpts { config: a.config, ifaces: a.ifaces, mode: a.mode })
+        }
         Cmd::Detach { iface } => detach(iface),
         Cmd::Status => inspect::status(json),
         Cmd::Stats { watch } => inspect::stats(json, watch),
@@ -167,7 +169,10 @@ fn direct(req: Request) -> Result<String> {
         _ => {}
     }
     let ds = DaemonState::load().ok_or_else(|| {
-        anyhow!("no controller is running and no record of its configuration ({}): start `sipshield run`", DaemonState::path().display())
+        anyhow!(
+            "no controller is running and no record of its configuration ({}): start `sipshield run`",
+            DaemonState::path().display()
+        )
     })?;
     let cfg = Config::load(&ds.config).with_context(|| "the configuration of the last controller".to_string())?;
     let allowlist = sipshield::policy::read_list(&cfg, sipshield::addrlist::ListKind::Allowlist)?;

@@ -315,7 +315,6 @@ impl Filter {
             .map_err(|e| anyhow!("BPF_PROG_TEST_RUN: {e:#}"))?;
         Ok((r.return_value, r.duration.as_nanos() as f64))
     }
-
 }
 
 /// Load `prog`, retrying a few times when the kernel interrupted its verification for a signal
