@@ -351,7 +351,8 @@ pub fn map_data(m: &Map) -> &MapData {
 /// `ClockParams`; at most one scheduler tick behind this value) and compares ban deadlines,
 /// rate-limit state and event times against it.
 pub fn clock_ns() -> u64 {
-    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
+    let ts =
+        nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
