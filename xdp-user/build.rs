@@ -1,25 +1,9 @@
 //! Builds the XDP program (`xdp-ebpf`) for the BPF target with aya-build; the object is
 //! embedded into the controller with `include_bytes_aligned!`. The toolchain is the dated
 //! nightly pinned in `xdp-ebpf/rust-toolchain.toml` (`cargo xtask setup` installs it).
-fn main() -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdp-ebpf");
-    let root = root.canonicalize()?;
-    let toolchain = pinned_toolchain(&root)?;
-    let root = root.to_str().ok_or_else(|| anyhow::anyhow!("non-UTF-8 path"))?;
-    println!("cargo:rerun-if-changed=../xdp-common/src");
-    aya_build::build_ebpf(
-        [aya_build::Package { name: "xdp-ebpf", root_dir: root, ..Default::default() }],
-        aya_build::Toolchain::Custom(&toolchain),
-    )
-}
+include!("../xdp-ebpf/build_pinned.rs");
 
-/// `channel` of `DIR/rust-toolchain.toml`.
-fn pinned_toolchain(dir: &std::path::Path) -> anyhow::Result<String> {
-    let file = dir.join("rust-toolchain.toml");
-    println!("cargo:rerun-if-changed={}", file.display());
-    let text = std::fs::read_to_string(&file)?;
-    text.lines()
-        .find_map(|l| Some(l.trim().strip_prefix("channel")?.trim_start().strip_prefix('=')?.trim().trim_matches('"')))
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("{}: no `channel = \"...\"` line", file.display()))
+fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed=../xdp-common/src");
+    build_pinned("xdp-ebpf", &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../xdp-ebpf"))
 }
