@@ -4,6 +4,7 @@
 //! Layout of generation `g`: exact IPv4 addresses (blacklist: the bucket table `BL_TAB4_g` plus
 //! the overflow hash `BL_V4_g`; allowlist: the hash `AL_V4_g`), exact IPv6 addresses in a hash,
 //! true ranges in one LPM trie per family.
+use std::borrow::Cow;
 use std::os::fd::AsFd;
 
 use anyhow::{anyhow, bail, Result};
@@ -77,12 +78,17 @@ impl ListCounts {
     pub fn total(&self) -> usize {
         self.v4 + self.v6 + self.net4 + self.net6
     }
+
+    /// The object `status --json` shows per list (stable keys).
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::json!({"v4": self.v4, "v6": self.v6, "ranges_v4": self.net4, "ranges_v6": self.net6})
+    }
 }
 
-/// A list prepared for the kernel: the IPv4 bucket table is built here, before any write.
+/// A list prepared for the kernel: the IPv4 bucket table is built here, once, before any write.
 pub struct ListPart<'a> {
     kind: ListKind,
-    list: &'a IpList,
+    list: Cow<'a, IpList>,
     /// Blacklist only: the bucket table and the addresses that did not fit it.
     table: Option<Vec<Bucket4>>,
     keys4: Vec<[u8; 4]>,
@@ -90,6 +96,15 @@ pub struct ListPart<'a> {
 
 impl<'a> ListPart<'a> {
     pub fn new(kind: ListKind, list: &'a IpList) -> ListPart<'a> {
+        Self::build(kind, Cow::Borrowed(list))
+    }
+
+    /// A part that owns its list (kept by a prepared policy until it is committed).
+    pub fn owned(kind: ListKind, list: IpList) -> ListPart<'static> {
+        ListPart::build(kind, Cow::Owned(list))
+    }
+
+    fn build(kind: ListKind, list: Cow<'a, IpList>) -> ListPart<'a> {
         let (table, keys4) = match kind {
             ListKind::Blacklist => {
                 let (t, overflow) = build_table4(list.v4.iter().copied());
@@ -98,6 +113,10 @@ impl<'a> ListPart<'a> {
             ListKind::Allowlist => (None, list.v4.iter().copied().collect()),
         };
         ListPart { kind, list, table, keys4 }
+    }
+
+    pub fn list(&self) -> &IpList {
+        &self.list
     }
 
     fn overflow(&self) -> u32 {
@@ -110,7 +129,7 @@ impl<'a> ListPart<'a> {
 
     /// (mask of this list's `PRESENT_*` bits, the bits the new generation needs).
     fn present(&self) -> (u32, u32) {
-        let l = self.list;
+        let l = &*self.list;
         let bit = |b: u32, n: usize| if n > 0 { b } else { 0 };
         match self.kind {
             ListKind::Blacklist => (
@@ -147,7 +166,7 @@ impl Part for ListPart<'_> {
     }
 
     fn check(&self) -> Result<()> {
-        check_capacity(self.kind, self.list)?;
+        check_capacity(self.kind, &self.list)?;
         if self.table.is_some() && self.keys4.len() > BL_V4_CAPACITY as usize {
             bail!("blacklist: {} IPv4 addresses overflow the table (capacity {BL_V4_CAPACITY})", self.keys4.len());
         }

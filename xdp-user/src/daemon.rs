@@ -25,7 +25,7 @@ use log::{error, info, warn};
 use serde_json::json;
 use tokio::sync::oneshot;
 
-use crate::addrlist::ListKind;
+use crate::addrlist::{ListCounts, ListKind};
 use crate::config::{Config, Mode};
 use crate::control::{Caller, Reply, Request};
 use crate::edits::{self, Base};
@@ -523,8 +523,8 @@ impl Worker {
             "dry_run_source": edits::dry_run_source(&self.runtime),
             "sip_ports": self.filter.sip_ports()?,
             "lists": {
-                "blacklist": {"v4": bl.v4.len(), "v6": bl.v6.len(), "ranges_v4": bl.net4.len(), "ranges_v6": bl.net6.len()},
-                "allowlist": {"v4": al.v4.len(), "v6": al.v6.len(), "ranges_v4": al.net4.len(), "ranges_v6": al.net6.len()},
+                "blacklist": ListCounts::of(bl).status_json(),
+                "allowlist": ListCounts::of(&al).status_json(),
                 "scanner_signatures": sigs,
                 "active_bans": bans,
                 "loads": self.state.lists,

@@ -184,11 +184,9 @@ pub fn spawn_drain(
             }
             let now = crate::filter::clock_ns();
             let wall = std::time::SystemTime::now();
-            let sigs = sigs.read().map(|s| s.clone()).unwrap_or_default();
-            let mut sink = match sink.lock() {
-                Ok(s) => s,
-                Err(p) => p.into_inner(),
-            };
+            // Read lock while draining (the worker replaces the list rarely): no copy per wake-up.
+            let sigs = sigs.read().unwrap_or_else(|p| p.into_inner());
+            let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(item) = ring.next() {
                 if let Some(ev) = decode(&item, &sigs, now, wall) {
                     sink.write(&ev);

@@ -54,11 +54,12 @@ pub fn read_list(cfg: &Config, kind: ListKind) -> Result<IpList> {
     lists::load_sources(l).with_context(|| kind.name().to_string())
 }
 
-/// Everything the kernel will hold, computed and checked.
+/// Everything the kernel will hold, computed and checked: each part is built once here (the
+/// blacklist's bucket table, the GeoIP tables) and written as it is by [`Policy::commit`].
 pub struct Policy {
     pub cfg: Config,
-    pub blacklist: IpList,
-    pub allowlist: IpList,
+    pub blacklist: ListPart<'static>,
+    pub allowlist: ListPart<'static>,
     pub signatures: Vec<Signature>,
     pub geo: Option<GeoPart>,
     pub ports: PolicyPart,
@@ -126,8 +127,8 @@ impl Policy {
         };
         let p = Policy {
             cfg: cfg.clone(),
-            blacklist: src.blacklist.clone(),
-            allowlist,
+            blacklist: ListPart::owned(ListKind::Blacklist, src.blacklist.clone()),
+            allowlist: ListPart::owned(ListKind::Allowlist, allowlist),
             signatures,
             geo,
             ports: PolicyPart::new(cfg),
@@ -135,23 +136,18 @@ impl Policy {
             skipped_lines: src.blacklist.skipped.iter().chain(&src.allowlist.skipped).cloned().collect(),
         };
         // Every capacity, before anything is written.
-        for part in p.parts().iter() {
-            part.check()?;
-        }
+        p.with_parts(|parts| parts.iter().try_for_each(|part| part.check()))?;
         Ok(p)
     }
 
-    fn parts(&self) -> Vec<Box<dyn Part + '_>> {
-        let mut parts: Vec<Box<dyn Part + '_>> = vec![
-            Box::new(ListPart::new(ListKind::Allowlist, &self.allowlist)),
-            Box::new(ListPart::new(ListKind::Blacklist, &self.blacklist)),
-            Box::new(SigPart::new(&self.signatures)),
-            Box::new(self.ports.clone()),
-        ];
+    /// Run `f` on every part of the policy (the signature part is a view, nothing to build).
+    fn with_parts<R>(&self, f: impl FnOnce(&[&dyn Part]) -> R) -> R {
+        let sigs = SigPart::new(&self.signatures);
+        let mut parts: Vec<&dyn Part> = vec![&self.allowlist, &self.blacklist, &sigs, &self.ports];
         if let Some(g) = &self.geo {
-            parts.push(Box::new(g.clone()));
+            parts.push(g);
         }
-        parts
+        f(&parts)
     }
 
     /// The scalar settings written with the flip.
@@ -166,12 +162,10 @@ impl Policy {
 
     /// Write the whole policy as one change (see the module docs).
     pub fn commit(&self, filter: &mut Filter) -> Result<ApplyReport> {
-        let parts = self.parts();
-        let refs: Vec<&dyn Part> = parts.iter().map(|b| b.as_ref()).collect();
-        let r = gen::swap(filter, &refs, |c| self.scalars(c))?;
+        let r = self.with_parts(|parts| gen::swap(filter, parts, |c| self.scalars(c)))?;
         Ok(ApplyReport {
-            blacklist: ListCounts::of(&self.blacklist),
-            allowlist: ListCounts::of(&self.allowlist),
+            blacklist: ListCounts::of(self.blacklist.list()),
+            allowlist: ListCounts::of(self.allowlist.list()),
             signatures: self.signatures.len(),
             geo: self.geo.as_ref().map(|g| g.report(r.load_secs)),
             load_secs: r.load_secs,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
+use sipshield::addrlist::ListCounts;
 use sipshield::control::{self, Request};
 use sipshield::filter::{Filter, ListKind, Stats};
 use sipshield::state::{self, DaemonState};
@@ -218,8 +219,8 @@ fn offline_status() -> Result<Value> {
         "dry_run_source": sipshield::edits::dry_run_source(&rt),
         "sip_ports": f.sip_ports()?,
         "lists": {
-            "blacklist": {"v4": bl.v4.len(), "v6": bl.v6.len(), "ranges_v4": bl.net4.len(), "ranges_v6": bl.net6.len()},
-            "allowlist": {"v4": al.v4.len(), "v6": al.v6.len(), "ranges_v4": al.net4.len(), "ranges_v6": al.net6.len()},
+            "blacklist": ListCounts::of(&bl).status_json(),
+            "allowlist": ListCounts::of(&al).status_json(),
             "scanner_signatures": sigs,
             "active_bans": bans,
             "loads": ds.as_ref().map(|d| serde_json::to_value(&d.lists).unwrap_or_default()),
