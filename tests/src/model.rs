@@ -145,7 +145,11 @@ mod tests {
     #[test]
     fn methods() {
         assert_eq!(method_of(b"REGISTER sip:x SIP/2.0"), METHOD_REGISTER);
-        assert_eq!(method_of(b"FOOBAR sip:x SIP/2.0"), METHOD_OTHER);
+        assert_eq!(method_of(b"FOOBAR sip:x SIP/2.0\r\n"), METHOD_OTHER);
+        assert_eq!(method_of(b"foo sip:x SIP/2.0\n"), METHOD_OTHER, "any token is a method");
+        assert_eq!(method_of(b"FOOBAR sip:x SIP/2.0"), METHOD_NONE, "the line must end");
+        assert_eq!(method_of(b"FOOBAR sip:x\r\n"), METHOD_NONE);
+        assert_eq!(method_of(b"SIP/2.0 200 OK\r\n"), METHOD_RESPONSE);
         assert_eq!(method_of(b"INVITE"), METHOD_NONE, "shorter than 8 bytes");
     }
 }

@@ -541,3 +541,69 @@ fn a_million_spoofed_sources_cannot_exhaust_state() {
     }
     assert_eq!(limited, 5, "burst of 5 then limited, even with the map full");
 }
+
+/// A message with this first line and a scanner's User-Agent.
+fn scanner_after(first_line: &str) -> Vec<u8> {
+    format!("{first_line}\r\nVia: SIP/2.0/UDP 203.0.113.5:5060\r\nUser-Agent: friendly-scanner\r\n\r\n").into_bytes()
+}
+
+/// RFC 3261 extension methods: any `token SP Request-URI SP SIP/2.0` line is a request and gets
+/// the signatures and the `any` rate rule like REGISTER or OPTIONS; responses and lines that are
+/// not request lines do not.
+#[test]
+fn extension_methods_are_requests() {
+    if !require_root("extension_methods_are_requests") {
+        return;
+    }
+    let mut f = filter_with(SCANNERS);
+    use Want::*;
+    let src = "203.0.113.5";
+    let ext = |m: &str| SipMessage::request(m, "100", "example.com").user_agent("friendly-scanner").build();
+    let long = format!("FOO sip:{}@example.com SIP/2.0", "1".repeat(1600));
+    let table: Vec<(&str, Vec<u8>, Want)> = vec![
+        ("extension method", udp(src, 5060, &ext("PING")).build(), Drop(REASON_SCANNER)),
+        ("one-letter method", udp(src, 5060, &ext("X")).build(), Drop(REASON_SCANNER)),
+        ("lower-case method (a token too)", udp(src, 5060, &ext("foo")).build(), Drop(REASON_SCANNER)),
+        ("every token character", udp(src, 5060, &ext("a1.b!%*_+`'~-Z")).build(), Drop(REASON_SCANNER)),
+        ("two-letter method, IPv6", udp("2001:db8:9::9", 5060, &ext("AB")).build(), Drop(REASON_SCANNER)),
+        (
+            "LF line ends",
+            udp(src, 5060, b"FOO sip:x SIP/2.0\nUser-Agent: friendly-scanner\n\n").build(),
+            Drop(REASON_SCANNER),
+        ),
+        (
+            "over TCP",
+            PacketBuilder::tcp(ip(src), ip("198.51.100.2"), 40000, 5060).payload(&ext("PING")).build(),
+            Drop(REASON_SCANNER),
+        ),
+        ("known method still", udp(src, 5060, &ext("OPTIONS")).build(), Drop(REASON_SCANNER)),
+        // Not request lines: passed uninspected.
+        ("response", udp(src, 5060, &scanner_after("SIP/2.0 200 OK")).build(), Pass(REASON_PASS)),
+        ("no SIP version", udp(src, 5060, &scanner_after("FOO sip:x")).build(), Pass(REASON_PASS)),
+        ("other version", udp(src, 5060, &scanner_after("FOO sip:x SIP/2.1")).build(), Pass(REASON_PASS)),
+        ("text after the version", udp(src, 5060, &scanner_after("FOO sip:x SIP/2.0 x")).build(), Pass(REASON_PASS)),
+        ("no Request-URI", udp(src, 5060, &scanner_after("FOO SIP/2.0")).build(), Pass(REASON_PASS)),
+        ("two spaces", udp(src, 5060, &scanner_after("FOO  sip:x SIP/2.0")).build(), Pass(REASON_PASS)),
+        ("not a token", udp(src, 5060, &scanner_after("FO(O) sip:x SIP/2.0")).build(), Pass(REASON_PASS)),
+        ("leading space", udp(src, 5060, &scanner_after(" FOO sip:x SIP/2.0")).build(), Pass(REASON_PASS)),
+        ("request line past the inspected bytes", udp(src, 5060, &scanner_after(&long)).build(), Pass(REASON_PASS)),
+        ("binary", udp(src, 5060, &[0xffu8; 64]).build(), Pass(REASON_PASS)),
+    ];
+    check_table(&mut f, &table);
+
+    // The `any` rule counts extension requests, not responses or other payloads.
+    let rl = "[scanners]\nenabled = false\n[ratelimit.any]\nrate = 1\nburst = 2\n";
+    let t0 = clock_ns();
+    let cases: [(&str, Vec<u8>, [u32; 3]); 4] = [
+        ("extension", ext("PING"), [REASON_PASS, REASON_PASS, REASON_RATELIMIT]),
+        ("lower-case", ext("ping"), [REASON_PASS, REASON_PASS, REASON_RATELIMIT]),
+        ("response", scanner_after("SIP/2.0 404 Not Found"), [REASON_PASS; 3]),
+        ("not a request line", scanner_after("PING sip:x"), [REASON_PASS; 3]),
+    ];
+    for (name, payload, want) in cases {
+        let mut f = filter_with(rl);
+        let frame = udp("203.0.113.77", 5060, &payload).build();
+        let got: Vec<u32> = (0..3).map(|i| at(&mut f, t0 + i, &frame)).collect();
+        assert_eq!(got, want, "{name}");
+    }
+}

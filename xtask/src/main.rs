@@ -5,6 +5,9 @@
 //! - `cargo xtask lint`: setup, then `cargo fmt --all --check` and clippy on the host crates and
 //!   on the eBPF crates (for the BPF target, with their pinned nightly); any finding fails.
 //! - `cargo xtask test [-- ARGS]`: setup, build the workspace, run its tests.
+//! - `cargo xtask difftest [--seed N] [--count M]`: the differential test (kernel against the
+//!   reference model) on M generated packets, release build; the seed of a failing run
+//!   reproduces it.
 //! - `cargo xtask demo`: setup, build sipshield, run it between two network namespaces against
 //!   a mixed SIP stream and check that every expected drop reason was counted.
 //!
@@ -37,6 +40,15 @@ enum Cmd {
     },
     /// Setup, build sipshield (release) and run it against a mixed SIP stream in two namespaces.
     Demo,
+    /// The differential test (kernel against the reference model), release build, as root.
+    Difftest {
+        /// Seed of the generators (default: from the clock, printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Packets to generate (CI runs 120,000).
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+    },
 }
 
 fn main() {
@@ -46,6 +58,7 @@ fn main() {
         Cmd::Lint => lint(),
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Difftest { seed, count } => difftest(seed, count),
     };
     if let Err(e) = res {
         eprintln!("\nxtask: error: {e:#}");
@@ -105,5 +118,34 @@ fn test(extra: &[String]) -> Result<()> {
     test.current_dir(&root).args(["test", "--workspace"]).args(HOST_EXCLUDES).args(extra);
     util::run(&mut test)?;
     println!("\nxtask: all tests passed");
+    Ok(())
+}
+
+/// `cargo test --release --test difftest` with the seed and count in its environment
+/// (`SIPSHIELD_DIFF_SEED`, `SIPSHIELD_DIFF_COUNT`).
+fn difftest(seed: Option<u64>, count: u64) -> Result<()> {
+    setup::run()?;
+    let root = util::workspace_root();
+    util::step(&format!(
+        "differential test: {count} packets, seed {}",
+        seed.map_or("from the clock".into(), |s| s.to_string())
+    ));
+    let mut test = util::cargo();
+    test.current_dir(&root).args([
+        "test",
+        "--release",
+        "-p",
+        "sipshield-tests",
+        "--test",
+        "difftest",
+        "--",
+        "--nocapture",
+    ]);
+    test.env("SIPSHIELD_DIFF_COUNT", count.to_string()).env("CI", "true");
+    if let Some(s) = seed {
+        test.env("SIPSHIELD_DIFF_SEED", s.to_string());
+    }
+    util::run(&mut test)?;
+    println!("\nxtask: kernel and model agree");
     Ok(())
 }

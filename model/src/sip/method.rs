@@ -1,4 +1,7 @@
-//! The SIP method of a message, from its first bytes (case-sensitive, as RFC 3261 methods are).
+//! The SIP method of a message, from its first bytes (case-sensitive, as RFC 3261 methods are):
+//! the methods we know by their prefix, a response by its status line, and any other request
+//! line (`token SP Request-URI SP SIP/2.0`, ending inside the inspected bytes) as an extension
+//! method (`METHOD_OTHER`).
 use xdp_common::*;
 
 /// Request-line prefixes of the known methods, and the status-line prefix of responses.
@@ -25,9 +28,25 @@ pub fn method_of(payload: &[u8]) -> u8 {
     if let Some((_, m)) = KNOWN.iter().find(|(p, _)| payload.starts_with(p)) {
         return *m;
     }
-    if payload.len() >= 3 && payload[..3].iter().all(|c| c.is_ascii_uppercase()) {
+    if is_request_line(payload) {
         METHOD_OTHER
     } else {
         METHOD_NONE
     }
+}
+
+/// RFC 3261 `token` characters.
+fn is_token_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+}
+
+/// Is the first line `token SP Request-URI SP "SIP/2.0"` (CRLF or LF), with a Request-URI
+/// that does not start with a space?
+pub fn is_request_line(payload: &[u8]) -> bool {
+    let Some(eol) = payload.iter().position(|c| *c == b'\n') else { return false };
+    let line = payload[..eol].strip_suffix(b"\r").unwrap_or(&payload[..eol]);
+    let Some(rest) = line.strip_suffix(b" SIP/2.0") else { return false };
+    let Some(sp) = rest.iter().position(|c| *c == b' ') else { return false };
+    let (method, uri) = (&rest[..sp], &rest[sp + 1..]);
+    !method.is_empty() && method.iter().all(|c| is_token_char(*c)) && uri.first().is_some_and(|c| *c != b' ')
 }

@@ -92,6 +92,9 @@ pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u3
     }
     let buf = buf as *const u64;
     res.method = method::method_of(unsafe { *buf }, unsafe { *buf.add(1) });
+    if res.method == METHOD_OTHER && !method::is_request_line(buf, len) {
+        res.method = METHOD_NONE;
+    }
     if res.method == METHOD_NONE || res.method == METHOD_RESPONSE {
         return out(&res);
     }
