@@ -5,7 +5,9 @@
 //! prefix costs nothing at run time); in allow-only mode the bare international prefixes are
 //! entries that drop, so an international number no allowed prefix covers is dropped, and a
 //! number without an international prefix (an extension, a national number) matches nothing.
-use aya_ebpf::maps::lpm_trie::Key;
+use core::ffi::c_void;
+
+use aya_ebpf::{helpers::bpf_loop, maps::lpm_trie::Key};
 use xdp_common::*;
 
 use crate::maps::{SCRATCH, TF_PREFIX_0, TF_PREFIX_1};
@@ -35,12 +37,54 @@ fn user_start(buf: *const u64, start: usize) -> usize {
     0
 }
 
+/// State of the number walk, shared with the `bpf_loop` callback (on the caller's stack).
+#[repr(C)]
+struct Walk {
+    /// Next byte of the user part.
+    pos: u64,
+    /// Bytes kept so far.
+    n: u64,
+    /// The kept bytes, little-endian.
+    w: [u64; 3],
+}
+
+/// `bpf_loop` callback: one byte of the user part. Keeps a leading `+` and digits, skips the
+/// visual separators, stops at anything else or once `TF_KEY_LEN` bytes are kept.
+extern "C" fn walk_step(_i: u64, ctx: *mut c_void) -> i64 {
+    let st = unsafe { &mut *(ctx as *mut Walk) };
+    let buf = match SCRATCH.get_ptr(0) {
+        Some(p) => p as *const u64,
+        None => return 1,
+    };
+    let c = byte_at(buf, st.pos as usize);
+    st.pos = (st.pos + 1) & (SCRATCH_SIZE as u64 - 1);
+    let n = st.n & 31;
+    if c.is_ascii_digit() || (c == b'+' && n == 0) {
+        let b = (c as u64) << ((n & 7) * 8);
+        if n < 8 {
+            st.w[0] |= b;
+        } else if n < 16 {
+            st.w[1] |= b;
+        } else {
+            st.w[2] |= b;
+        }
+        st.n = n + 1;
+        return if n + 1 >= TF_KEY_LEN as u64 { 1 } else { 0 };
+    }
+    if tf_is_separator(c) {
+        0
+    } else {
+        1
+    }
+}
+
 /// Check the Request-URI of the INVITE/MESSAGE in the scratch buffer (copied by `sip_scan`)
 /// against the prefixes of policy generation `gen`. Returns 0 to pass, else `1 + rule id` of
 /// the dropping entry. The normalised number is left in the scratch buffer at
 /// `TF_SCRATCH_WORD` (three words) for the drop event.
 ///
-/// A global function, verified once on its own (like `sip_scan`).
+/// A global function, verified once on its own (like `sip_scan`); the walk is a `bpf_loop`
+/// whose state starts "unknown" (see `sip_scan`), so its callback is verified once.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn tf_check(method: u32, gen: u32) -> u64 {
@@ -53,31 +97,15 @@ pub extern "C" fn tf_check(method: u32, gen: u32) -> u64 {
     if p == 0 {
         return 0;
     }
-    let (mut w0, mut w1, mut w2) = (0u64, 0u64, 0u64);
-    let mut n = 0usize;
-    let mut i = 0usize;
-    while i < TF_SCAN_BYTES {
-        let c = byte_at(buf, p + i);
-        if c.is_ascii_digit() || (c == b'+' && n == 0) {
-            let b = (c as u64) << ((n & 7) * 8);
-            if n < 8 {
-                w0 |= b;
-            } else if n < 16 {
-                w1 |= b;
-            } else {
-                w2 |= b;
-            }
-            n += 1;
-            if n >= TF_KEY_LEN {
-                break;
-            }
-        } else if !tf_is_separator(c) {
-            break;
-        }
-        i += 1;
+    // The scratch buffer's last word is never written (always 0), but unknown to the verifier.
+    let zero = unsafe { *buf.add(SCRATCH_WORDS - 1) };
+    let mut st = Walk { pos: p as u64 | zero, n: zero, w: [zero, zero, zero] };
+    unsafe {
+        bpf_loop(TF_SCAN_BYTES as u32, walk_step as *mut c_void, &mut st as *mut Walk as *mut c_void, 0);
     }
+    let [w0, w1, w2] = st.w;
     // Not a dialled number (a name, or a lone '+').
-    if n == 0 || (n == 1 && w0 == b'+' as u64) {
+    if st.n == 0 || (st.n == 1 && w0 == b'+' as u64) {
         return 0;
     }
     unsafe {

@@ -36,8 +36,7 @@ pub struct Verdict {
 /// another reason never consumes a rate-limit token.
 #[inline(always)]
 fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
-    let mut v =
-        Verdict { reason: Reason::Pass, drop: false, method: 0, sig: 0, country: 0, ban_until: 0, tf_rule: 0 };
+    let mut v = Verdict { reason: Reason::Pass, drop: false, method: 0, sig: 0, country: 0, ban_until: 0, tf_rule: 0 };
     if reputation::allowlisted(cfg, pkt) {
         v.reason = Reason::Allowlisted;
         return v;

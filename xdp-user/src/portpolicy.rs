@@ -576,11 +576,25 @@ mod tests {
     fn config_errors_name_the_rule_and_key() {
         let cases: Vec<(String, Option<&str>)> = vec![
             (format!("{BASE}[[port]]\nports = [5060]\nallow = [\"trunks\"]"), None),
-            (format!("{BASE}[[port]]\nports = [5060]\nallow = [\"trunk\"]"), Some("port[0].allow: unknown group \"trunk\" (defined: admins, trunks)")),
+            (
+                format!("{BASE}[[port]]\nports = [5060]\nallow = [\"trunk\"]"),
+                Some("port[0].allow: unknown group \"trunk\" (defined: admins, trunks)"),
+            ),
             (format!("{BASE}[[port]]\nports = [5060]\nknown = [\"x\"]"), Some("port[0].known: unknown group \"x\"")),
-            (format!("{BASE}[[port]]\nports = [\"5000-5100\"]\n[[port]]\nname = \"sip\"\nports = [5060]"), Some("port[0] and port[1] (\"sip\") both cover udp port 5060")),
-            (format!("{BASE}[[port]]\nports = [5060]\nprotocol = \"udp\"\n[[port]]\nports = [5060]\nprotocol = \"tcp\""), None),
-            (format!("{BASE}[[port]]\nports = [5060]\nprotocol = \"tcp\"\n[[port]]\nports = [5060]"), Some("port[0] and port[1] both cover tcp port 5060")),
+            (
+                format!("{BASE}[[port]]\nports = [\"5000-5100\"]\n[[port]]\nname = \"sip\"\nports = [5060]"),
+                Some("port[0] and port[1] (\"sip\") both cover udp port 5060"),
+            ),
+            (
+                format!(
+                    "{BASE}[[port]]\nports = [5060]\nprotocol = \"udp\"\n[[port]]\nports = [5060]\nprotocol = \"tcp\""
+                ),
+                None,
+            ),
+            (
+                format!("{BASE}[[port]]\nports = [5060]\nprotocol = \"tcp\"\n[[port]]\nports = [5060]"),
+                Some("port[0] and port[1] both cover tcp port 5060"),
+            ),
             (format!("{BASE}[[port]]\nports = [\"5100-5000\"]"), Some("port[0].ports: range \"5100-5000\" is empty")),
             (format!("{BASE}[[port]]\nports = [\"50x0\"]"), Some("port[0].ports: \"50x0\" is not a port")),
             (format!("{BASE}[[port]]\nports = [0]"), Some("port[0].ports: port 0 is out of range")),
@@ -589,23 +603,44 @@ mod tests {
             (format!("{BASE}[[port]]\nports = []"), Some("port[0].ports: at least one")),
             (format!("{BASE}[[port]]\nports = [5060]\nprotocol = \"sctp\""), Some("sctp")),
             (format!("{BASE}[[port]]\nports = [5060]\nmethods = [\"INVITE\", \"bye\"]"), None),
-            (format!("{BASE}[[port]]\nports = [5060]\nmethods = [\"RESPONSE\"]"), Some("port[0].methods: \"RESPONSE\"")),
+            (
+                format!("{BASE}[[port]]\nports = [5060]\nmethods = [\"RESPONSE\"]"),
+                Some("port[0].methods: \"RESPONSE\""),
+            ),
             (format!("{BASE}[[port]]\nports = [22]\nmethods = [\"INVITE\"]"), Some("port 22 is not in sip.ports")),
             (format!("{BASE}[[port]]\nports = [5060]\nunknown_options = \"drop\""), Some("port[0].unknown_options")),
             (format!("{BASE}[[port]]\nports = [5060]\nunknown_options = \"drop\"\nknown = [\"trunks\"]"), None),
-            (format!("{BASE}[[port]]\nports = [5060]\nallow_countries = [\"FR\"]"), Some("port[0].allow_countries: per-port countries need the [geoip] database")),
-            (format!("{BASE}[[port]]\nports = [5060]\ndeny_countries = [\"XY\"]"), Some("port[0].deny_countries: \"XY\"")),
+            (
+                format!("{BASE}[[port]]\nports = [5060]\nallow_countries = [\"FR\"]"),
+                Some("port[0].allow_countries: per-port countries need the [geoip] database"),
+            ),
+            (
+                format!("{BASE}[[port]]\nports = [5060]\ndeny_countries = [\"XY\"]"),
+                Some("port[0].deny_countries: \"XY\""),
+            ),
             (format!("{BASE}[[port]]\nports = [5060]\nbogus = 1"), Some("bogus")),
             ("[groups.Trunks]\nentries = []".into(), Some("groups.Trunks: a group name")),
             ("[groups.t]\nentries = [\"198.51.100.0/33\"]".into(), Some("groups.t.entries[0]")),
             ("[groups.t]\nrefresh = \"1s\"".into(), Some("groups.t.refresh")),
             ("[tollfraud]\ndeny_prefixes = [\"882\", \"+53\", \"4-4\"]".into(), None),
-            ("[tollfraud]\ndeny_prefixes = [\"882\"]\nallow_prefixes = [\"33\"]".into(), Some("tollfraud: set exactly one")),
+            (
+                "[tollfraud]\ndeny_prefixes = [\"882\"]\nallow_prefixes = [\"33\"]".into(),
+                Some("tollfraud: set exactly one"),
+            ),
             ("[tollfraud]\n".into(), Some("tollfraud: set exactly one")),
             ("[tollfraud]\ndeny_prefixes = [\"88a\"]".into(), Some("tollfraud.deny_prefixes[0]: \"88a\"")),
-            ("[tollfraud]\nallow_prefixes = [\"33\", \"3-3\"]".into(), Some("tollfraud.allow_prefixes[1]: \"3-3\" is listed twice")),
-            ("[tollfraud]\ndeny_prefixes = [\"1\"]\ninternational_prefixes = [\"00\", \"0\"]".into(), Some("\"00\" and \"0\" overlap")),
-            ("[tollfraud]\ndeny_prefixes = [\"1\"]\ninternational_prefixes = [\"x\"]".into(), Some("international_prefixes[0]")),
+            (
+                "[tollfraud]\nallow_prefixes = [\"33\", \"3-3\"]".into(),
+                Some("tollfraud.allow_prefixes[1]: \"3-3\" is listed twice"),
+            ),
+            (
+                "[tollfraud]\ndeny_prefixes = [\"1\"]\ninternational_prefixes = [\"00\", \"0\"]".into(),
+                Some("\"00\" and \"0\" overlap"),
+            ),
+            (
+                "[tollfraud]\ndeny_prefixes = [\"1\"]\ninternational_prefixes = [\"x\"]".into(),
+                Some("international_prefixes[0]"),
+            ),
             ("[tollfraud]\ndeny_prefixes = [\"1\"]\ninternational_prefixes = []".into(), Some("at least one")),
         ];
         for (text, want) in &cases {
