@@ -553,6 +553,15 @@ pub fn tollfraud_model(t: &TollFraudCfg, user: &str) -> Option<u32> {
     }
 }
 
+/// Names of the toll-fraud rule ids `0..=N` of `cfg` (empty without `[tollfraud]`), for stats
+/// and metrics.
+pub fn tollfraud_rule_names(cfg: &Config) -> Vec<String> {
+    match &cfg.tollfraud {
+        Some(t) => (0..=t.prefixes().len() as u32).map(|i| tollfraud_rule_name(t, i)).collect(),
+        None => vec![],
+    }
+}
+
 /// Text of a toll-fraud rule id for stats: the prefix, or the allow-only miss.
 pub fn tollfraud_rule_name(t: &TollFraudCfg, id: u32) -> String {
     if id == 0 {
