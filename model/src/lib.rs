@@ -9,6 +9,8 @@
 //! | [`reputation`] | `reputation.rs` | allowlist, timed bans, blacklist |
 //! | [`geo`] | `geo.rs` | GeoIP country and policy |
 //! | [`sip`] | `sip/{mod,method,scan}.rs` | SIP ports, request method, header scan for signatures |
+//! | [`port`] | `port.rs` | `[[port]]` rules: source groups, countries, methods per port |
+//! | [`tollfraud`] | `tollfraud.rs` | dialled-prefix check of INVITE/MESSAGE Request-URIs |
 //! | [`ratelimit`] | `ratelimit.rs` | GCRA per (source, method) and `any`, ban after excess |
 //! | [`verdict`] | `verdict.rs` + `main.rs` | the decision order, dry-run, drop_malformed, the exit |
 //!
@@ -21,9 +23,11 @@
 //! [`verdict::decide`], at the same place as in the kernel's `decide`.
 pub mod geo;
 pub mod parse;
+pub mod port;
 pub mod ratelimit;
 pub mod reputation;
 pub mod sip;
+pub mod tollfraud;
 pub mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,6 +93,11 @@ pub struct Policy {
     pub rules: BTreeMap<u8, Rule>,
     /// IPv6 prefix of the rate-limit and ban key.
     pub rl_v6_prefix: u32,
+    /// Source groups (`[groups.NAME]`), by index.
+    pub groups: Vec<AddrSet>,
+    /// `[[port]]` rules.
+    pub port_rules: Vec<port::PortRule>,
+    pub tollfraud: Option<tollfraud::TollFraud>,
 }
 
 impl Default for Policy {
@@ -105,6 +114,9 @@ impl Default for Policy {
             signatures: vec![],
             rules: BTreeMap::new(),
             rl_v6_prefix: 64,
+            groups: vec![],
+            port_rules: vec![],
+            tollfraud: None,
         }
     }
 }

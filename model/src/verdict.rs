@@ -1,13 +1,14 @@
 //! The decision, in the kernel's order (`xdp-ebpf/src/verdict.rs` `decide`): allowlist, ban,
-//! blacklist, GeoIP, malformed L4, then for packets to a SIP port the scanner signatures and
-//! the rate limits; and the exit (`judge` + `exit`): a new ban is installed unless dry-run,
+//! blacklist, the `[[port]]` rule's groups and countries, GeoIP, malformed L4, then for packets
+//! to a SIP port the scanner signatures, the rule's methods, the toll-fraud guard and the rate
+//! limits; and the exit (`judge` + `exit`): a new ban is installed unless dry-run,
 //! and a drop is an `XDP_DROP` unless dry-run. Each later check is one more step of
 //! [`decide`], at the place it takes in the kernel.
-use xdp_common::{Reason, METHOD_NONE, METHOD_RESPONSE};
+use xdp_common::{Reason, METHOD_INVITE, METHOD_MESSAGE, METHOD_NONE, METHOD_RESPONSE, SIP_SCAN_MAX};
 
 use crate::parse::{self, Parsed, Pkt, IPPROTO_TCP, IPPROTO_UDP};
 use crate::ratelimit::RateVerdict;
-use crate::{geo, reputation, sip, Policy, State};
+use crate::{geo, port, reputation, sip, tollfraud, Policy, State};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -28,6 +29,8 @@ pub struct Outcome {
     pub country: u8,
     /// Expiry of the ban this packet triggered (installed unless dry-run).
     pub ban_until: Option<u64>,
+    /// Toll-fraud rule id of a `tollfraud` drop.
+    pub tf_rule: Option<u32>,
 }
 
 /// The decision before the exit: the reason and whether it drops.
@@ -39,11 +42,13 @@ pub struct Decision {
     pub sig: Option<usize>,
     pub country: u8,
     pub ban_until: Option<u64>,
+    /// Toll-fraud rule id of a `tollfraud` drop.
+    pub tf_rule: Option<u32>,
 }
 
 impl Decision {
     fn new(reason: Reason, drop: bool) -> Decision {
-        Decision { reason, drop, method: METHOD_NONE, sig: None, country: 0, ban_until: None }
+        Decision { reason, drop, method: METHOD_NONE, sig: None, country: 0, ban_until: None, tf_rule: None }
     }
 }
 
@@ -65,6 +70,15 @@ pub fn decide(p: &Policy, st: &mut State, frame: &[u8], pkt: &Pkt, now: u64) -> 
     if reputation::blacklisted(p, pkt) {
         return Decision::new(Reason::Blacklisted, true);
     }
+    let rule = port::rule_of(p, pkt);
+    if let Some(r) = rule {
+        if port::source_denied(p, r, pkt) {
+            return Decision::new(Reason::Port, true);
+        }
+        if let Some(c) = port::country_denied(p, r, pkt) {
+            return Decision { country: c, ..Decision::new(Reason::Geo, true) };
+        }
+    }
     let sip_port = to_sip_port(p, pkt);
     if let Some(c) = geo::denied(p.geo.as_ref(), pkt, sip_port) {
         return Decision { country: c, ..Decision::new(Reason::Geo, true) };
@@ -73,10 +87,20 @@ pub fn decide(p: &Policy, st: &mut State, frame: &[u8], pkt: &Pkt, now: u64) -> 
         return Decision::new(Reason::Malformed, p.drop_malformed);
     }
     let ratelimit = !p.rules.is_empty();
-    if sip_port && (p.scanners_enabled || ratelimit) {
+    if sip_port && (p.scanners_enabled || ratelimit || p.tollfraud.is_some() || rule.is_some_and(port::needs_method)) {
         let r = sip::inspect(p, frame, pkt);
         if r.sig.is_some() {
             return Decision { method: r.method, sig: r.sig, ..Decision::new(Reason::Scanner, true) };
+        }
+        if rule.is_some_and(|rl| port::method_denied(p, rl, r.method, pkt)) {
+            return Decision { method: r.method, ..Decision::new(Reason::Method, true) };
+        }
+        if let (Some(tf), true) = (&p.tollfraud, r.method == METHOD_INVITE || r.method == METHOD_MESSAGE) {
+            let end = frame.len().min(pkt.payload_off + SIP_SCAN_MAX as usize);
+            let number = tollfraud::dialled(&frame[pkt.payload_off..end], r.method);
+            if let Some(rule_id) = number.and_then(|n| tf.decide(&n)) {
+                return Decision { method: r.method, tf_rule: Some(rule_id), ..Decision::new(Reason::TollFraud, true) };
+            }
         }
         if ratelimit && r.method != METHOD_NONE && r.method != METHOD_RESPONSE {
             if let RateVerdict::Excess { ban_until } = st.rate.check(p, pkt, r.method, now) {
@@ -110,5 +134,6 @@ pub fn run(p: &Policy, st: &mut State, frame: &[u8], now: u64) -> Outcome {
         sig: d.sig,
         country: d.country,
         ban_until: d.ban_until,
+        tf_rule: d.tf_rule,
     }
 }

@@ -92,7 +92,65 @@ pub fn policy_of(cfg: &Config, geo_nets: &[(IpNet, &str)]) -> Result<Policy> {
         signatures: model_signatures(&src.signatures),
         rules,
         rl_v6_prefix: cfg.ratelimit.ipv6_prefix,
+        groups: src.groups.values().map(addr_set).collect(),
+        port_rules: port_rules(cfg)?,
+        tollfraud: cfg.tollfraud.as_ref().map(|t| sipshield_model::tollfraud::TollFraud {
+            international: t.international_prefixes.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            prefixes: t.prefixes().iter().map(|p| p.bytes().filter(|c| c.is_ascii_digit()).collect()).collect(),
+            allow_only: t.allow_only(),
+        }),
     })
+}
+
+/// The `[[port]]` rules of `cfg` in the model's form (written from the configuration keys, not
+/// from the kernel tables).
+fn port_rules(cfg: &Config) -> Result<Vec<sipshield_model::port::PortRule>> {
+    use sipshield::portpolicy::{PortSpec, Protocol};
+    let names: Vec<&String> = cfg.groups.keys().collect();
+    let idx = |gs: &[String]| -> Vec<usize> { gs.iter().filter_map(|g| names.iter().position(|n| *n == g)).collect() };
+    let country = |c: &String| sipshield::countries::index_of(c).ok_or_else(|| anyhow!("country {c:?}"));
+    let mut out = vec![];
+    for r in &cfg.ports {
+        let mut ports = BTreeSet::new();
+        for spec in &r.ports {
+            let (lo, hi) = match spec {
+                PortSpec::Number(n) => (*n as u16, *n as u16),
+                PortSpec::Range(s) => {
+                    let (a, b) = s.split_once('-').unwrap_or((s, s));
+                    (a.trim().parse()?, b.trim().parse()?)
+                }
+            };
+            ports.extend(lo..=hi);
+        }
+        let none = BTreeSet::new();
+        let unknown_drop = cfg.geoip.as_ref().is_some_and(|g| g.unknown == Unknown::Drop);
+        let countries_drop = if !r.allow_countries.is_empty() {
+            let allowed: BTreeSet<u8> = r.allow_countries.iter().map(country).collect::<Result<_>>()?;
+            Some((1..=254u8).filter(|c| !allowed.contains(c)).chain(unknown_drop.then_some(0)).collect())
+        } else if !r.deny_countries.is_empty() {
+            let mut d: BTreeSet<u8> = r.deny_countries.iter().map(country).collect::<Result<_>>()?;
+            if unknown_drop {
+                d.insert(0);
+            }
+            Some(d)
+        } else {
+            None
+        };
+        out.push(sipshield_model::port::PortRule {
+            udp: if r.protocol != Protocol::Tcp { ports.clone() } else { none.clone() },
+            tcp: if r.protocol != Protocol::Udp { ports } else { none },
+            allow: idx(&r.allow),
+            known: idx(&r.known),
+            methods: r
+                .methods
+                .iter()
+                .filter_map(|m| Method::ALL.iter().find(|x| x.name().eq_ignore_ascii_case(m)).map(|x| *x as u8))
+                .collect(),
+            unknown_options_drop: r.unknown_options == sipshield::portpolicy::UnknownOptions::Drop,
+            countries_drop,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -38,6 +38,31 @@ entries = ["203.0.113.66", "203.0.113.128/27", "2001:db8:bad::/48", "2001:db8:6:
 entries = ["198.51.100.200", "203.0.113.140", "2001:db8:a11::/48"]
 "#;
 
+/// Per-port policy and the toll-fraud guard (`[groups]`, `[[port]]`, `[tollfraud]`).
+const PORTS: &str = r#"
+[sip]
+ports = [5060, 5061, 5080]
+[groups.trunks]
+entries = ["198.51.100.0/28", "2001:db8:1::/48", "203.0.113.5"]
+[groups.offices]
+entries = ["198.51.100.10", "2001:db8:7::1", "203.0.113.128/25"]
+[[port]]
+ports = [5060]
+allow = ["trunks", "offices"]
+methods = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE"]
+[[port]]
+ports = [5080]
+protocol = "udp"
+known = ["offices"]
+unknown_options = "drop"
+[[port]]
+ports = ["1-1000", "15060"]
+protocol = "tcp"
+allow = ["offices"]
+[tollfraud]
+deny_prefixes = ["882", "53", "44 90", "88"]
+"#;
+
 fn phases() -> Vec<Phase> {
     let rules = r#"
 [ratelimit.register]
@@ -90,6 +115,18 @@ subject = ["spam"]
             share: 2,
         },
         Phase { name: "scan-only", toml: format!("[sip]\nports = [5060, 5061, 15060]\n{scanners}"), share: 2 },
+        Phase { name: "ports", toml: format!("{PORTS}{LISTS}{rules}{scanners}"), share: 3 },
+        Phase {
+            name: "ports-allow-only",
+            toml: format!(
+                "[scanners]\nenabled = false\n{}",
+                PORTS.replace(
+                    "deny_prefixes = [\"882\", \"53\", \"44 90\", \"88\"]",
+                    "allow_prefixes = [\"33\", \"1\"]\ninternational_prefixes = [\"+\", \"00\"]"
+                )
+            ),
+            share: 2,
+        },
     ]
 }
 
@@ -237,6 +274,31 @@ fn write_failure(phase: &Phase, seed: u64, sent: &[(u64, Vec<u8>)]) -> PathBuf {
 // ---------------------------------------------------------------------------------------------
 // Generators.
 // ---------------------------------------------------------------------------------------------
+
+/// Request-URIs with dialled numbers (the toll-fraud guard) and without.
+const URIS: &[&str] = &[
+    "sip:+88212345678@198.51.100.1",
+    "sip:0088212345@198.51.100.1;user=phone",
+    "sip:01153-7-123@198.51.100.1",
+    "SIPS:+53 (7) 123@x",
+    "tel:+449012345",
+    "tel:00 44 80 123",
+    "sip:+33612345678@x",
+    "sip:0033.6.12@x",
+    "sip:+1 (212) 555-0100@x",
+    "sip:+881@x",
+    "sip:88212345@x",
+    "sip:+@x",
+    "sip:++882@x",
+    "sip:1+882@x",
+    "sip:+8-8-2-1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7-8-9@x",
+    "sip:+882123456789012345678901234567@x",
+    "sip:alice@x",
+    "sip:(((((((((((((((((((((+882@x",
+    "mailto:+882@x",
+    "sip:",
+    "tel:",
+];
 
 /// Sources that send often (so rate limits, bans and their expiry happen): listed, allowed,
 /// and plain ones, IPv4 and IPv6 (two IPv6 ones share a /48 and a /64).
@@ -451,6 +513,9 @@ impl Gen<'_> {
     fn kit_message(&mut self) -> Vec<u8> {
         let method = self.pick(&METHODS[..16]);
         let mut m = SipMessage::request(method, "100", "198.51.100.1").seq(self.seq);
+        if self.chance(20) {
+            m = m.uri(self.pick(URIS));
+        }
         if self.chance(60) {
             m = m.user_agent(self.pick(USER_AGENTS));
         } else if self.chance(30) {
@@ -490,7 +555,15 @@ impl Gen<'_> {
     /// many short lines (the kernel's scan budget), long lines.
     fn raw_message(&mut self) -> Vec<u8> {
         let eol: &str = if self.chance(80) { "\r\n" } else { "\n" };
-        let mut s = format!("{} sip:{}@198.51.100.1 SIP/2.0{eol}", self.pick(METHODS), self.rng.u32(..1000));
+        let mut s = if self.chance(30) {
+            format!(
+                "{} {} SIP/2.0{eol}",
+                self.pick(&["INVITE", "MESSAGE", "INVITE", "OPTIONS", "invite"]),
+                self.pick(URIS)
+            )
+        } else {
+            format!("{} sip:{}@198.51.100.1 SIP/2.0{eol}", self.pick(METHODS), self.rng.u32(..1000))
+        };
         let lines = match self.rng.u32(..10) {
             0 => self.rng.usize(100..400),
             _ => self.rng.usize(0..12),
@@ -544,6 +617,9 @@ impl Gen<'_> {
             self.seq += 1;
             let dst = if src.is_ipv6() { ip("2001:db8::1") } else { ip("198.51.100.1") };
             let mut m = SipMessage::request(method, "100", "198.51.100.1").seq(self.seq);
+            if self.chance(20) {
+                m = m.uri(self.pick(URIS));
+            }
             if self.chance(3) {
                 m = m.user_agent("friendly-scanner");
             }

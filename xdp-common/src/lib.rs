@@ -83,6 +83,13 @@ named_codes! {
         RateLimit = 6 => "ratelimit",
         /// Malformed or truncated headers (passed unless `drop_malformed`).
         Malformed = 7 => "malformed",
+        /// Dropped: the destination port has a `[[port]]` rule whose groups the source is not in.
+        Port = 8 => "port",
+        /// Dropped: a SIP request whose method the port's rule does not allow (or an OPTIONS
+        /// from outside the rule's known groups with `unknown_options = "drop"`).
+        Method = 9 => "method",
+        /// Dropped: an INVITE or MESSAGE to a denied (or not allowed) international prefix.
+        TollFraud = 10 => "tollfraud",
     }
 }
 
@@ -94,6 +101,9 @@ pub const REASON_GEO: u32 = Reason::Geo as u32;
 pub const REASON_SCANNER: u32 = Reason::Scanner as u32;
 pub const REASON_RATELIMIT: u32 = Reason::RateLimit as u32;
 pub const REASON_MALFORMED: u32 = Reason::Malformed as u32;
+pub const REASON_PORT: u32 = Reason::Port as u32;
+pub const REASON_METHOD: u32 = Reason::Method as u32;
+pub const REASON_TOLLFRAUD: u32 = Reason::TollFraud as u32;
 /// Number of reasons in use.
 pub const NUM_REASONS: u32 = Reason::COUNT as u32;
 /// Slots reserved per interface in the stats array (room for future reasons).
@@ -136,6 +146,10 @@ pub const CFG_SCANNERS_ENABLED: u32 = 1 << 5;
 pub const CFG_RATELIMIT_ENABLED: u32 = 1 << 6;
 /// Inspect TCP segments on SIP ports too (best effort, per segment).
 pub const CFG_SIP_TCP: u32 = 1 << 7;
+/// `[[port]]` rules are active: `PORT_RULE_*`/`PORT_DEF_*` of the policy generation apply.
+pub const CFG_PORT_RULES: u32 = 1 << 12;
+/// The toll-fraud guard is active: INVITE/MESSAGE Request-URIs are matched against `TF_*`.
+pub const CFG_TOLLFRAUD: u32 = 1 << 13;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -283,6 +297,114 @@ pub const SIP_SCAN_MAX: u32 = 1536;
 /// Size of the per-CPU scratch buffer (power of two, plus slack for word reads).
 pub const SCRATCH_SIZE: usize = 2048;
 pub const SCRATCH_WORDS: usize = SCRATCH_SIZE / 8 + 8;
+
+// ---------------------------------------------------------------------------------------------
+// Per-port policy and the toll-fraud guard (policy generation, `Config::policy_gen`).
+// ---------------------------------------------------------------------------------------------
+
+/// Entries of a `PORT_RULE_*` array: one `u32` per destination port, the UDP rule id in the
+/// low byte and the TCP rule id in the next byte (0 = no rule): one array read per packet.
+pub const PORT_RULE_ENTRIES: u32 = 65536;
+/// Rules per generation (`PORT_DEF_*`); id 0 is the generation's header, not a rule.
+pub const PORT_RULES_MAX: u32 = 64;
+/// Source groups (`[groups.NAME]`): a bit each in `PortRule::allow`/`known` and in the values
+/// of the group maps.
+pub const GROUPS_MAX: u32 = 32;
+/// Capacities of the group maps, per generation (exact addresses, ranges).
+pub const GRP_CAPACITY: u32 = 1 << 16;
+pub const GRP_NET_CAPACITY: u32 = 1 << 14;
+
+/// `PortRule::flags`: OPTIONS from sources outside `known` are dropped (reason `method`).
+pub const PR_UNKNOWN_OPTIONS_DROP: u32 = 1 << 0;
+/// `PortRule::flags`: `countries` applies (per-port GeoIP).
+pub const PR_COUNTRIES: u32 = 1 << 1;
+
+/// `PortRule::present` of the header (id 0): which group structures hold entries.
+pub const GRP_PRESENT_V4: u32 = 1 << 0;
+pub const GRP_PRESENT_NET4: u32 = 1 << 1;
+pub const GRP_PRESENT_V6: u32 = 1 << 2;
+pub const GRP_PRESENT_NET6: u32 = 1 << 3;
+
+/// One `[[port]]` rule (array `PORT_DEF_*`, indexed by rule id). Entry 0 is the generation's
+/// header: only its `present` field is used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortRule {
+    /// Groups whose members may reach the port (bit per group); 0 = every source.
+    pub allow: u32,
+    /// Groups whose OPTIONS pass with `PR_UNKNOWN_OPTIONS_DROP`.
+    pub known: u32,
+    /// Bit per `Method` code allowed on the port; 0 = every method.
+    pub methods: u32,
+    /// `PR_*` bits.
+    pub flags: u32,
+    /// Header only: `GRP_PRESENT_*` bits of the generation.
+    pub present: u32,
+    pub _pad: u32,
+    /// Bit per country index dropped at this port (`PR_COUNTRIES`).
+    pub countries: [u64; 4],
+}
+
+impl PortRule {
+    /// Is country index `c` dropped by this rule?
+    #[inline(always)]
+    pub fn country_denied(&self, c: u32) -> bool {
+        self.flags & PR_COUNTRIES != 0 && (self.countries[((c >> 6) & 3) as usize] >> (c & 63)) & 1 != 0
+    }
+}
+
+/// The rule id of a destination port's `PORT_RULE_*` value for an IP protocol (6 = TCP).
+#[inline(always)]
+pub const fn port_rule_id(v: u32, tcp: bool) -> u32 {
+    if tcp {
+        (v >> 8) & 0xff
+    } else {
+        v & 0xff
+    }
+}
+
+/// Bytes of a dialled number kept for the toll-fraud lookup (E.164 has 15 digits, plus an
+/// international prefix).
+pub const TF_KEY_LEN: usize = 24;
+/// Toll-fraud prefixes per generation (each expanded once per international prefix).
+pub const TF_CAPACITY: u32 = 1 << 14;
+/// Rules (deny or allow prefixes) counted in `TF_HITS`; id 0 counts international numbers that
+/// no allow prefix matched.
+pub const TF_RULES_MAX: u32 = 1024;
+/// `TF_*` trie value bit: a number matching this entry is dropped.
+pub const TF_DROP: u32 = 1 << 31;
+/// Where the kernel leaves the normalised number of the last toll-fraud check in the per-CPU
+/// scratch buffer (word index; past the copied payload and its zero padding), for the event.
+pub const TF_SCRATCH_WORD: usize = 200;
+
+/// Normalise a Request-URI user part as the kernel does: a leading `+`, then digits; the
+/// visual separators `-`, `.`, ` `, `(`, `)` are skipped; anything else ends the number.
+/// Returns the bytes (zero-padded) and their count.
+pub fn tf_normalise(user: &[u8]) -> ([u8; TF_KEY_LEN], usize) {
+    let mut out = [0u8; TF_KEY_LEN];
+    let mut n = 0;
+    for &c in user.iter().take(TF_SCAN_BYTES) {
+        if c.is_ascii_digit() || (c == b'+' && n == 0) {
+            out[n] = c;
+            n += 1;
+            if n == TF_KEY_LEN {
+                break;
+            }
+        } else if !tf_is_separator(c) {
+            break;
+        }
+    }
+    (out, n)
+}
+
+/// Bytes of the Request-URI user part the kernel walks at most.
+pub const TF_SCAN_BYTES: usize = 40;
+
+/// Visual separators skipped in dialled numbers.
+#[inline(always)]
+pub const fn tf_is_separator(c: u8) -> bool {
+    matches!(c, b'-' | b'.' | b' ' | b'(' | b')')
+}
 
 /// Key of the signature LPM trie: `prefix_len` bits of (`header` as u32 LE, lowercased value).
 /// A signature of N bytes is stored with prefix length `32 + 8 * N`; a lookup uses the full key.
@@ -565,6 +687,10 @@ pub struct Event {
     pub proto: u8,
     pub _pad: u16,
     pub _pad2: u32,
+    /// A count that belongs to the event's reason (toll fraud: the digits of the matched prefix).
+    pub count: u32,
+    /// NUL-padded text that belongs to the event's reason (toll fraud: the dialled number).
+    pub detail: [u8; 28],
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -584,7 +710,8 @@ const _: () = {
     assert!(core::mem::size_of::<BanKey6>() == 20);
     assert!(core::mem::size_of::<GeoRow>() == 256);
     assert!(core::mem::size_of::<Bucket4>() == 64);
-    assert!(core::mem::size_of::<Event>() == 56);
+    assert!(core::mem::size_of::<Event>() == 88);
+    assert!(core::mem::size_of::<PortRule>() == 56);
 };
 
 #[cfg(feature = "user")]
@@ -605,6 +732,7 @@ mod pod {
     unsafe impl aya::Pod for GeoRow {}
     unsafe impl aya::Pod for Bucket4 {}
     unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for PortRule {}
 }
 
 /// `addr` with the bits past `prefix` cleared (the IPv6 rate-limit and auto-ban key).
@@ -695,9 +823,22 @@ mod tests {
         // The arrays and constants userspace used before the enums, unchanged.
         assert_eq!(
             REASON_NAMES,
-            ["pass", "allowlisted", "blacklisted", "banned", "geo", "scanner", "ratelimit", "malformed"]
+            [
+                "pass",
+                "allowlisted",
+                "blacklisted",
+                "banned",
+                "geo",
+                "scanner",
+                "ratelimit",
+                "malformed",
+                "port",
+                "method",
+                "tollfraud"
+            ]
         );
-        assert_eq!((REASON_PASS, REASON_RATELIMIT, REASON_MALFORMED, NUM_REASONS), (0, 6, 7, 8));
+        assert_eq!((REASON_PASS, REASON_RATELIMIT, REASON_MALFORMED, NUM_REASONS), (0, 6, 7, 11));
+        assert_eq!((REASON_PORT, REASON_METHOD, REASON_TOLLFRAUD), (8, 9, 10));
         assert_eq!(
             METHOD_NAMES,
             [
@@ -907,6 +1048,38 @@ mod tests {
         let set = [set[0], set[1], sig_prefilter_bit(HDR_SUBJECT, b'a', b'b')];
         assert_eq!(p.may_match(HDR_VIA, b'q', b'q'), set.contains(&sig_prefilter_bit(HDR_VIA, b'q', b'q')));
         assert_eq!(p.bits.iter().map(|w| w.count_ones()).sum::<u32>(), bits);
+    }
+
+    #[test]
+    fn port_rule_ids_and_countries() {
+        let v = 3 | 7 << 8;
+        assert_eq!((port_rule_id(v, false), port_rule_id(v, true)), (3, 7));
+        let mut r = PortRule { flags: PR_COUNTRIES, ..Default::default() };
+        r.countries[1] |= 1 << 2; // country 66
+        r.countries[3] |= 1 << 63; // country 255
+        for c in 0..256 {
+            assert_eq!(r.country_denied(c), c == 66 || c == 255, "{c}");
+        }
+        r.flags = 0;
+        assert!(!r.country_denied(66), "without PR_COUNTRIES nothing is denied");
+    }
+
+    #[test]
+    fn tollfraud_numbers_are_normalised() {
+        let n = |s: &str| {
+            let (k, len) = tf_normalise(s.as_bytes());
+            std::string::String::from_utf8(k[..len].to_vec()).unwrap()
+        };
+        assert_eq!(n("+44 (20) 7946-0000@example.com"), "+442079460000");
+        assert_eq!(n("0044.20.7946"), "0044207946");
+        assert_eq!(n("alice@example.com"), "");
+        assert_eq!(n("12+34"), "12", "a '+' after the first byte ends the number");
+        assert_eq!(n("123;phone-context=x"), "123");
+        assert_eq!(n("1234567890123456789012345678"), "123456789012345678901234", "cut at TF_KEY_LEN");
+        assert_eq!(n(&("-".repeat(TF_SCAN_BYTES) + "1")), "", "only TF_SCAN_BYTES bytes are walked");
+        for c in 0..=255u8 {
+            assert_eq!(tf_is_separator(c), b"-. ()".contains(&c));
+        }
     }
 
     #[test]

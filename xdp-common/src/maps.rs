@@ -72,6 +72,23 @@ pub const RL_TABLE: &str = "RL_TABLE";
 /// Seed of the bucket hash.
 pub const RL_SEED: &str = "RL_SEED";
 
+/// Per-port rule id by destination port (`u32`: UDP id, TCP id << 8), per policy generation.
+pub const PORT_RULE_GEN: [&str; 2] = ["PORT_RULE_0", "PORT_RULE_1"];
+/// `PortRule` by rule id (0: the generation's header), per policy generation.
+pub const PORT_DEF_GEN: [&str; 2] = ["PORT_DEF_0", "PORT_DEF_1"];
+/// Source groups, exact IPv4 addresses → group bits, per policy generation.
+pub const GRP_V4_GEN: [&str; 2] = ["GRP_V4_0", "GRP_V4_1"];
+/// Source groups, exact IPv6 addresses → group bits.
+pub const GRP_V6_GEN: [&str; 2] = ["GRP_V6_0", "GRP_V6_1"];
+/// Source groups, IPv4 ranges (LPM trie) → group bits of the range and every range covering it.
+pub const GRP_NET4_GEN: [&str; 2] = ["GRP_NET4_0", "GRP_NET4_1"];
+/// Source groups, IPv6 ranges (LPM trie).
+pub const GRP_NET6_GEN: [&str; 2] = ["GRP_NET6_0", "GRP_NET6_1"];
+/// Toll-fraud prefixes (LPM trie of dialled bytes → rule id | `TF_DROP`), per policy generation.
+pub const TF_PREFIX_GEN: [&str; 2] = ["TF_PREFIX_0", "TF_PREFIX_1"];
+/// Per-CPU toll-fraud drops per rule id.
+pub const TF_HITS: &str = "TF_HITS";
+
 /// Event ring buffer (`Event`).
 pub const EVENTS: &str = "EVENTS";
 /// Per-CPU event counters (`EVSTAT_*`).
@@ -132,6 +149,21 @@ pub const ALL: &[&str] = &[
     EVENT_TAT,
     SCRATCH,
     CLOCK,
+    PORT_RULE_GEN[0],
+    PORT_RULE_GEN[1],
+    PORT_DEF_GEN[0],
+    PORT_DEF_GEN[1],
+    GRP_V4_GEN[0],
+    GRP_V4_GEN[1],
+    GRP_V6_GEN[0],
+    GRP_V6_GEN[1],
+    GRP_NET4_GEN[0],
+    GRP_NET4_GEN[1],
+    GRP_NET6_GEN[0],
+    GRP_NET6_GEN[1],
+    TF_PREFIX_GEN[0],
+    TF_PREFIX_GEN[1],
+    TF_HITS,
 ];
 
 /// Maps pinned by earlier versions that this one replaced: unpinned once this version's
@@ -171,6 +203,13 @@ mod tests {
             GEO_V6,
             SIG,
             RL_RULES_GEN,
+            PORT_RULE_GEN,
+            PORT_DEF_GEN,
+            GRP_V4_GEN,
+            GRP_V6_GEN,
+            GRP_NET4_GEN,
+            GRP_NET6_GEN,
+            TF_PREFIX_GEN,
         ] {
             for name in pair {
                 assert!(ALL.contains(&name), "{name} is not in ALL");

@@ -47,6 +47,21 @@ pub fn emit(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, v: &Verdict, now: u64) {
             return;
         }
     }
+    // Toll fraud: the dialled number (normalised) and the rule id.
+    let (num, count) =
+        if v.reason == Reason::TollFraud { (crate::tollfraud::last_number(), v.tf_rule) } else { ([0u64; 3], 0) };
+    // Built from words (a zero-initialised byte array would become a call to a BPF `memset`).
+    let d32: [u32; 7] = [
+        num[0] as u32,
+        (num[0] >> 32) as u32,
+        num[1] as u32,
+        (num[1] >> 32) as u32,
+        num[2] as u32,
+        (num[2] >> 32) as u32,
+        0,
+    ];
+    // SAFETY: [u32; 7] and [u8; 28] have the same size; byte order is little-endian as in userspace.
+    let detail = unsafe { core::mem::transmute::<[u32; 7], [u8; 28]>(d32) };
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
             entry.write(Event {
@@ -66,6 +81,8 @@ pub fn emit(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, v: &Verdict, now: u64) {
                 proto: pkt.proto,
                 _pad: 0,
                 _pad2: 0,
+                count,
+                detail,
             });
             entry.submit(0);
             evstat(EVSTAT_EMITTED);

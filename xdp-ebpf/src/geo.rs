@@ -8,7 +8,7 @@ use crate::parse::Pkt;
 /// Country index of the source in the active GeoIP generation (0 = unknown). IPv4: one byte
 /// per /24 in a flat table, a trie only for the /24s that longer networks split.
 #[inline(always)]
-fn country_of(cfg: &Config, pkt: &Pkt) -> u32 {
+pub fn country_of(cfg: &Config, pkt: &Pkt) -> u32 {
     if pkt.family == FAMILY_V4 {
         let a = pkt.v4();
         let row_idx = u16::from_be_bytes([a[0], a[1]]) as u32;

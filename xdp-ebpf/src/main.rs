@@ -1,8 +1,8 @@
 //! sipshield XDP program.
 //!
 //! Pipeline: parse (Ethernet, up to two VLAN tags, IPv4/IPv6 with options, extension headers and
-//! fragments, UDP/TCP) → decide (allowlist, ban, blacklist, GeoIP, SIP scanner signatures, SIP
-//! rate limits) → one exit that counts the verdict per interface and reason and emits a sampled
+//! fragments, UDP/TCP) → decide (allowlist, ban, blacklist, port rules, GeoIP, SIP scanner
+//! signatures, methods per port, toll fraud, SIP rate limits) → one exit that counts the verdict per interface and reason and emits a sampled
 //! event for drops.
 //!
 //! | module | concern |
@@ -12,6 +12,8 @@
 //! | `parse` | header parsing, one function per layer |
 //! | `reputation` | allowlist, timed bans, blacklist |
 //! | `geo` | GeoIP country and policy |
+//! | `port` | per-port rules: source groups, countries, methods |
+//! | `tollfraud` | dialled-prefix check of INVITE/MESSAGE Request-URIs |
 //! | `sip` | SIP inspection: payload copy, method, header scan |
 //! | `ratelimit` | per-source, per-method token buckets |
 //! | `verdict` | the decision and the single counting exit |
@@ -24,9 +26,11 @@ mod events;
 mod geo;
 mod maps;
 mod parse;
+mod port;
 mod ratelimit;
 mod reputation;
 mod sip;
+mod tollfraud;
 mod verdict;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};

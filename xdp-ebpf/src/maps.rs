@@ -117,6 +117,45 @@ pub static RL_TABLE: Array<RateSet> = Array::with_max_entries(RL_SETS, 0);
 #[map]
 pub static RL_SEED: Array<u64> = Array::with_max_entries(1, 0);
 
+// Per-port policy, source groups and the toll-fraud guard: two policy generations
+// (`Config::policy_gen & 1`), like `SIP_PORTS` and `RL_RULES`.
+/// Rule ids by destination port (`xdp_common::port_rule_id`).
+#[map]
+pub static PORT_RULE_0: Array<u32> = Array::with_max_entries(PORT_RULE_ENTRIES, 0);
+#[map]
+pub static PORT_RULE_1: Array<u32> = Array::with_max_entries(PORT_RULE_ENTRIES, 0);
+/// `PortRule` by rule id (0: the generation's header).
+#[map]
+pub static PORT_DEF_0: Array<PortRule> = Array::with_max_entries(PORT_RULES_MAX, 0);
+#[map]
+pub static PORT_DEF_1: Array<PortRule> = Array::with_max_entries(PORT_RULES_MAX, 0);
+/// Group bits of exact addresses and of ranges (a range's value includes the groups of every
+/// range covering it, so one longest-prefix lookup gives them all).
+#[map]
+pub static GRP_V4_0: HashMap<[u8; 4], u32> = HashMap::with_max_entries(GRP_CAPACITY, BPF_F_NO_PREALLOC);
+#[map]
+pub static GRP_V4_1: HashMap<[u8; 4], u32> = HashMap::with_max_entries(GRP_CAPACITY, BPF_F_NO_PREALLOC);
+#[map]
+pub static GRP_V6_0: HashMap<[u8; 16], u32> = HashMap::with_max_entries(GRP_CAPACITY, BPF_F_NO_PREALLOC);
+#[map]
+pub static GRP_V6_1: HashMap<[u8; 16], u32> = HashMap::with_max_entries(GRP_CAPACITY, BPF_F_NO_PREALLOC);
+#[map]
+pub static GRP_NET4_0: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(GRP_NET_CAPACITY, 0);
+#[map]
+pub static GRP_NET4_1: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(GRP_NET_CAPACITY, 0);
+#[map]
+pub static GRP_NET6_0: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(GRP_NET_CAPACITY, 0);
+#[map]
+pub static GRP_NET6_1: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(GRP_NET_CAPACITY, 0);
+/// Toll-fraud prefixes: dialled bytes (`+` and digits) → rule id, `TF_DROP` when matching drops.
+#[map]
+pub static TF_PREFIX_0: LpmTrie<[u8; TF_KEY_LEN], u32> = LpmTrie::with_max_entries(TF_CAPACITY, 0);
+#[map]
+pub static TF_PREFIX_1: LpmTrie<[u8; TF_KEY_LEN], u32> = LpmTrie::with_max_entries(TF_CAPACITY, 0);
+/// Toll-fraud drops per rule id.
+#[map]
+pub static TF_HITS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(TF_RULES_MAX, 0);
+
 // Events.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);

@@ -1,14 +1,14 @@
-//! The decision (allowlist, ban, blacklist, GeoIP, malformed, SIP scanner, SIP rate limits,
-//! in that order) and the single exit that counts every packet once, per interface slot and
-//! reason.
+//! The decision (allowlist, ban, blacklist, port rule sources, GeoIP, malformed, SIP scanner,
+//! port rule methods, toll fraud, SIP rate limits, in that order) and the single exit that
+//! counts every packet once, per interface slot and reason.
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use xdp_common::*;
 
 use crate::events::{self, evstat};
-use crate::maps::{IFACE_SLOT, STATS};
+use crate::maps::{IFACE_SLOT, STATS, TF_HITS};
 use crate::parse::{Pkt, IPPROTO_TCP, IPPROTO_UDP};
 use crate::ratelimit::{self, RateVerdict};
-use crate::{geo, reputation, sip};
+use crate::{geo, port, reputation, sip, tollfraud};
 
 pub struct Verdict {
     pub reason: Reason,
@@ -21,12 +21,22 @@ pub struct Verdict {
     pub country: u32,
     /// Non-zero when this packet triggered a new ban: its expiry.
     pub ban_until: u64,
+    /// Rule id of a toll-fraud drop (`TF_HITS` index).
+    pub tf_rule: u32,
 }
 
 /// Decide the fate of an IP packet; the first rule that matches wins.
+///
+/// Order and why: the allowlist passes everything; bans and the blacklist are known-bad
+/// sources whatever the port; then the `[[port]]` rule of the destination (its source groups,
+/// then its countries): a trusted-only port drops strangers as `port` before the global GeoIP
+/// and SIP checks spend anything on them; then the global GeoIP; then, for SIP requests, the
+/// scanner signatures (the most specific diagnosis), the rule's methods (`method`), the
+/// toll-fraud guard on INVITE/MESSAGE, and last the rate limits, so a request dropped for
+/// another reason never consumes a rate-limit token.
 #[inline(always)]
 fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
-    let mut v = Verdict { reason: Reason::Pass, drop: false, method: 0, sig: 0, country: 0, ban_until: 0 };
+    let mut v = Verdict { reason: Reason::Pass, drop: false, method: 0, sig: 0, country: 0, ban_until: 0, tf_rule: 0 };
     if reputation::allowlisted(cfg, pkt) {
         v.reason = Reason::Allowlisted;
         return v;
@@ -39,6 +49,25 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
     if reputation::blacklisted(cfg, pkt) {
         v.reason = Reason::Blacklisted;
         return v;
+    }
+    let rule = port::rule_of(cfg, pkt);
+    let mut groups = 0;
+    if let Some(r) = rule {
+        if r.allow | r.known != 0 {
+            groups = port::groups_of(cfg, pkt);
+        }
+        if r.allow != 0 && groups & r.allow == 0 {
+            v.reason = Reason::Port;
+            return v;
+        }
+        if r.flags & PR_COUNTRIES != 0 {
+            let c = geo::country_of(cfg, pkt);
+            if r.country_denied(c) {
+                v.reason = Reason::Geo;
+                v.country = c;
+                return v;
+            }
+        }
     }
     let sip_port = pkt.has_l4
         && (pkt.proto == IPPROTO_UDP || (pkt.proto == IPPROTO_TCP && cfg.flags & CFG_SIP_TCP != 0))
@@ -53,13 +82,33 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
         v.drop = cfg.flags & CFG_DROP_MALFORMED != 0;
         return v;
     }
-    if sip_port && cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED) != 0 {
+    let rule_needs_method = match rule {
+        Some(r) => port::needs_method(r),
+        None => false,
+    };
+    if sip_port
+        && (cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED | CFG_TOLLFRAUD) != 0 || rule_needs_method)
+    {
         let r = sip::inspect(ctx, pkt);
         v.method = r.method;
         if r.sig != 0 {
             v.reason = Reason::Scanner;
             v.sig = r.sig - 1;
             return v;
+        }
+        if let Some(rl) = rule {
+            if port::method_denied(rl, r.method, groups) {
+                v.reason = Reason::Method;
+                return v;
+            }
+        }
+        if cfg.flags & CFG_TOLLFRAUD != 0 && (r.method == METHOD_INVITE || r.method == METHOD_MESSAGE) {
+            let hit = tollfraud::tf_check(r.method as u32, cfg.policy_gen);
+            if hit != 0 {
+                v.reason = Reason::TollFraud;
+                v.tf_rule = (hit - 1) as u32;
+                return v;
+            }
         }
         if cfg.flags & CFG_RATELIMIT_ENABLED != 0 && r.method != METHOD_NONE && r.method != METHOD_RESPONSE {
             if let RateVerdict::Excess { ban_until } = ratelimit::check(cfg, pkt, r.method, now) {
@@ -90,6 +139,8 @@ pub fn judge(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> (Reason, bo
         events::emit(ctx, cfg, pkt, &v, now);
         if v.reason == Reason::Geo {
             geo::count_drop(v.country, frame_bytes(ctx));
+        } else if v.reason == Reason::TollFraud {
+            bump(TF_HITS.get_ptr_mut(v.tf_rule % TF_RULES_MAX), frame_bytes(ctx));
         }
     }
     (v.reason, v.drop)

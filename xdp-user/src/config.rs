@@ -28,6 +28,13 @@ pub struct Config {
     pub ratelimit: RateLimitCfg,
     pub metrics: MetricsCfg,
     pub events: EventsCfg,
+    /// `[groups.NAME]`: source groups for `[[port]]` rules (the list format of `[blacklist]`).
+    pub groups: BTreeMap<String, ListCfg>,
+    /// `[[port]]`: per-port policy (see `crate::portpolicy`).
+    #[serde(rename = "port")]
+    pub ports: Vec<crate::portpolicy::PortCfg>,
+    /// `[tollfraud]`: dialled-prefix policy for INVITE and MESSAGE.
+    pub tollfraud: Option<crate::portpolicy::TollFraudCfg>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -101,7 +108,7 @@ pub const LIST_TIMEOUT_MAX: Duration = Duration::from_secs(600);
 pub const LIST_MAX_BYTES_MAX: u64 = 4 << 30;
 
 impl ListCfg {
-    fn check(&self, section: &str) -> Result<()> {
+    pub(crate) fn check(&self, section: &str) -> Result<()> {
         for (i, e) in self.entries.iter().enumerate() {
             let n = crate::lists::parse_entry(e.trim())
                 .ok_or_else(|| anyhow!("{section}.entries[{i}]: invalid address or CIDR {e:?}"))?;
@@ -361,7 +368,10 @@ impl Default for EventsCfg {
             file: None,
             rate: 100,
             burst: 50,
-            reasons: ["blacklisted", "banned", "geo", "scanner", "ratelimit"].iter().map(|s| s.to_string()).collect(),
+            reasons: ["blacklisted", "banned", "geo", "scanner", "ratelimit", "port", "method", "tollfraud"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             stdout: true,
         }
     }
@@ -450,7 +460,7 @@ impl Config {
         if !(1..=1_000_000).contains(&self.events.burst) {
             bail!("events.burst: {} is out of range 1..=1000000", self.events.burst);
         }
-        Ok(())
+        crate::portpolicy::validate(self)
     }
 
     /// Kernel config flags derived from this file.
@@ -479,6 +489,12 @@ impl Config {
         }
         if !self.ratelimit.rules.is_empty() {
             f |= CFG_RATELIMIT_ENABLED;
+        }
+        if !self.ports.is_empty() {
+            f |= CFG_PORT_RULES;
+        }
+        if self.tollfraud.is_some() {
+            f |= CFG_TOLLFRAUD;
         }
         f
     }

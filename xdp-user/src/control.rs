@@ -43,6 +43,8 @@ pub enum Request {
     ScannerAdd { header: String, text: String },
     ScannerDel { header: String, text: String },
     DryRun { mode: DryRun },
+    GroupAdd { name: String, entry: String },
+    GroupDel { name: String, entry: String },
     Detach { iface: Option<String> },
 }
 
@@ -155,6 +157,8 @@ mod tests {
             Request::ScannerAdd { header: "from".into(), text: "x".into() },
             Request::ScannerDel { header: "from".into(), text: "x".into() },
             Request::DryRun { mode: DryRun::On },
+            Request::GroupAdd { name: "trunks".into(), entry: "x".into() },
+            Request::GroupDel { name: "trunks".into(), entry: "x".into() },
             Request::Detach { iface: Some("eth1".into()) },
         ];
         assert!(edits.iter().all(Request::is_edit));

@@ -258,6 +258,7 @@ impl Worker {
             config_path: &self.config_path,
             allowlist: &self.sources.allowlist,
             signatures: &self.sources.signatures,
+            groups: &self.sources.groups,
         };
         let f = &mut self.filter;
         let rt = &mut self.runtime;
@@ -277,6 +278,8 @@ impl Worker {
             Request::ScannerAdd { header, text } => edits::scanner_add(f, rt, &base, &header, &text),
             Request::ScannerDel { header, text } => edits::scanner_del(f, rt, &base, &header, &text),
             Request::DryRun { mode } => edits::dry_run(f, rt, &base, mode),
+            Request::GroupAdd { name, entry } => edits::group_add(f, rt, &base, &name, &entry),
+            Request::GroupDel { name, entry } => edits::group_del(f, rt, &base, &name, &entry),
             Request::Status | Request::Reload | Request::Refresh | Request::Detach { .. } => {
                 unreachable!("handled by control()")
             }
@@ -498,6 +501,7 @@ impl Worker {
             s.active_bans = self.active_bans;
             s.signatures = self.shared.sigs.read().map(|v| v.len()).unwrap_or(0);
             s.events_write_errors = self.shared.sink.lock().map(|k| k.write_errors).unwrap_or(0);
+            s.tollfraud_rules = crate::portpolicy::tollfraud_rule_names(&self.cfg);
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Base<'a> {
     pub config_path: &'a Path,
     pub allowlist: &'a IpList,
     pub signatures: &'a [Signature],
+    /// The configuration's source groups (`[groups.NAME]`, without the CLI's additions).
+    pub groups: &'a crate::portpolicy::Groups,
 }
 
 /// Which part of the kernel state an edit changes.
@@ -40,17 +42,22 @@ enum Target {
     Allowlist,
     Signatures,
     DryRun,
+    Groups,
 }
 
 /// Persist `new`, make it live, or roll back: see the module docs.
 fn commit(f: &mut Filter, rt: &mut Runtime, new: Runtime, base: &Base<'_>, target: Target) -> Result<()> {
     let allow = policy::merged_allowlist(base.allowlist, &new);
     let sigs = policy::merged_signatures(base.signatures, &new)?;
+    let groups = policy::merged_groups(base.groups, &new);
     // Capacities before anything is persisted.
     match target {
         Target::Allowlist => check_capacity(ListKind::Allowlist, &allow)?,
         Target::Signatures => SigPart::new(&sigs).check()?,
         Target::DryRun => {}
+        Target::Groups => {
+            policy::PolicyPart::new(base.cfg, &groups)?;
+        }
     }
     new.save()?;
     let live = match target {
@@ -60,6 +67,7 @@ fn commit(f: &mut Filter, rt: &mut Runtime, new: Runtime, base: &Base<'_>, targe
             let on = policy::flags(base.cfg, &new) & CFG_DRY_RUN != 0;
             f.update_config(|c| if on { c.flags |= CFG_DRY_RUN } else { c.flags &= !CFG_DRY_RUN }).map(|_| ())
         }
+        Target::Groups => policy::swap_groups(f, base.cfg, &groups).map(|_| ()),
     };
     if let Err(e) = live {
         return match rt.save() {
@@ -132,6 +140,60 @@ pub fn allow_del(f: &mut Filter, rt: &mut Runtime, base: &Base<'_>, entry: &str)
         format!("allowlist: removed the CLI entry {text}; it stays allowlisted by the configuration")
     } else {
         format!("allowlist: removed {text}")
+    })
+}
+
+/// A group of the configuration (the CLI adds members, never groups: a group only means
+/// something through the `[[port]]` rules that name it).
+fn group_of<'b>(base: &'b Base<'_>, name: &str) -> Result<&'b IpList> {
+    base.groups.get(name).ok_or_else(|| {
+        let known: Vec<&str> = base.groups.keys().map(|s| s.as_str()).collect();
+        anyhow!("no group {name:?} in {} (groups: {})", base.config_path.display(), known.join(", "))
+    })
+}
+
+pub fn group_add(f: &mut Filter, rt: &mut Runtime, base: &Base<'_>, name: &str, entry: &str) -> Result<String> {
+    let configured = group_of(base, name)?;
+    let net = canonical(entry)?;
+    let text = entry_text(net);
+    let cli = rt.groups.get(name).map(Vec::as_slice).unwrap_or_default();
+    if cli.iter().any(|a| lists::parse_entry(a) == Some(net)) {
+        bail!("{text} is already in group {name} (added from the CLI)");
+    }
+    let mut new = rt.clone();
+    new.groups.entry(name.to_string()).or_default().push(text.clone());
+    commit(f, rt, new, base, Target::Groups)?;
+    let also = if in_list(configured, net) { " (also in the configuration)" } else { "" };
+    Ok(format!("group {name}: added {text}{also}"))
+}
+
+pub fn group_del(f: &mut Filter, rt: &mut Runtime, base: &Base<'_>, name: &str, entry: &str) -> Result<String> {
+    let configured = group_of(base, name)?;
+    let net = canonical(entry)?;
+    let text = entry_text(net);
+    let from_config = in_list(configured, net);
+    let cli = rt.groups.get(name).map(Vec::as_slice).unwrap_or_default();
+    if !cli.iter().any(|a| lists::parse_entry(a) == Some(net)) {
+        if from_config {
+            bail!(
+                "{text} comes from the configuration ([groups.{name}] entries, files or urls of {}); remove it there and reload",
+                base.config_path.display()
+            );
+        }
+        bail!("{text} is not in group {name}");
+    }
+    let mut new = rt.clone();
+    if let Some(v) = new.groups.get_mut(name) {
+        v.retain(|a| lists::parse_entry(a) != Some(net));
+        if v.is_empty() {
+            new.groups.remove(name);
+        }
+    }
+    commit(f, rt, new, base, Target::Groups)?;
+    Ok(if from_config {
+        format!("group {name}: removed the CLI entry {text}; it stays a member through the configuration")
+    } else {
+        format!("group {name}: removed {text}")
     })
 }
 

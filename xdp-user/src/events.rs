@@ -24,8 +24,21 @@ pub struct EventLine {
     /// Set on the event of a new automatic ban: seconds the ban lasts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ban_secs: Option<f64>,
+    /// Text the kernel attached to the event (toll fraud: the dialled number, normalised).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Toll fraud: the rule id (position in `deny_prefixes`/`allow_prefixes` from 1; 0: an
+    /// international number no allow prefix covers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
     pub dry_run: bool,
     pub ifindex: u32,
+}
+
+/// The NUL-padded text of `Event::detail` (`None` when empty).
+pub fn detail_text(d: &[u8]) -> Option<String> {
+    let end = d.iter().position(|b| *b == 0).unwrap_or(d.len());
+    (end > 0).then(|| String::from_utf8_lossy(&d[..end]).into_owned())
 }
 
 /// Decode a raw ring-buffer record. `clock_now` (program clock, ns) and `wall_now` convert the stamp to wall time.
@@ -65,6 +78,8 @@ pub fn decode(raw: &[u8], sigs: &[Signature], clock_now: u64, wall_now: std::tim
         signature,
         country: (ev.reason as u32 == REASON_GEO).then(|| crate::countries::code_of(ev.country)),
         ban_secs: (ev.flags & EVF_NEW_BAN != 0).then(|| ev.ban_until_ns.saturating_sub(ev.ts_ns) as f64 / 1e9),
+        detail: detail_text(&ev.detail),
+        rule: (ev.reason as u32 == REASON_TOLLFRAUD).then_some(ev.count),
         dry_run: ev.flags & EVF_DRY_RUN != 0,
         ifindex: ev.ifindex,
     })
@@ -82,7 +97,7 @@ pub fn human(v: &serde_json::Value) -> String {
         v["sport"],
         v["dport"]
     );
-    for k in ["method", "signature", "country"] {
+    for k in ["method", "signature", "country", "detail"] {
         if let Some(x) = v[k].as_str() {
             s += &format!(" {k}={x}");
         }
@@ -194,4 +209,50 @@ pub fn spawn_drain(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(ev: &Event) -> Vec<u8> {
+        // SAFETY: Event is repr(C) plain old data without padding (size-asserted in xdp-common).
+        unsafe { std::slice::from_raw_parts(ev as *const Event as *const u8, std::mem::size_of::<Event>()) }.to_vec()
+    }
+
+    #[test]
+    fn tollfraud_events_carry_the_number_and_the_rule() {
+        let mut detail = [0u8; 28];
+        detail[..9].copy_from_slice(b"+88212345");
+        let ev = Event {
+            ts_ns: 1_000,
+            ban_until_ns: 0,
+            src: [198, 51, 100, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ifindex: 3,
+            sig_id: 0,
+            sport: 5060,
+            dport: 5060,
+            reason: REASON_TOLLFRAUD as u8,
+            family: FAMILY_V4,
+            method: METHOD_INVITE,
+            flags: 0,
+            country: 0,
+            proto: 17,
+            _pad: 0,
+            _pad2: 0,
+            count: 2,
+            detail,
+        };
+        let now = std::time::SystemTime::now();
+        let line = decode(&raw(&ev), &[], 1_000, now).unwrap();
+        assert_eq!((line.reason, line.detail.as_deref(), line.rule), ("tollfraud", Some("+88212345"), Some(2)));
+        let json = serde_json::to_value(&line).unwrap();
+        assert_eq!(json["detail"], "+88212345");
+        assert!(human(&json).contains("detail=+88212345"), "{}", human(&json));
+        // Other reasons: no detail, no rule; a record shorter than an Event is refused.
+        let port = Event { reason: REASON_PORT as u8, count: 0, detail: [0; 28], ..ev };
+        let line = decode(&raw(&port), &[], 1_000, now).unwrap();
+        assert_eq!((line.reason, line.detail, line.rule), ("port", None, None));
+        assert!(decode(&raw(&ev)[..56], &[], 1_000, now).is_none(), "a 0.1 record is too short");
+    }
 }

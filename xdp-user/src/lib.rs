@@ -20,6 +20,7 @@ pub mod geo;
 pub mod lists;
 pub mod metrics;
 pub mod policy;
+pub mod portpolicy;
 pub mod replay;
 pub mod sig;
 pub mod state;

@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub active_bans: usize,
     pub signatures: usize,
     pub events_write_errors: u64,
+    /// Names of the toll-fraud rule ids (`portpolicy::tollfraud_rule_names`).
+    pub tollfraud_rules: Vec<String>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -68,6 +70,16 @@ pub fn render(filter: &Filter, snap: &Snapshot) -> Result<String> {
         }
     }
     reg.register("sipshield_geo_dropped", "Packets dropped by the GeoIP policy, by source country", geo);
+
+    let tf = Family::<Labels, Counter>::default();
+    for (name, c) in snap.tollfraud_rules.iter().zip(filter.tollfraud_hits(snap.tollfraud_rules.len() as u32)?) {
+        tf.get_or_create(&labels(&[("prefix", name)])).inc_by(c.packets);
+    }
+    reg.register(
+        "sipshield_tollfraud_dropped",
+        "INVITE/MESSAGE dropped by the toll-fraud guard, by dialled prefix rule",
+        tf,
+    );
 
     let bans: Gauge = Gauge::default();
     bans.set(snap.active_bans as i64);

@@ -17,6 +17,7 @@ use crate::filter::Filter;
 use crate::gen::{self, Part};
 use crate::geo::{GeoPart, GeoReport};
 use crate::lists::{self, IpList};
+use crate::portpolicy::{Groups, PortTables};
 use crate::sig::{self, SigPart, Signature};
 use crate::state::Runtime;
 
@@ -29,6 +30,8 @@ pub struct Sources {
     /// The configuration's signatures (without the CLI's edits).
     pub signatures: Vec<Signature>,
     pub geo: Option<crate::geo::GeoDb>,
+    /// The configuration's source groups (without the CLI's additions).
+    pub groups: Groups,
 }
 
 impl Sources {
@@ -41,7 +44,8 @@ impl Sources {
             Some(g) => Some(crate::geo::read_db(&g.database)?),
             None => None,
         };
-        Ok(Sources { blacklist, allowlist, signatures, geo })
+        let groups = read_groups(cfg)?;
+        Ok(Sources { blacklist, allowlist, signatures, geo, groups })
     }
 }
 
@@ -52,6 +56,25 @@ pub fn read_list(cfg: &Config, kind: ListKind) -> Result<IpList> {
         ListKind::Allowlist => &cfg.allowlist,
     };
     lists::load_sources(l).with_context(|| kind.name().to_string())
+}
+
+/// Read every `[groups.NAME]` of `cfg` (entries, files, URLs).
+pub fn read_groups(cfg: &Config) -> Result<Groups> {
+    let mut out = Groups::new();
+    for (name, l) in &cfg.groups {
+        out.insert(name.clone(), lists::load_sources(l).with_context(|| format!("groups.{name}"))?);
+    }
+    Ok(out)
+}
+
+/// The configuration's groups with the CLI's additions.
+pub fn merged_groups(src: &Groups, rt: &Runtime) -> Groups {
+    let mut out = src.clone();
+    for (name, l) in out.iter_mut() {
+        l.merge(rt.group_list(name));
+        l.skipped.clear();
+    }
+    out
 }
 
 /// Everything the kernel will hold, computed and checked: each part is built once here (the
@@ -131,9 +154,16 @@ impl Policy {
             allowlist: ListPart::owned(ListKind::Allowlist, allowlist),
             signatures,
             geo,
-            ports: PolicyPart::new(cfg),
+            ports: PolicyPart::new(cfg, &merged_groups(&src.groups, rt))?,
             flags: flags(cfg, rt),
-            skipped_lines: src.blacklist.skipped.iter().chain(&src.allowlist.skipped).cloned().collect(),
+            skipped_lines: src
+                .blacklist
+                .skipped
+                .iter()
+                .chain(&src.allowlist.skipped)
+                .chain(src.groups.values().flat_map(|g| &g.skipped))
+                .cloned()
+                .collect(),
         };
         // Every capacity, before anything is written.
         p.with_parts(|parts| parts.iter().try_for_each(|part| part.check()))?;
@@ -179,16 +209,21 @@ fn reason_index(name: &str) -> Option<usize> {
     REASON_NAMES.iter().position(|n| *n == name)
 }
 
-/// SIP ports and rate rules: two generations (`SIP_PORTS`/`SIP_PORTS_1`, `RL_RULES`/
-/// `RL_RULES_1`) selected by `Config::policy_gen`, flipped with the rest of the policy.
+/// SIP ports, rate rules, `[[port]]` rules with their source groups, and the toll-fraud
+/// prefixes: two generations (`SIP_PORTS`/`SIP_PORTS_1`, `RL_RULES`/`RL_RULES_1`,
+/// `PORT_RULE_*`, `PORT_DEF_*`, `GRP_*`, `TF_PREFIX_*`) selected by `Config::policy_gen`,
+/// flipped with the rest of the policy. A group refresh or a `group add|del` swaps this part.
 #[derive(Clone)]
 pub struct PolicyPart {
     ports: Vec<u64>,
     rules: Vec<RateRule>,
+    pub tables: PortTables,
 }
 
 impl PolicyPart {
-    pub fn new(cfg: &Config) -> PolicyPart {
+    /// Build the part of `cfg` with the group lists `groups` (configuration plus CLI
+    /// additions); checks the capacities.
+    pub fn new(cfg: &Config, groups: &Groups) -> Result<PolicyPart> {
         let mut ports = vec![0u64; SIP_PORT_WORDS as usize];
         for p in &cfg.sip.ports {
             ports[(*p >> 6) as usize] |= 1u64 << (p & 63);
@@ -198,13 +233,13 @@ impl PolicyPart {
             let slot = crate::config::method_slot(name).expect("validated") as usize;
             rules[slot] = r.kernel_rule();
         }
-        PolicyPart { ports, rules }
+        Ok(PolicyPart { ports, rules, tables: PortTables::new(cfg, groups)? })
     }
 }
 
 impl Part for PolicyPart {
     fn name(&self) -> &'static str {
-        "SIP ports and rate rules"
+        "SIP ports, rate rules, port rules, groups and toll-fraud prefixes"
     }
     fn live(&self, c: &KConfig) -> u32 {
         c.policy_gen
@@ -215,11 +250,12 @@ impl Part for PolicyPart {
     fn fill(&self, f: &mut Filter, g: u32) -> Result<()> {
         let g = (g & 1) as usize;
         f.fill_array(maps::SIP_PORTS_GEN[g], 0, &self.ports)?;
-        f.fill_array(maps::RL_RULES_GEN[g], 0, &self.rules)
+        f.fill_array(maps::RL_RULES_GEN[g], 0, &self.rules)?;
+        self.tables.fill(f, g)
     }
-    fn clear(&self, _f: &mut Filter, _g: u32) -> Result<()> {
-        // Arrays: a fill overwrites every slot.
-        Ok(())
+    fn clear(&self, f: &mut Filter, g: u32) -> Result<()> {
+        // Arrays: a fill overwrites every slot; the group and prefix maps are emptied.
+        PortTables::clear(f, (g & 1) as usize)
     }
 }
 
@@ -231,6 +267,12 @@ pub fn swap_list(filter: &mut Filter, kind: ListKind, list: &IpList) -> Result<g
 /// Swap the signature set in (a CLI edit).
 pub fn swap_signatures(filter: &mut Filter, sigs: &[Signature]) -> Result<gen::SwapReport> {
     gen::swap(filter, &[&SigPart::new(sigs)], |_| {})
+}
+
+/// Swap the policy part in with new group lists (a group refresh or a CLI edit): the rest of
+/// the configuration is unchanged.
+pub fn swap_groups(filter: &mut Filter, cfg: &Config, groups: &Groups) -> Result<gen::SwapReport> {
+    gen::swap(filter, &[&PolicyPart::new(cfg, groups)?], |_| {})
 }
 
 /// Read `cfg`'s sources and commit them to `filter` (replay, tests and benchmarks: no runtime

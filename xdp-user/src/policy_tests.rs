@@ -85,7 +85,13 @@ fn scalars_and_ports_come_from_the_config() {
         Path::new("t.toml"),
     )
     .unwrap();
-    let src = Sources { blacklist: IpList::default(), allowlist: IpList::default(), signatures: vec![], geo: None };
+    let src = Sources {
+        blacklist: IpList::default(),
+        allowlist: IpList::default(),
+        signatures: vec![],
+        geo: None,
+        groups: Default::default(),
+    };
     let p = Policy::new(&cfg, &src, &Runtime { dry_run: Some(true), ..Default::default() }).unwrap();
     let mut k = KConfig::default();
     p.scalars(&mut k);
@@ -113,5 +119,8 @@ fn scalars_and_ports_come_from_the_config() {
     let mut k = KConfig { policy_gen: 1, ..Default::default() };
     assert_eq!(p.ports.live(&k), 1);
     p.ports.set_live(&mut k, 0);
-    assert_eq!((k.policy_gen, p.ports.name()), (0, "SIP ports and rate rules"));
+    assert_eq!(
+        (k.policy_gen, p.ports.name()),
+        (0, "SIP ports, rate rules, port rules, groups and toll-fraud prefixes")
+    );
 }

@@ -189,6 +189,9 @@ pub struct Runtime {
     /// `sipshield dry-run on|off`: overrides the config's `dry_run` until `dry-run config`.
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// Source group members added with `sipshield group add NAME ADDR`: canonical text by group.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Runtime {
@@ -212,6 +215,17 @@ impl Runtime {
 
     pub fn save(&self) -> Result<()> {
         write_atomic(&Self::path(), &serde_json::to_vec_pretty(self)?)
+    }
+
+    /// The CLI's members of group `name`.
+    pub fn group_list(&self, name: &str) -> crate::lists::IpList {
+        let mut list = crate::lists::IpList::default();
+        for e in self.groups.get(name).into_iter().flatten() {
+            if let Some(n) = crate::lists::parse_entry(e) {
+                list.insert(n);
+            }
+        }
+        list
     }
 
     /// The CLI's allowlist entries.
@@ -327,6 +341,7 @@ mod tests {
             scanners_add: vec![("from".into(), "x".into())],
             scanners_del: vec![("user-agent".into(), "sipcli".into())],
             dry_run: Some(false),
+            groups: [("trunks".to_string(), vec!["203.0.113.0/24".to_string()])].into(),
         };
         rt.save().unwrap();
         assert_eq!(Runtime::load().unwrap(), rt);

@@ -4,6 +4,7 @@
 mod allow;
 mod ban;
 mod blacklist;
+mod group;
 mod inspect;
 mod scanners;
 
@@ -48,6 +49,10 @@ pub enum Cmd {
     /// Allowlist edits (kept across reloads and restarts).
     #[command(subcommand)]
     Allow(allow::AllowCmd),
+    /// Source groups of the `[[port]]` rules: add or remove members (kept across reloads and
+    /// restarts), list them.
+    #[command(subcommand)]
+    Group(group::GroupCmd),
     /// Blacklist: fetch the files/URLs now, or show its size.
     #[command(subcommand)]
     Blacklist(blacklist::BlacklistCmd),
@@ -106,6 +111,7 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Replay { config, capture } => sipshield::replay::run(&config, &capture, json),
         Cmd::Ban(c) => ban::run(c, json),
         Cmd::Allow(c) => allow::run(c, json),
+        Cmd::Group(c) => group::run(c, json),
         Cmd::Blacklist(c) => blacklist::run(c, json),
         Cmd::Scanners(c) => scanners::run(c, json),
         Cmd::Geo(GeoCmd::Lookup { ip }) => inspect::geo_lookup(ip),
@@ -177,7 +183,9 @@ fn direct(req: Request) -> Result<String> {
     let cfg = Config::load(&ds.config).with_context(|| "the configuration of the last controller".to_string())?;
     let allowlist = sipshield::policy::read_list(&cfg, sipshield::addrlist::ListKind::Allowlist)?;
     let signatures = sipshield::sig::from_config(&cfg.scanners)?;
-    let base = Base { cfg: &cfg, config_path: &ds.config, allowlist: &allowlist, signatures: &signatures };
+    let groups = sipshield::policy::read_groups(&cfg)?;
+    let base =
+        Base { cfg: &cfg, config_path: &ds.config, allowlist: &allowlist, signatures: &signatures, groups: &groups };
     let mut rt = Runtime::load()?;
     use sipshield::edits;
     match req {
@@ -186,6 +194,8 @@ fn direct(req: Request) -> Result<String> {
         Request::ScannerAdd { header, text } => edits::scanner_add(&mut f, &mut rt, &base, &header, &text),
         Request::ScannerDel { header, text } => edits::scanner_del(&mut f, &mut rt, &base, &header, &text),
         Request::DryRun { mode } => edits::dry_run(&mut f, &mut rt, &base, mode),
+        Request::GroupAdd { name, entry } => edits::group_add(&mut f, &mut rt, &base, &name, &entry),
+        Request::GroupDel { name, entry } => edits::group_del(&mut f, &mut rt, &base, &name, &entry),
         other => bail!("{other:?} needs a running controller"),
     }
 }

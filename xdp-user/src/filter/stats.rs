@@ -62,6 +62,21 @@ impl Filter {
         Ok(st)
     }
 
+    /// Toll-fraud drops of rule ids `0..n` (`TF_HITS`; id 0: international numbers no allow
+    /// prefix covers, id i: the i-th configured prefix).
+    pub fn tollfraud_hits(&self, n: u32) -> Result<Vec<Counter>> {
+        let a: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map(maps::TF_HITS)?)?;
+        (0..n.min(TF_RULES_MAX))
+            .map(|i| {
+                let vals = a.get(&i, 0).map_err(|e| map_err("TF_HITS", e))?;
+                Ok(vals.iter().fold(Counter::default(), |c, v| Counter {
+                    packets: c.packets + v.packets,
+                    bytes: c.bytes + v.bytes,
+                }))
+            })
+            .collect()
+    }
+
     /// Counters of slot 0 for one reason (cheap, used by replay to find each packet's reason).
     pub fn slot0_counts(&self) -> Result<[u64; NUM_REASONS as usize]> {
         let a: PerCpuArray<_, Counter> = PerCpuArray::try_from(self.map(maps::STATS)?)?;

@@ -246,6 +246,7 @@ fn load(d: &Db) -> Result<(Filter, Loads)> {
         allowlist: Default::default(),
         signatures: sipshield::sig::from_config(&cfg.scanners)?,
         geo: Some(d.db.clone()),
+        groups: Default::default(),
     };
     let t = Instant::now();
     let prepared = sipshield::policy::Policy::new(&cfg, &sources, &Default::default())?;
