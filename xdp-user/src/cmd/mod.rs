@@ -36,11 +36,19 @@ pub enum Cmd {
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
     },
-    /// Run a pcap through the real XDP program with the maps filled from CONFIG.
+    /// Run a capture (pcap or pcapng: Ethernet, Linux cooked, BSD loopback or raw IP) through
+    /// the real XDP program with the maps filled from CONFIG; the capture's timestamps drive the
+    /// program clock.
     Replay {
         #[arg(long, short)]
         config: PathBuf,
         capture: PathBuf,
+        /// Print only the summary: packets per reason and country, top sources and signatures.
+        #[arg(long)]
+        summary: bool,
+        /// Write the frames that would be dropped to FILE (pcap, Ethernet, ns timestamps).
+        #[arg(long, value_name = "FILE")]
+        write_dropped: Option<PathBuf>,
     },
     /// Timed bans.
     #[command(subcommand)]
@@ -103,7 +111,9 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Detach { iface } => detach(iface),
         Cmd::Status => inspect::status(json),
         Cmd::Stats { watch } => inspect::stats(json, watch),
-        Cmd::Replay { config, capture } => sipshield::replay::run(&config, &capture, json),
+        Cmd::Replay { config, capture, summary, write_dropped } => {
+            sipshield::replay::run(&config, &capture, &sipshield::replay::Options { json, summary, write_dropped })
+        }
         Cmd::Ban(c) => ban::run(c, json),
         Cmd::Allow(c) => allow::run(c, json),
         Cmd::Blacklist(c) => blacklist::run(c, json),
