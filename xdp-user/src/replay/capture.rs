@@ -171,8 +171,8 @@ pub struct Capture<R> {
 
 impl Capture<std::fs::File> {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let file = std::fs::File::open(path)
-            .map_err(|e| anyhow::anyhow!("{}: cannot open capture: {e}", path.display()))?;
+        let file =
+            std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot open capture: {e}", path.display()))?;
         Self::new(&path.display().to_string(), file)
     }
 }
@@ -208,7 +208,8 @@ impl<R: Read> Capture<R> {
                 let used = input.buf.len() - rest.len();
                 input.advance(used);
                 let linktype = u32::from(parser.header().datalink);
-                let link = Link::from_number(linktype).ok_or_else(|| anyhow::anyhow!("{path}: {}", unsupported(linktype)))?;
+                let link =
+                    Link::from_number(linktype).ok_or_else(|| anyhow::anyhow!("{path}: {}", unsupported(linktype)))?;
                 Format::Pcap { parser, link, linktype }
             }
             Some(m) => anyhow::bail!("{path}: not a pcap or pcapng capture (magic number {m:#010x})"),
@@ -432,7 +433,8 @@ pub fn to_ethernet(link: Link, data: &[u8]) -> Result<(Bytes, bool), String> {
 /// The wire length of the Ethernet frame made of a captured frame of `captured` bytes
 /// (`orig` on the wire).
 fn wire_len(orig: u32, captured: usize, eth: usize) -> u32 {
-    (orig as u64).max(captured as u64).saturating_sub(captured as u64).saturating_add(eth as u64).min(u32::MAX as u64) as u32
+    (orig as u64).max(captured as u64).saturating_sub(captured as u64).saturating_add(eth as u64).min(u32::MAX as u64)
+        as u32
 }
 
 /// EtherType of a raw IP packet from its version nibble (0 when it is neither).
