@@ -565,7 +565,23 @@ pub struct Event {
     pub proto: u8,
     pub _pad: u16,
     pub _pad2: u32,
+    /// Length of the dropped frame (saturated at 65535).
+    pub pkt_len: u16,
+    /// How many of its first bytes `snap` holds (at most `EVENT_SNAP`); the rest of `snap` is
+    /// not written.
+    pub snap_len: u16,
+    pub _pad3: u32,
+    /// The frame's first bytes, from its Ethernet header on (`sipshield events --pcap`).
+    pub snap: [u8; EVENT_SNAP],
 }
+
+/// Bytes of a dropped frame an event carries: the headers and the start of a SIP request
+/// (request line, Via, From, To, often the User-Agent).
+pub const EVENT_SNAP: usize = 256;
+
+/// Size of an event from a filter built before `snap` was appended: such records (an adopted
+/// older filter's) decode without a snapshot.
+pub const EVENT_V1_SIZE: usize = 56;
 
 // ---------------------------------------------------------------------------------------------
 // Layout checks: these types cross the kernel/user boundary and must have no padding.
@@ -584,7 +600,10 @@ const _: () = {
     assert!(core::mem::size_of::<BanKey6>() == 20);
     assert!(core::mem::size_of::<GeoRow>() == 256);
     assert!(core::mem::size_of::<Bucket4>() == 64);
-    assert!(core::mem::size_of::<Event>() == 56);
+    assert!(core::mem::size_of::<Event>() == EVENT_V1_SIZE + 8 + EVENT_SNAP);
+    assert!(core::mem::offset_of!(Event, pkt_len) == EVENT_V1_SIZE);
+    // The kernel masks the snapshot length with EVENT_SNAP - 1.
+    assert!(EVENT_SNAP.is_power_of_two());
 };
 
 #[cfg(feature = "user")]

@@ -77,9 +77,13 @@ pub enum Cmd {
     Events {
         #[arg(long, short)]
         follow: bool,
-        /// How many past events to print first.
-        #[arg(long, short = 'n', default_value = "20")]
-        last: usize,
+        /// How many past events to print first (default 20; with --pcap, all of the log).
+        #[arg(long, short = 'n')]
+        last: Option<usize>,
+        /// Also write the dropped frames' first bytes that the events carry to FILE, a pcap
+        /// (Ethernet, snap length 256) for Wireshark; with --follow, as they come.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
 }
 
@@ -121,7 +125,7 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Geo(GeoCmd::Lookup { ip }) => inspect::geo_lookup(ip),
         Cmd::DryRun { mode } => edit(Request::DryRun { mode }, json),
         Cmd::Reload => controller_only(Request::Reload, json),
-        Cmd::Events { follow, last } => inspect::events(follow, json, last),
+        Cmd::Events { follow, last, pcap } => inspect::events(follow, json, last, pcap.as_deref()),
     }
 }
 
