@@ -78,17 +78,31 @@ fn captures_of_live_traffic_replay_with_the_live_verdicts() {
     let caps = [
         Capture::start(&net.server, "tshark", &["-q", "-i", "vsrv", "-f", "udp", "-w", ng.to_str().unwrap()]),
         Capture::start(&net.server, "tcpdump", &["-U", "-i", "any", "-w", sll2.to_str().unwrap(), "udp"]),
-        Capture::start(&net.server, "tcpdump", &["-U", "-i", "any", "-y", "LINUX_SLL", "-w", sll.to_str().unwrap(), "udp"]),
+        Capture::start(
+            &net.server,
+            "tcpdump",
+            &["-U", "-i", "any", "-y", "LINUX_SLL", "-w", sll.to_str().unwrap(), "udp"],
+        ),
     ];
-    // The capture tools need a moment to open their sockets.
-    std::thread::sleep(Duration::from_secs(3));
+    // Each tool writes its file header once it captures (tshark takes seconds to start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while [&ng, &sll2, &sll].iter().any(|p| std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(true)) {
+        assert!(std::time::Instant::now() < deadline, "the capture tools did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
 
     let server: IpAddr = ip("198.51.100.2");
     let before = ctl.stats();
     // Legit, blacklisted, scanner, and a REGISTER flood (2 within the burst, the rest over).
     net.send_udp(ip("198.51.100.1"), server, 5060, (0..4).map(|i| request("OPTIONS", "Linphone/5.2", i)).collect());
     net.send_udp(ip("198.51.100.66"), server, 5060, (0..5).map(|i| request("OPTIONS", "Linphone/5.2", i)).collect());
-    net.send_udp(ip("198.51.100.77"), server, 5060, (0..3).map(|i| request("OPTIONS", "friendly-scanner", i)).collect());
+    net.send_udp(
+        ip("198.51.100.77"),
+        server,
+        5060,
+        (0..3).map(|i| request("OPTIONS", "friendly-scanner", i)).collect(),
+    );
     net.send_udp(ip("198.51.100.88"), server, 5060, (0..10).map(|i| request("REGISTER", "Linphone/5.2", i)).collect());
     std::thread::sleep(Duration::from_secs(2));
     for c in caps {
@@ -123,10 +137,8 @@ fn captures_of_live_traffic_replay_with_the_live_verdicts() {
         .output()
         .expect("tshark");
     assert!(ts.status.success(), "{}", String::from_utf8_lossy(&ts.stderr));
-    let rows: Vec<Vec<String>> = String::from_utf8_lossy(&ts.stdout)
-        .lines()
-        .map(|l| l.split('\t').map(String::from).collect())
-        .collect();
+    let rows: Vec<Vec<String>> =
+        String::from_utf8_lossy(&ts.stdout).lines().map(|l| l.split('\t').map(String::from).collect()).collect();
     assert_eq!(rows.len(), 5 + 3 + 8, "{rows:?}");
     let count = |src: &str, method: &str| rows.iter().filter(|r| r[0] == src && r[1] == method).count();
     assert_eq!((count("198.51.100.66", "OPTIONS"), count("198.51.100.77", "OPTIONS")), (5, 3), "{rows:?}");

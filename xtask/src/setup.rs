@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{self, is_root};
 
-/// Debian packages the build (llvm-22-dev for bpf-linker, libpcap-dev) and the tests (network
-/// tools, real SIP/capture/metrics/fail2ban peers) need.
+/// Debian packages the build (llvm-22-dev for bpf-linker, libpcap-dev; g++ for libFuzzer in the
+/// fuzz smoke run) and the tests (network tools, real SIP/capture/metrics/fail2ban peers;
+/// tcpdump for the cooked captures of the replay tests) need.
 pub const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -21,6 +22,7 @@ pub const PACKAGES: &[&str] = &[
     "sip-tester",
     "tshark",
     "tcpdump",
+    "g++",
     "prometheus",
     "fail2ban",
     "libpcap-dev",
