@@ -1,6 +1,7 @@
 //! sipshield's test kit, shared by the integration tests, the benchmarks and the demo; none of it
 //! ships in the product.
 //!
+//! * [`captures`]: pcap and pcapng files of every link type replay reads;
 //! * [`frames`]: Ethernet frames built and decoded with etherparse, plus the malformations,
 //!   fragments and IPv6 extension-header chains (with the Authentication Header) it cannot write;
 //! * [`sip`]: the one SIP message generator;
@@ -17,6 +18,7 @@ use std::net::IpAddr;
 
 use xdp_common::*;
 
+pub mod captures;
 pub mod controller;
 pub mod frames;
 #[cfg(feature = "filter")]

@@ -691,7 +691,23 @@ pub struct Event {
     pub count: u32,
     /// NUL-padded text that belongs to the event's reason (toll fraud: the dialled number).
     pub detail: [u8; 28],
+    /// Length of the dropped frame (saturated at 65535).
+    pub pkt_len: u16,
+    /// How many of its first bytes `snap` holds (at most `EVENT_SNAP`); the rest of `snap` is
+    /// not written.
+    pub snap_len: u16,
+    pub _pad3: u32,
+    /// The frame's first bytes, from its Ethernet header on (`sipshield events --pcap`).
+    pub snap: [u8; EVENT_SNAP],
 }
+
+/// Bytes of a dropped frame an event carries: the headers and the start of a SIP request
+/// (request line, Via, From, To, often the User-Agent).
+pub const EVENT_SNAP: usize = 256;
+
+/// Size of an event from a filter built before `snap` was appended: such records (an adopted
+/// older filter's) decode without a snapshot.
+pub const EVENT_V1_SIZE: usize = 56;
 
 // ---------------------------------------------------------------------------------------------
 // Layout checks: these types cross the kernel/user boundary and must have no padding.
@@ -710,8 +726,11 @@ const _: () = {
     assert!(core::mem::size_of::<BanKey6>() == 20);
     assert!(core::mem::size_of::<GeoRow>() == 256);
     assert!(core::mem::size_of::<Bucket4>() == 64);
-    assert!(core::mem::size_of::<Event>() == 88);
     assert!(core::mem::size_of::<PortRule>() == 56);
+    assert!(core::mem::size_of::<Event>() == EVENT_V1_SIZE + 32 + 8 + EVENT_SNAP);
+    assert!(core::mem::offset_of!(Event, count) == EVENT_V1_SIZE);
+    // The kernel masks the snapshot length with EVENT_SNAP - 1.
+    assert!(EVENT_SNAP.is_power_of_two());
 };
 
 #[cfg(feature = "user")]

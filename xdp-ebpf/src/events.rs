@@ -1,4 +1,5 @@
 //! Drop and ban events on the ring buffer, sampled per CPU, and their counters.
+use aya_ebpf::helpers::generated::bpf_xdp_load_bytes;
 use aya_ebpf::programs::XdpContext;
 use xdp_common::*;
 
@@ -64,29 +65,53 @@ pub fn emit(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, v: &Verdict, now: u64) {
     let detail = unsafe { core::mem::transmute::<[u32; 7], [u8; 28]>(d32) };
     match EVENTS.reserve::<Event>(0) {
         Some(mut entry) => {
-            entry.write(Event {
-                ts_ns: now,
-                ban_until_ns: v.ban_until,
-                src: pkt.src,
-                ifindex: ctx.ingress_ifindex() as u32,
-                sig_id: v.sig,
-                sport: pkt.sport,
-                dport: pkt.dport,
-                reason: v.reason as u8,
-                family: pkt.family,
-                method: v.method,
-                flags: (if new_ban { EVF_NEW_BAN } else { 0 })
-                    | (if cfg.flags & CFG_DRY_RUN != 0 { EVF_DRY_RUN } else { 0 }),
-                country: v.country as u8,
-                proto: pkt.proto,
-                _pad: 0,
-                _pad2: 0,
-                count,
-                detail,
-            });
+            let ev = entry.as_mut_ptr();
+            // Field by field into the ring: an `Event` value (with its snapshot) built on the
+            // stack would take 320 of the program's 512 stack bytes.
+            unsafe {
+                (*ev).ts_ns = now;
+                (*ev).ban_until_ns = v.ban_until;
+                (*ev).src = pkt.src;
+                (*ev).ifindex = ctx.ingress_ifindex() as u32;
+                (*ev).sig_id = v.sig;
+                (*ev).sport = pkt.sport;
+                (*ev).dport = pkt.dport;
+                (*ev).reason = v.reason as u8;
+                (*ev).family = pkt.family;
+                (*ev).method = v.method;
+                (*ev).flags = (if new_ban { EVF_NEW_BAN } else { 0 })
+                    | (if cfg.flags & CFG_DRY_RUN != 0 { EVF_DRY_RUN } else { 0 });
+                (*ev).country = v.country as u8;
+                (*ev).proto = pkt.proto;
+                (*ev)._pad = 0;
+                (*ev)._pad2 = 0;
+                (*ev).count = count;
+                (*ev).detail = detail;
+                (*ev)._pad3 = 0;
+                snapshot(ctx, &mut *ev);
+            }
             entry.submit(0);
             evstat(EVSTAT_EMITTED);
         }
         None => evstat(EVSTAT_RING_FULL),
+    }
+}
+
+/// Copy the frame's first bytes into the event. `bpf_xdp_load_bytes` takes a length the
+/// verifier must see within `1..=EVENT_SNAP`: the clamped length goes through `black_box` (LLVM
+/// would drop a mask it can prove redundant) and is masked into that range.
+#[inline(always)]
+fn snapshot(ctx: &XdpContext, ev: &mut Event) {
+    let len = ctx.data_end() - ctx.data();
+    ev.pkt_len = if len > u16::MAX as usize { u16::MAX } else { len as u16 };
+    ev.snap_len = 0;
+    if len == 0 {
+        return;
+    }
+    let n = if len > EVENT_SNAP { EVENT_SNAP } else { len } as u32;
+    let n = ((core::hint::black_box(n) - 1) & (EVENT_SNAP as u32 - 1)) + 1;
+    let copied = unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, ev.snap.as_mut_ptr() as *mut _, n) };
+    if copied == 0 {
+        ev.snap_len = n as u16;
     }
 }

@@ -33,6 +33,28 @@ pub struct EventLine {
     pub rule: Option<u32>,
     pub dry_run: bool,
     pub ifindex: u32,
+    /// Length of the dropped frame (events of a filter with snapshots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pkt_len: Option<u32>,
+    /// Its first bytes (up to `EVENT_SNAP`), base64: `sipshield events --pcap` writes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snap: Option<String>,
+}
+
+/// The record as an `Event`: a full one, or one of an adopted older filter (`EVENT_V1_SIZE`
+/// bytes, no snapshot), whose missing fields read as zero.
+pub fn parse(raw: &[u8]) -> Option<Event> {
+    if raw.len() < EVENT_V1_SIZE {
+        return None;
+    }
+    let mut buf = [0u8; std::mem::size_of::<Event>()];
+    let n = raw.len().min(buf.len());
+    buf[..n].copy_from_slice(&raw[..n]);
+    // SAFETY: Event is plain old data (every byte pattern is valid) and the buffer is its size;
+    // read_unaligned copes with any alignment.
+    let mut ev: Event = unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const Event) };
+    ev.snap_len = ev.snap_len.min(EVENT_SNAP as u16);
+    Some(ev)
 }
 
 /// The NUL-padded text of `Event::detail` (`None` when empty).
@@ -43,12 +65,8 @@ pub fn detail_text(d: &[u8]) -> Option<String> {
 
 /// Decode a raw ring-buffer record. `clock_now` (program clock, ns) and `wall_now` convert the stamp to wall time.
 pub fn decode(raw: &[u8], sigs: &[Signature], clock_now: u64, wall_now: std::time::SystemTime) -> Option<EventLine> {
-    if raw.len() < std::mem::size_of::<Event>() {
-        return None;
-    }
-    // SAFETY: Event is plain old data and the buffer is long enough; read_unaligned copes with
-    // any alignment.
-    let ev: Event = unsafe { std::ptr::read_unaligned(raw.as_ptr() as *const Event) };
+    use base64::Engine;
+    let ev = parse(raw)?;
     let src = if ev.family == FAMILY_V4 {
         IpAddr::from([ev.src[0], ev.src[1], ev.src[2], ev.src[3]])
     } else {
@@ -82,7 +100,19 @@ pub fn decode(raw: &[u8], sigs: &[Signature], clock_now: u64, wall_now: std::tim
         rule: (ev.reason as u32 == REASON_TOLLFRAUD).then_some(ev.count),
         dry_run: ev.flags & EVF_DRY_RUN != 0,
         ifindex: ev.ifindex,
+        pkt_len: (ev.snap_len > 0).then_some(ev.pkt_len as u32),
+        snap: (ev.snap_len > 0)
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&ev.snap[..ev.snap_len as usize])),
     })
+}
+
+/// One event line's snapshot as a pcap record: (capture time, frame's first bytes, its length).
+pub fn snapshot(v: &serde_json::Value) -> Option<(std::time::SystemTime, Vec<u8>, u32)> {
+    use base64::Engine;
+    let snap = base64::engine::general_purpose::STANDARD.decode(v["snap"].as_str()?).ok()?;
+    let when = humantime::parse_rfc3339(v["time"].as_str()?).ok()?;
+    let len = v["pkt_len"].as_u64().unwrap_or(snap.len() as u64).max(snap.len() as u64);
+    Some((when, snap, len.min(u32::MAX as u64) as u32))
 }
 
 /// Human-readable one-liner of an event's JSON line (as written to the event log), for
@@ -242,6 +272,8 @@ mod tests {
             _pad2: 0,
             count: 2,
             detail,
+            // SAFETY: Event is plain old data; all-zero is a valid value.
+            ..unsafe { std::mem::zeroed() }
         };
         let now = std::time::SystemTime::now();
         let line = decode(&raw(&ev), &[], 1_000, now).unwrap();
@@ -253,6 +285,46 @@ mod tests {
         let port = Event { reason: REASON_PORT as u8, count: 0, detail: [0; 28], ..ev };
         let line = decode(&raw(&port), &[], 1_000, now).unwrap();
         assert_eq!((line.reason, line.detail, line.rule), ("port", None, None));
-        assert!(decode(&raw(&ev)[..56], &[], 1_000, now).is_none(), "a 0.1 record is too short");
+    fn record(snap_len: u16) -> Vec<u8> {
+        let mut ev: Event = unsafe { std::mem::zeroed() };
+        ev.ts_ns = 5_000_000_000;
+        ev.src[..4].copy_from_slice(&[203, 0, 113, 9]);
+        ev.family = FAMILY_V4;
+        ev.reason = REASON_BLACKLISTED as u8;
+        ev.proto = 17;
+        ev.pkt_len = 1200;
+        ev.snap_len = snap_len;
+        for (i, b) in ev.snap.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        // SAFETY: Event is plain old data.
+        unsafe { std::slice::from_raw_parts(&ev as *const Event as *const u8, std::mem::size_of::<Event>()) }.to_vec()
+    }
+
+    /// A record with a snapshot carries its bytes; one of an adopted older filter (the first
+    /// `EVENT_V1_SIZE` bytes only) decodes without; a shorter one is refused.
+    #[test]
+    fn snapshots_and_old_records() {
+        let wall = std::time::SystemTime::now();
+        let now = 6_000_000_000;
+        let full = decode(&record(EVENT_SNAP as u16), &[], now, wall).unwrap();
+        assert_eq!((full.src.as_str(), full.reason, full.pkt_len), ("203.0.113.9", "blacklisted", Some(1200)));
+        let v = serde_json::to_value(&full).unwrap();
+        let (_, bytes, len) = snapshot(&v).unwrap();
+        assert_eq!((bytes.len(), len), (EVENT_SNAP, 1200));
+        assert_eq!(bytes[..4], [0, 1, 2, 3]);
+
+        let short = decode(&record(60), &[], now, wall).unwrap();
+        assert_eq!(snapshot(&serde_json::to_value(&short).unwrap()).unwrap().1.len(), 60);
+
+        // The kernel never writes more than EVENT_SNAP; a larger length is clamped.
+        let over = parse(&record(u16::MAX)).unwrap();
+        assert_eq!(over.snap_len as usize, EVENT_SNAP);
+
+        let old = &record(EVENT_SNAP as u16)[..EVENT_V1_SIZE];
+        let ev = decode(old, &[], now, wall).unwrap();
+        assert_eq!((ev.src.as_str(), ev.pkt_len, ev.snap.as_deref()), ("203.0.113.9", None, None));
+        assert!(snapshot(&serde_json::to_value(&ev).unwrap()).is_none());
+        assert!(decode(&old[..EVENT_V1_SIZE - 1], &[], now, wall).is_none());
     }
 }

@@ -157,8 +157,13 @@ const V6_ALIASES: [([u8; 16], u8); 2] = [
 /// Fails, naming the file, when it cannot be read, is not a valid MaxMind DB (including a
 /// damaged search tree), or its records carry no country in either known [`Schema`].
 pub fn read_db(path: &Path) -> Result<GeoDb> {
-    let buf = read_file(path)?;
-    guarded(path, || read_networks(&open(path, &buf)?, path))
+    read_db_bytes(path, &read_file(path)?)
+}
+
+/// [`read_db`] of a database already in memory (`path` names it in errors); the fuzz target
+/// of the file checks.
+pub fn read_db_bytes(path: &Path, buf: &[u8]) -> Result<GeoDb> {
+    guarded(path, || read_networks(&open(path, buf)?, path))
 }
 
 /// Country index of `ip` according to the database at `path`, looked up directly in its search

@@ -8,11 +8,14 @@
 //! - `cargo xtask difftest [--seed N] [--count M]`: the differential test (kernel against the
 //!   reference model) on M generated packets, release build; the seed of a failing run
 //!   reproduces it.
+//! - `cargo xtask fuzz [--seconds N] [TARGET]`: the cargo-fuzz targets, N seconds each (a
+//!   smoke run of every target ends `cargo xtask test`).
 //! - `cargo xtask demo`: setup, build sipshield, run it between two network namespaces against
 //!   a mixed SIP stream and check that every expected drop reason was counted.
 //!
 //! xtask only orchestrates: it runs tools and the `sipshield` binary, it holds no filter logic.
 mod demo;
+mod fuzz;
 mod setup;
 mod util;
 
@@ -49,6 +52,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         count: u64,
     },
+    /// Setup, then run the cargo-fuzz targets (all, or TARGET) for SECONDS each.
+    Fuzz {
+        #[arg(long, default_value = "60")]
+        seconds: u64,
+        /// One of list_parser, config, mmdb, capture, sip_scan.
+        target: Option<String>,
+    },
 }
 
 fn main() {
@@ -59,6 +69,7 @@ fn main() {
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
         Cmd::Difftest { seed, count } => difftest(seed, count),
+        Cmd::Fuzz { seconds, target } => setup::run().and_then(|_| fuzz::run(seconds, target.as_deref())),
     };
     if let Err(e) = res {
         eprintln!("\nxtask: error: {e:#}");
@@ -117,6 +128,10 @@ fn test(extra: &[String]) -> Result<()> {
     let mut test = util::cargo();
     test.current_dir(&root).args(["test", "--workspace"]).args(HOST_EXCLUDES).args(extra);
     util::run(&mut test)?;
+
+    // A short run of every fuzz target, so a parser change that panics on its seeds (or on
+    // what libFuzzer finds in a few seconds) fails CI.
+    fuzz::run(fuzz::SMOKE_SECONDS, None)?;
     println!("\nxtask: all tests passed");
     Ok(())
 }

@@ -10,8 +10,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::util::{self, is_root};
 
-/// Debian packages the build (llvm-22-dev for bpf-linker, libpcap-dev) and the tests (network
-/// tools, real SIP/capture/metrics/fail2ban peers) need.
+/// Debian packages the build (llvm-22-dev for bpf-linker, libpcap-dev; g++ for libFuzzer in the
+/// fuzz smoke run) and the tests (network tools, real SIP/capture/metrics/fail2ban peers;
+/// tcpdump for the cooked captures of the replay tests) need.
 pub const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -20,6 +21,8 @@ pub const PACKAGES: &[&str] = &[
     "ipset",
     "sip-tester",
     "tshark",
+    "tcpdump",
+    "g++",
     "prometheus",
     "fail2ban",
     "libpcap-dev",
@@ -28,6 +31,7 @@ pub const PACKAGES: &[&str] = &[
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const BPFFS: &str = "/sys/fs/bpf";
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 pub fn run() -> Result<()> {
     let t0 = Instant::now();
@@ -44,6 +48,9 @@ pub fn run() -> Result<()> {
     }
     if bpffs()? {
         did.push("bpffs mount");
+    }
+    if cargo_fuzz()? {
+        did.push("cargo-fuzz");
     }
     let secs = t0.elapsed().as_secs_f64();
     if did.is_empty() {
@@ -331,5 +338,29 @@ fn bpffs() -> Result<bool> {
         bail!("mounted bpffs but {BPFFS} still is not bpf_fs");
     }
     println!("[done] bpffs mounted");
+    Ok(true)
+}
+
+/// cargo-fuzz (`cargo xtask fuzz`, and the smoke run of `cargo xtask test`), from crates.io.
+fn cargo_fuzz() -> Result<bool> {
+    let current = Command::new("cargo-fuzz")
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if let Some(v) = &current {
+        if v.split_whitespace().any(|w| w == CARGO_FUZZ_VERSION) {
+            println!("[skip] cargo-fuzz: {v}");
+            return Ok(false);
+        }
+    }
+    println!("[do]   cargo-fuzz {CARGO_FUZZ_VERSION} (found: {})", current.as_deref().unwrap_or("none"));
+    let mut cmd = util::cargo();
+    cmd.args(["install", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION, "--locked", "--force"]);
+    cmd.env_remove("CARGO_TARGET_DIR");
+    util::run(&mut cmd).context("installing cargo-fuzz failed")?;
+    println!("[done] cargo-fuzz {CARGO_FUZZ_VERSION}");
     Ok(true)
 }

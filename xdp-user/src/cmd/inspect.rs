@@ -230,25 +230,34 @@ fn offline_status() -> Result<Value> {
     }))
 }
 
-pub fn events(follow: bool, json_out: bool, last: usize) -> Result<()> {
+pub fn events(follow: bool, json_out: bool, last: Option<usize>, pcap: Option<&std::path::Path>) -> Result<()> {
     let path = state::events_log();
     let file = std::fs::File::open(&path)
         .with_context(|| format!("{}: no event log (is `sipshield run` active?)", path.display()))?;
     let mut reader = std::io::BufReader::new(file);
-    let print = |line: &str| -> Result<()> {
+    let mut snaps = pcap.map(SnapWriter::create).transpose()?;
+    let mut each = |line: &str| -> Result<()> {
+        let v = serde_json::from_str::<Value>(line).ok();
         if json_out {
             println!("{}", line.trim_end());
-        } else if let Ok(v) = serde_json::from_str::<Value>(line) {
-            println!("{}", sipshield::events::human(&v));
+        } else if let Some(v) = &v {
+            println!("{}", sipshield::events::human(v));
         }
         std::io::stdout().flush()?;
+        if let (Some(w), Some(v)) = (&mut snaps, &v) {
+            w.write(v)?;
+        }
         Ok(())
     };
+    let last = last.unwrap_or(if pcap.is_some() { usize::MAX } else { 20 });
     let lines: Vec<String> = (&mut reader).lines().map_while(|l| l.ok()).collect();
     for l in lines.iter().skip(lines.len().saturating_sub(last)) {
-        print(l)?;
+        each(l)?;
     }
     if !follow {
+        if let Some(w) = snaps {
+            eprintln!("{}: {} dropped frames", w.path.display(), w.count);
+        }
         return Ok(());
     }
     loop {
@@ -263,7 +272,43 @@ pub fn events(follow: bool, json_out: bool, last: usize) -> Result<()> {
             }
             continue;
         }
-        print(&line)?;
+        each(&line)?;
+    }
+}
+
+/// `events --pcap`: the events' snapshots as a pcap, written unbuffered so a reader (Wireshark,
+/// tshark) of a followed file sees every frame as it comes.
+struct SnapWriter {
+    path: std::path::PathBuf,
+    w: pcap_file::pcap::PcapWriter<std::fs::File>,
+    count: u64,
+}
+
+impl SnapWriter {
+    fn create(path: &std::path::Path) -> Result<SnapWriter> {
+        let f = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let header = pcap_file::pcap::PcapHeader {
+            datalink: pcap_file::DataLink::ETHERNET,
+            ts_resolution: pcap_file::TsResolution::NanoSecond,
+            snaplen: EVENT_SNAP as u32,
+            ..Default::default()
+        };
+        let w = pcap_file::pcap::PcapWriter::with_header(f, header)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        Ok(SnapWriter { path: path.to_path_buf(), w, count: 0 })
+    }
+
+    /// The event's frame, if it carries one (events of an older filter do not).
+    fn write(&mut self, v: &Value) -> Result<()> {
+        let Some((when, data, len)) = sipshield::events::snapshot(v) else { return Ok(()) };
+        let p = pcap_file::pcap::PcapPacket {
+            timestamp: when.duration_since(std::time::UNIX_EPOCH).unwrap_or_default(),
+            orig_len: len,
+            data: std::borrow::Cow::Owned(data),
+        };
+        self.w.write_packet(&p).with_context(|| format!("{}: cannot write", self.path.display()))?;
+        self.count += 1;
+        Ok(())
     }
 }
 

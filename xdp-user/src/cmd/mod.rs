@@ -37,11 +37,19 @@ pub enum Cmd {
         #[arg(long, value_name = "SECS")]
         watch: Option<u64>,
     },
-    /// Run a pcap through the real XDP program with the maps filled from CONFIG.
+    /// Run a capture (pcap or pcapng: Ethernet, Linux cooked, BSD loopback or raw IP) through
+    /// the real XDP program with the maps filled from CONFIG; the capture's timestamps drive the
+    /// program clock.
     Replay {
         #[arg(long, short)]
         config: PathBuf,
         capture: PathBuf,
+        /// Print only the summary: packets per reason and country, top sources and signatures.
+        #[arg(long)]
+        summary: bool,
+        /// Write the frames that would be dropped to FILE (pcap, Ethernet, ns timestamps).
+        #[arg(long, value_name = "FILE")]
+        write_dropped: Option<PathBuf>,
     },
     /// Timed bans.
     #[command(subcommand)]
@@ -74,9 +82,13 @@ pub enum Cmd {
     Events {
         #[arg(long, short)]
         follow: bool,
-        /// How many past events to print first.
-        #[arg(long, short = 'n', default_value = "20")]
-        last: usize,
+        /// How many past events to print first (default 20; with --pcap, all of the log).
+        #[arg(long, short = 'n')]
+        last: Option<usize>,
+        /// Also write the dropped frames' first bytes that the events carry to FILE, a pcap
+        /// (Ethernet, snap length 256) for Wireshark; with --follow, as they come.
+        #[arg(long, value_name = "FILE")]
+        pcap: Option<PathBuf>,
     },
 }
 
@@ -108,7 +120,9 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Detach { iface } => detach(iface),
         Cmd::Status => inspect::status(json),
         Cmd::Stats { watch } => inspect::stats(json, watch),
-        Cmd::Replay { config, capture } => sipshield::replay::run(&config, &capture, json),
+        Cmd::Replay { config, capture, summary, write_dropped } => {
+            sipshield::replay::run(&config, &capture, &sipshield::replay::Options { json, summary, write_dropped })
+        }
         Cmd::Ban(c) => ban::run(c, json),
         Cmd::Allow(c) => allow::run(c, json),
         Cmd::Group(c) => group::run(c, json),
@@ -117,7 +131,7 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Geo(GeoCmd::Lookup { ip }) => inspect::geo_lookup(ip),
         Cmd::DryRun { mode } => edit(Request::DryRun { mode }, json),
         Cmd::Reload => controller_only(Request::Reload, json),
-        Cmd::Events { follow, last } => inspect::events(follow, json, last),
+        Cmd::Events { follow, last, pcap } => inspect::events(follow, json, last, pcap.as_deref()),
     }
 }
 
