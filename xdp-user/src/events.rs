@@ -285,6 +285,8 @@ mod tests {
         let port = Event { reason: REASON_PORT as u8, count: 0, detail: [0; 28], ..ev };
         let line = decode(&raw(&port), &[], 1_000, now).unwrap();
         assert_eq!((line.reason, line.detail, line.rule), ("port", None, None));
+    }
+
     fn record(snap_len: u16) -> Vec<u8> {
         let mut ev: Event = unsafe { std::mem::zeroed() };
         ev.ts_ns = 5_000_000_000;
