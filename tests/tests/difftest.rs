@@ -599,7 +599,7 @@ impl Gen<'_> {
                     let any = self.rng.u8(..);
                     b[i] = self.pick(&[b'\r', b'\n', 0, b'\t', b' ', b':', b'"', any]);
                 }
-                1 => b.insert(i, self.pick(&[b'\r', b'\n', b' ', b'\t'])),
+                1 => b.insert(i, self.pick(b"\r\n \t")),
                 _ => {
                     b.remove(i);
                 }
