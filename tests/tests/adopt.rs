@@ -139,7 +139,21 @@ fn maps_pinned_by_release_0_1_0_are_adopted() {
         assert_eq!(shape(f.map(name).unwrap()), want, "map {name}");
         assert!(maps_dir.join(name).exists(), "{name} is not pinned");
         if !OLD_MAP_NAMES.contains(name) {
-            assert!([maps::SIP_PORTS_1, maps::RL_RULES_1].contains(name), "{name} is new: list it here");
+            let new_in_port_policy = [
+                maps::PORT_RULE_GEN,
+                maps::PORT_DEF_GEN,
+                maps::GRP_V4_GEN,
+                maps::GRP_V6_GEN,
+                maps::GRP_NET4_GEN,
+                maps::GRP_NET6_GEN,
+                maps::TF_PREFIX_GEN,
+            ]
+            .concat();
+            assert!(
+                [maps::SIP_PORTS_1, maps::RL_RULES_1, maps::TF_HITS].contains(name)
+                    || new_in_port_policy.contains(name),
+                "{name} is new: list it here"
+            );
         }
     }
     assert!(!maps_dir.join("GEN_IFINDEX").exists(), "the retired GEN_IFINDEX pin is still there");

@@ -102,6 +102,15 @@ fn legit_sip() -> Vec<u8> {
     SipMessage::request("REGISTER", "100", "example.com").user_agent(LEGIT_UA).user_agent_at(440).build()
 }
 
+/// A legitimate INVITE to an international number (the toll-fraud guard walks its Request-URI).
+fn legit_invite() -> Vec<u8> {
+    SipMessage::request("INVITE", "100", "example.com")
+        .uri("sip:+33-1-23-45-67-89@example.com;user=phone")
+        .user_agent(LEGIT_UA)
+        .user_agent_at(440)
+        .build()
+}
+
 /// A scanner REGISTER with its User-Agent at `at` bytes (0 = right after the request line).
 fn scanner_sip(at: usize) -> Vec<u8> {
     SipMessage::request("REGISTER", "100", "example.com").user_agent(SCANNER_UA).user_agent_at(at).build()
@@ -156,6 +165,8 @@ fn cost_cases(legit: &[u8]) -> Vec<Case> {
         ("scanner, UA near the start", scanner_sip(0), XDP_DROP, REASON_SCANNER),
         ("scanner, UA ~500 B in", scanner_sip(500), XDP_DROP, REASON_SCANNER),
         ("scanner, UA ~1200 B in", scanner_sip(1200), XDP_DROP, REASON_SCANNER),
+        // The toll-fraud guard's pass path (with `[tollfraud]` in a --cost-config).
+        ("legit INVITE to +33 1 23 45 67 89", legit_invite(), XDP_PASS, REASON_PASS),
     ]
 }
 
