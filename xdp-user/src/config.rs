@@ -28,6 +28,8 @@ pub struct Config {
     pub ratelimit: RateLimitCfg,
     pub metrics: MetricsCfg,
     pub events: EventsCfg,
+    /// `[crowdsec]`: pull decisions from a CrowdSec Local API, push our own bans as alerts.
+    pub crowdsec: Option<crate::crowdsec::CrowdsecCfg>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -449,6 +451,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.events.burst) {
             bail!("events.burst: {} is out of range 1..=1000000", self.events.burst);
+        }
+        if let Some(c) = &self.crowdsec {
+            c.check()?;
         }
         Ok(())
     }
