@@ -451,9 +451,10 @@ pub fn spawn_puller(
 }
 
 /// The wait after `failures` failed attempts in a row: the poll interval, doubled each time up
-/// to [`BACKOFF_MAX`] (never shorter than the poll interval).
+/// to 16 poll intervals and at most [`BACKOFF_MAX`] (never shorter than the poll interval), so
+/// a LAPI back from an outage is pulled again within that bound.
 pub fn backoff(poll: Duration, failures: u32) -> Duration {
-    let d = poll.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let d = poll.saturating_mul(1u32 << failures.saturating_sub(1).min(4));
     d.min(BACKOFF_MAX).max(poll)
 }
 
@@ -605,8 +606,10 @@ mod tests {
         assert_eq!(backoff(s(10), 1), s(10));
         assert_eq!(backoff(s(10), 2), s(20));
         assert_eq!(backoff(s(10), 3), s(40));
+        assert_eq!(backoff(s(10), 5), s(120));
         assert_eq!(backoff(s(10), 10), BACKOFF_MAX);
+        assert_eq!(backoff(s(1), 5), s(16));
+        assert_eq!(backoff(s(1), 100), s(16), "at most 16 poll intervals");
         assert_eq!(backoff(s(3600), 1), s(3600), "never shorter than the poll interval");
-        assert_eq!(backoff(s(1), 100), BACKOFF_MAX);
     }
 }
