@@ -138,7 +138,7 @@ fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
 
 /// Does the LAPI hold a flood alert of A's about `src`?
 fn lapi_has(lapi: &Lapi, src: &str) -> bool {
-    let alerts = lapi.cscli_json(&["alerts", "list"]).unwrap();
+    let alerts = lapi.cscli_json(&["alerts", "list", "-a"]).unwrap();
     alerts.as_array().is_some_and(|l| {
         l.iter().any(|x| x["scenario"] == "sipshield/sip-flood" && x["source"]["value"] == src && x["machine_id"] == "sbc-a")
     })
@@ -242,7 +242,17 @@ fn a_flood_on_one_sbc_is_enforced_by_another_and_a_lapi_outage_changes_nothing()
     // A REGISTER flood against A: A bans the source, reports it, the LAPI decides, B enforces.
     assert!(a.dropped_as("198.51.100.9", "ratelimit", 20) > 0);
     assert_eq!(a.dropped_as("198.51.100.9", "banned", 2), 2, "A banned the flooder itself");
-    wait_for("A's alert in the LAPI", Duration::from_secs(15), || lapi_has(&hub.lapi, "198.51.100.9").then_some(()));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !lapi_has(&hub.lapi, "198.51.100.9") {
+        assert!(
+            Instant::now() < deadline,
+            "A's alert never reached the LAPI: {}\n{}\nLAPI alerts: {:?}",
+            a.crowdsec(),
+            a.ctl.log_text(),
+            hub.lapi.cscli(&["alerts", "list"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let decisions = hub.lapi.cscli_json(&["decisions", "list", "-a"]).unwrap();
     assert!(decisions.to_string().contains("198.51.100.9"), "{decisions}");
     b.wait_held(1, 0, Duration::from_secs(10));
@@ -260,7 +270,7 @@ fn a_flood_on_one_sbc_is_enforced_by_another_and_a_lapi_outage_changes_nothing()
     for s in [a, b] {
         let c = s.crowdsec();
         assert!(c["pull_errors"].as_u64() >= Some(1) && c["last_error"].is_string(), "{c}");
-        assert_eq!(c["decisions"]["ip"], if std::ptr::eq(s, a) { 2 } else { 1 }, "decisions are kept: {c}");
+        assert_eq!(c["decisions"]["ip"], 1, "decisions are kept: {c}");
     }
     assert_eq!(b.dropped_as("198.51.100.9", "banned", 3), 3, "B still enforces during the outage");
     let ca = a.crowdsec();

@@ -384,11 +384,16 @@ pub fn apply_bans(f: &mut Filter, ch: &Changes) -> Result<()> {
     Ok(())
 }
 
-/// Remove the ban of `ip` if its deadline is still the one a decision gave it.
+/// How much later than a decision's deadline a ban may end and still be the decision's: the
+/// same decision pulled again after a controller restart lands a few milliseconds apart.
+const SAME_BAN_SLACK_NS: u64 = 2_000_000_000;
+
+/// Remove the ban of `ip` if its deadline is (still) the one a decision gave it; a ban that
+/// ends later was written by someone else (`ban add`) and stays.
 fn lift_if_ours(f: &mut Filter, ip: IpAddr, until: u64) -> Result<()> {
     fn lift<K: aya::Pod>(f: &mut Filter, name: &str, k: K, until: u64) -> Result<()> {
         let mut m: BpfHash<_, K, u64> = BpfHash::try_from(f.map_mut(name)?)?;
-        if m.get(&k, 0).ok() == Some(until) {
+        if m.get(&k, 0).is_ok_and(|cur| cur <= until + SAME_BAN_SLACK_NS) {
             match m.remove(&k) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(anyhow!("map {name}: {e}")),

@@ -245,7 +245,8 @@ fn http_err(what: &str, e: ureq::Error) -> anyhow::Error {
                 .unwrap_or_else(|| body.chars().take(200).collect());
             anyhow!("{what}: HTTP {code}: {msg}")
         }
-        ureq::Error::Transport(t) => anyhow!("{what}: {t}"),
+        // Its text starts with the URL already.
+        ureq::Error::Transport(t) => anyhow!("{t}"),
     }
 }
 
