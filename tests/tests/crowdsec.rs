@@ -15,7 +15,11 @@ use sipshield_tests::tmp::{self, TempDir};
 use sipshield_tests::*;
 
 fn register(i: usize) -> Vec<u8> {
-    SipMessage::request("REGISTER", "100", "198.51.100.2").via("198.51.100.1:5070").user_agent("Linphone/5.2").seq(i as u64).build()
+    SipMessage::request("REGISTER", "100", "198.51.100.2")
+        .via("198.51.100.1:5070")
+        .user_agent("Linphone/5.2")
+        .seq(i as u64)
+        .build()
 }
 
 /// Poll `f` every 200 ms until it gives a value (panics with `what` after `timeout`).
@@ -140,7 +144,9 @@ fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
 fn lapi_has(lapi: &Lapi, src: &str) -> bool {
     let alerts = lapi.cscli_json(&["alerts", "list", "-a"]).unwrap();
     alerts.as_array().is_some_and(|l| {
-        l.iter().any(|x| x["scenario"] == "sipshield/sip-flood" && x["source"]["value"] == src && x["machine_id"] == "sbc-a")
+        l.iter().any(|x| {
+            x["scenario"] == "sipshield/sip-flood" && x["source"]["value"] == src && x["machine_id"] == "sbc-a"
+        })
     })
 }
 
@@ -279,7 +285,9 @@ fn a_flood_on_one_sbc_is_enforced_by_another_and_a_lapi_outage_changes_nothing()
     // Back: the queued alert is pushed, B learns the ban, new decisions reach both.
     hub.lapi.resume().unwrap();
     let back = Instant::now();
-    wait_for("A's queued alert in the LAPI", Duration::from_secs(30), || lapi_has(&hub.lapi, "198.51.100.10").then_some(()));
+    wait_for("A's queued alert in the LAPI", Duration::from_secs(30), || {
+        lapi_has(&hub.lapi, "198.51.100.10").then_some(())
+    });
     hub.lapi.cscli(&["decisions", "add", "--ip", "198.51.100.12", "--duration", "1h"]).unwrap();
     b.wait_held(3, 0, Duration::from_secs(30));
     a.wait_held(3, 0, Duration::from_secs(30));
