@@ -8,6 +8,7 @@
 //! * [`model`]: a userspace model of the kernel's SIP scan (feature `filter`);
 //! * [`netns`]: the one network-namespace fixture (namespaces, veth pairs, the tests' pair);
 //! * [`tmp`]: scratch directories removed on drop;
+//! * [`crowdsec`]: a real CrowdSec Local API in a namespace, and `cscli` against it;
 //! * here: the privilege gate and the `BPF_PROG_TEST_RUN` harness that checks verdict *and*
 //!   reason counter of each packet (feature `filter`), and the controller-process harness.
 //!
@@ -20,6 +21,7 @@ use xdp_common::*;
 
 pub mod captures;
 pub mod controller;
+pub mod crowdsec;
 pub mod frames;
 #[cfg(feature = "filter")]
 pub mod model;

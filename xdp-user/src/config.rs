@@ -35,6 +35,8 @@ pub struct Config {
     pub ports: Vec<crate::portpolicy::PortCfg>,
     /// `[tollfraud]`: dialled-prefix policy for INVITE and MESSAGE.
     pub tollfraud: Option<crate::portpolicy::TollFraudCfg>,
+    /// `[crowdsec]`: pull decisions from a CrowdSec Local API, push our own bans as alerts.
+    pub crowdsec: Option<crate::crowdsec::CrowdsecCfg>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -459,6 +461,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.events.burst) {
             bail!("events.burst: {} is out of range 1..=1000000", self.events.burst);
+        }
+        if let Some(c) = &self.crowdsec {
+            c.check()?;
         }
         crate::portpolicy::validate(self)
     }

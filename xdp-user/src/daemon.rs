@@ -6,7 +6,10 @@
 //! - the **worker** owns the filter and applies everything that changes it — reloads, list
 //!   refreshes, GeoIP reloads, ban sweeps and CLI edits — one at a time, in order;
 //! - **fetchers** read list files and URLs for refreshes, so a hanging feed delays nothing else;
-//! - the **event drain** empties the kernel's ring buffer.
+//! - the **event drain** empties the kernel's ring buffer (and queues the filter's own bans
+//!   for the CrowdSec reporter);
+//! - with `[crowdsec]`, the **puller** pulls the LAPI's decisions (applied by the worker as
+//!   `Job::Crowdsec`) and the **reporter** pushes the filter's own bans as alerts.
 //!
 //! Start and reload share one path: read and check everything (config, interfaces, lists,
 //! GeoIP, event files, the metrics address, the control socket), then commit the whole policy
@@ -28,6 +31,8 @@ use tokio::sync::oneshot;
 use crate::addrlist::{ListCounts, ListKind};
 use crate::config::{Config, Mode};
 use crate::control::{Caller, Reply, Request};
+use crate::crowdsec::decisions::{self as csd, Held, Pull};
+use crate::crowdsec::lapi::Hub;
 use crate::edits::{self, Base};
 use crate::events::EventSink;
 use crate::filter::Filter;
@@ -144,12 +149,23 @@ pub struct Shared {
 
 /// Work for the worker, in arrival order.
 pub enum Job {
-    Control { req: Request, caller: Caller, reply: oneshot::Sender<Reply> },
+    Control {
+        req: Request,
+        caller: Caller,
+        reply: oneshot::Sender<Reply>,
+    },
     Reload,
     Refresh,
-    Fetched { epoch: u64, kind: ListKind, result: Result<IpList>, waiter: Option<oneshot::Sender<Reply>> },
+    Fetched {
+        epoch: u64,
+        kind: ListKind,
+        result: Result<IpList>,
+        waiter: Option<oneshot::Sender<Reply>>,
+    },
     GeoCheck,
     Gc,
+    /// A pull of the CrowdSec decision stream.
+    Crowdsec(Box<Pull>),
     Stop,
 }
 
@@ -170,6 +186,9 @@ struct Worker {
     jobs: mpsc::Sender<Job>,
     stop: tokio::sync::mpsc::UnboundedSender<()>,
     active_bans: usize,
+    /// The CrowdSec connector's shared state, and the decisions it holds.
+    crowdsec: Arc<Hub>,
+    cs_held: Held,
 }
 
 fn kind_index(kind: ListKind) -> usize {
@@ -202,6 +221,7 @@ impl Worker {
                 Job::Fetched { epoch, kind, result, waiter } => self.fetched(epoch, kind, result, waiter),
                 Job::GeoCheck => self.check_geo_file(),
                 Job::Gc => self.gc(),
+                Job::Crowdsec(pull) => self.crowdsec_pull(&pull),
                 Job::Stop => return,
             }
             self.publish();
@@ -299,10 +319,21 @@ impl Worker {
         if cfg.metrics != self.cfg.metrics {
             bail!("[metrics] changed: restart the controller to change the metrics listener (nothing was changed)");
         }
+        let crowdsec = crowdsec_settings(&cfg, &self.config_path)?;
         let sources = Sources::read(&cfg)?;
-        let policy = Policy::new(&cfg, &sources, &self.runtime)?;
+        // Decisions held from the LAPI stay enforced (unless [crowdsec] is gone: lifted below).
+        let ranges = if crowdsec.is_some() { self.cs_held.range_list() } else { IpList::default() };
+        let policy = Policy::new(&cfg, &with_ranges(&sources, ranges), &self.runtime)?;
         let sink = EventSink::open(&cfg)?;
         let report = policy.commit(&mut self.filter)?;
+        if crowdsec.is_none() && (self.cs_held.ips() + self.cs_held.ranges()) > 0 {
+            let ch = self.cs_held.clear();
+            if let Err(e) = csd::apply_bans(&mut self.filter, &ch) {
+                warn!("crowdsec: lifting the decisions of the removed [crowdsec] section: {e:#}");
+            }
+            self.publish_held();
+        }
+        self.crowdsec.configure(crowdsec, &cfg.ratelimit);
         *self.shared.sink.lock().unwrap_or_else(|p| p.into_inner()) = sink;
         self.geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
         self.cfg = cfg;
@@ -407,7 +438,11 @@ impl Worker {
             warn!("skipped invalid list line {s}");
         }
         let merged = match kind {
-            ListKind::Blacklist => list.clone(),
+            ListKind::Blacklist => {
+                let mut l = list.clone();
+                l.merge(self.cs_held.range_list());
+                l
+            }
             ListKind::Allowlist => policy::merged_allowlist(&list, &self.runtime),
         };
         let r = policy::swap_list(&mut self.filter, kind, &merged)?;
@@ -464,6 +499,56 @@ impl Worker {
             Ok((_, active)) => self.active_bans = active,
             Err(e) => warn!("ban expiry sweep failed: {e:#}"),
         }
+        let ch = self.cs_held.expire(crate::filter::clock_ns());
+        if ch.ranges_changed {
+            self.swap_crowdsec_ranges();
+        }
+        self.publish_held();
+    }
+
+    /// Apply a pull of the CrowdSec decision stream: address bans in bulk, ranges by a swap of
+    /// the blacklist. A pull made for settings replaced since is dropped.
+    fn crowdsec_pull(&mut self, pull: &Pull) {
+        if pull.generation != self.crowdsec.generation() {
+            return;
+        }
+        let t0 = Instant::now();
+        let allow = policy::merged_allowlist(&self.sources.allowlist, &self.runtime);
+        let ch = self.cs_held.apply(pull, crate::filter::clock_ns(), |t| csd::exempt(&allow, t));
+        if let Err(e) = csd::apply_bans(&mut self.filter, &ch) {
+            error!("crowdsec: applying {} ban(s) failed: {e:#}", ch.ban.len());
+        }
+        if ch.ranges_changed {
+            self.swap_crowdsec_ranges();
+        }
+        if !ch.is_empty() {
+            info!(
+                "crowdsec: {}{} new/changed ban(s), {} lifted{}; holding {} address(es), {} range(s) ({:.3}s)",
+                if pull.startup { "startup: " } else { "" },
+                ch.ban.len(),
+                ch.unban.len(),
+                if ch.ranges_changed { ", ranges changed" } else { "" },
+                self.cs_held.ips(),
+                self.cs_held.ranges(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        self.active_bans = self.active_bans.max(self.cs_held.ips());
+        self.publish_held();
+    }
+
+    /// Swap the blacklist with the configured sources plus the ranges held from CrowdSec. A
+    /// failure (capacity) keeps the previous blacklist and is logged.
+    fn swap_crowdsec_ranges(&mut self) {
+        let mut bl = self.sources.blacklist.clone();
+        bl.merge(self.cs_held.range_list());
+        if let Err(e) = policy::swap_list(&mut self.filter, ListKind::Blacklist, &bl) {
+            error!("crowdsec: the blacklist with the decided ranges was rejected, the previous one stays: {e:#}");
+        }
+    }
+
+    fn publish_held(&self) {
+        self.crowdsec.set_held(self.cs_held.ips(), self.cs_held.ranges(), self.cs_held.exempted);
     }
 
     /// Detach from one interface (the controller keeps protecting the others) or from all (the
@@ -535,6 +620,7 @@ impl Worker {
             },
             "runtime": self.runtime,
             "geoip": kcfg.flags & xdp_common::CFG_GEO_ENABLED != 0,
+            "crowdsec": self.crowdsec.status_json(),
         }))
     }
 }
@@ -562,6 +648,31 @@ struct Prepared {
     metrics: Option<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
     lock: state::Lock,
+    crowdsec: Option<(crate::crowdsec::CrowdsecCfg, crate::crowdsec::config::Credentials)>,
+}
+
+/// The `[crowdsec]` settings with their secrets read (a missing key file rejects the config),
+/// warning about files that others can read.
+fn crowdsec_settings(
+    cfg: &Config,
+    config_path: &Path,
+) -> Result<Option<(crate::crowdsec::CrowdsecCfg, crate::crowdsec::config::Credentials)>> {
+    let Some(c) = &cfg.crowdsec else { return Ok(None) };
+    let creds = c.credentials().with_context(|| config_path.display().to_string())?;
+    for p in crate::crowdsec::config::readable_by_others(config_path, c) {
+        warn!("{}: holds a CrowdSec secret and is readable by other users: chmod o-r it", p.display());
+    }
+    Ok(Some((c.clone(), creds)))
+}
+
+/// The sources with the CrowdSec ranges merged into the blacklist (borrowed when there are none).
+fn with_ranges(sources: &Sources, ranges: IpList) -> std::borrow::Cow<'_, Sources> {
+    if ranges.is_empty() {
+        return std::borrow::Cow::Borrowed(sources);
+    }
+    let mut s = sources.clone();
+    s.blacklist.merge(ranges);
+    std::borrow::Cow::Owned(s)
 }
 
 fn prepare(opts: &RunOpts) -> Result<Prepared> {
@@ -580,6 +691,7 @@ fn prepare(opts: &RunOpts) -> Result<Prepared> {
         false => None,
     };
     let control = bind_control()?;
+    let crowdsec = crowdsec_settings(&cfg, &opts.config)?;
     let sink = EventSink::open(&cfg)?;
     let sources = Sources::read(&cfg)?;
     let policy = Policy::new(&cfg, &sources, &runtime)?;
@@ -594,6 +706,7 @@ fn prepare(opts: &RunOpts) -> Result<Prepared> {
         metrics,
         control,
         lock,
+        crowdsec,
     })
 }
 
@@ -696,7 +809,9 @@ async fn serve(opts: RunOpts) -> Result<()> {
         .map_err(|e| anyhow!("start: {e}"))??
     };
     st.config = config_path.clone();
-    let Prepared { cfg, sources, runtime, sink, metrics, control, lock: _lock, .. } = p;
+    let Prepared { cfg, sources, runtime, sink, metrics, control, lock: _lock, crowdsec, .. } = p;
+    let hub = Hub::new();
+    hub.configure(crowdsec, &cfg.ratelimit);
     let mut filter = filter;
     let events = filter.take_map(xdp_common::maps::EVENTS)?;
     let ring = RingBuf::try_from(events)?;
@@ -706,7 +821,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
         sink: Arc::new(Mutex::new(sink)),
     };
     let stop_events = Arc::new(AtomicBool::new(false));
-    let drain = crate::events::spawn_drain(ring, shared.sigs.clone(), shared.sink.clone(), stop_events.clone())?;
+    let drain =
+        crate::events::spawn_drain(ring, shared.sigs.clone(), shared.sink.clone(), stop_events.clone(), hub.clone())?;
     let metrics_filter = Filter::open_pinned(&pin_dir)?;
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -726,6 +842,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
         jobs: job_tx.clone(),
         stop: stop_tx,
         active_bans: 0,
+        crowdsec: hub.clone(),
+        cs_held: Held::default(),
     };
     worker.record(&report);
     worker.publish_sigs();
@@ -735,6 +853,12 @@ async fn serve(opts: RunOpts) -> Result<()> {
         let _ = block_signals();
         worker.run(job_rx)
     })?;
+    // The CrowdSec threads idle while no [crowdsec] section is configured (a reload may add it).
+    // They are not joined at exit: a request in flight may take up to `timeout`.
+    let cs_jobs = job_tx.clone();
+    crate::crowdsec::lapi::spawn_puller(hub.clone(), move |p| cs_jobs.send(Job::Crowdsec(Box::new(p))).is_ok())?;
+    crate::crowdsec::lapi::spawn_reporter(hub.clone())?;
+    shared.snapshot.write().unwrap_or_else(|p| p.into_inner()).crowdsec = Some(hub.clone());
     if let Some(l) = metrics {
         l.set_nonblocking(true)?;
         let l = tokio::net::TcpListener::from_std(l)?;
@@ -778,6 +902,7 @@ async fn serve(opts: RunOpts) -> Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while control_tasks.join_next().await.is_some() {} })
         .await;
     let _ = std::fs::remove_file(state::control_socket());
+    hub.stop();
     stop_events.store(true, Ordering::Relaxed);
     let _ = drain.join();
     // The worker finishes the job at hand (a reload is never cut in half), then stops.

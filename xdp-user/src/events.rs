@@ -209,6 +209,20 @@ impl EventSink {
     }
 }
 
+/// The report of a ban the filter made itself (a new-ban event, not in dry-run), for the
+/// CrowdSec reporter.
+pub fn ban_report(ev: &EventLine, wall: std::time::SystemTime) -> Option<crate::crowdsec::lapi::BanReport> {
+    let secs = ev.ban_secs.filter(|_| !ev.dry_run)?;
+    Some(crate::crowdsec::lapi::BanReport {
+        ip: ev.src.parse().ok()?,
+        reason: ev.reason,
+        method: ev.method,
+        ban_secs: secs,
+        dport: ev.dport,
+        at: wall,
+    })
+}
+
 /// Drain the kernel's event ring on a thread of its own, so nothing the controller does
 /// (reloads, refreshes, scrapes) delays it. Stops when `stop` is set.
 pub fn spawn_drain(
@@ -216,6 +230,7 @@ pub fn spawn_drain(
     sigs: std::sync::Arc<std::sync::RwLock<Vec<Signature>>>,
     sink: std::sync::Arc<std::sync::Mutex<EventSink>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    crowdsec: std::sync::Arc<crate::crowdsec::lapi::Hub>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
@@ -235,6 +250,9 @@ pub fn spawn_drain(
             while let Some(item) = ring.next() {
                 if let Some(ev) = decode(&item, &sigs, now, wall) {
                     sink.write(&ev);
+                    if let Some(r) = ban_report(&ev, wall) {
+                        crowdsec.offer(r);
+                    }
                 }
             }
         }

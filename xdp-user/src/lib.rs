@@ -11,6 +11,7 @@ pub mod bpfsys;
 pub mod config;
 pub mod control;
 pub mod countries;
+pub mod crowdsec;
 pub mod daemon;
 pub mod edits;
 pub mod events;

@@ -26,6 +26,8 @@ pub struct Snapshot {
     pub events_write_errors: u64,
     /// Names of the toll-fraud rule ids (`portpolicy::tollfraud_rule_names`).
     pub tollfraud_rules: Vec<String>,
+    /// The CrowdSec connector (its state is read at each scrape).
+    pub crowdsec: Option<Arc<crate::crowdsec::lapi::Hub>>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -132,6 +134,10 @@ pub fn render(filter: &Filter, snap: &Snapshot) -> Result<String> {
         write_errors,
     );
 
+    if let Some(hub) = snap.crowdsec.as_ref().filter(|h| h.active().is_some()) {
+        crowdsec_metrics(&mut reg, hub);
+    }
+
     let dry: Gauge = Gauge::default();
     dry.set((cfg.flags & CFG_DRY_RUN != 0) as i64);
     reg.register("sipshield_dry_run", "1 when the filter only counts (dry-run)", dry);
@@ -139,6 +145,52 @@ pub fn render(filter: &Filter, snap: &Snapshot) -> Result<String> {
     let mut out = String::new();
     encode(&mut out, &reg).context("encoding metrics")?;
     Ok(out)
+}
+
+/// `sipshield_crowdsec_*`: decisions held, pulls, alerts.
+fn crowdsec_metrics(reg: &mut Registry, hub: &crate::crowdsec::lapi::Hub) {
+    let (ips, ranges, exempted) = hub.held();
+    let pull = hub.pull_state();
+    let push = hub.push_state();
+    let decisions = Family::<Labels, Gauge>::default();
+    decisions.get_or_create(&labels(&[("scope", "ip")])).set(ips as i64);
+    decisions.get_or_create(&labels(&[("scope", "range")])).set(ranges as i64);
+    reg.register("sipshield_crowdsec_decisions", "CrowdSec decisions enforced, by scope", decisions);
+    let exempt: Gauge = Gauge::default();
+    exempt.set(exempted as i64);
+    reg.register(
+        "sipshield_crowdsec_decisions_exempted",
+        "CrowdSec decisions not enforced because the allowlist covers them",
+        exempt,
+    );
+    let last: Gauge<f64, AtomicU64> = Gauge::default();
+    last.set(pull.last_pull_unix.unwrap_or(0.0));
+    reg.register(
+        "sipshield_crowdsec_last_pull_timestamp_seconds",
+        "Unix time of the last successful pull of the decision stream (0: none yet)",
+        last,
+    );
+    let pulls: Counter = Counter::default();
+    pulls.inc_by(pull.pulls);
+    reg.register("sipshield_crowdsec_pulls", "Successful pulls of the decision stream", pulls);
+    let errors: Counter = Counter::default();
+    errors.inc_by(pull.errors);
+    reg.register("sipshield_crowdsec_pull_errors", "Failed pulls (the decisions held stay)", errors);
+    let alerts = Family::<Labels, Counter>::default();
+    for (kind, n) in [("sent", push.sent), ("dropped", push.dropped)] {
+        alerts.get_or_create(&labels(&[("result", kind)])).inc_by(n);
+    }
+    reg.register(
+        "sipshield_crowdsec_alerts",
+        "Alerts of sipshield's own bans: pushed to the LAPI, dropped from a full queue",
+        alerts,
+    );
+    let push_errors: Counter = Counter::default();
+    push_errors.inc_by(push.errors);
+    reg.register("sipshield_crowdsec_alert_push_errors", "Failed alert pushes (the alerts stay queued)", push_errors);
+    let queued: Gauge = Gauge::default();
+    queued.set(hub.queued() as i64);
+    reg.register("sipshield_crowdsec_alerts_queued", "Alerts waiting for the LAPI", queued);
 }
 
 /// Serve `GET /metrics` until the task is dropped.

@@ -26,7 +26,13 @@ pub const PACKAGES: &[&str] = &[
     "prometheus",
     "fail2ban",
     "libpcap-dev",
+    "crowdsec",
 ];
+
+/// Written before `crowdsec` is installed: with it, the package's post-install script does not
+/// register with CrowdSec's central API (which would reach the internet). The tests run their
+/// own Local API (`tests/src/crowdsec.rs`) and never use the package's service.
+const CROWDSEC_OFFLINE_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -125,6 +131,12 @@ fn apt_packages() -> Result<bool> {
         std::fs::set_permissions(policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         PolicyRcGuard(Some(policy))
     };
+
+    if missing.contains(&"crowdsec") && !Path::new(CROWDSEC_OFFLINE_CREDENTIALS).exists() {
+        std::fs::create_dir_all("/etc/crowdsec")?;
+        std::fs::write(CROWDSEC_OFFLINE_CREDENTIALS, "# offline: written by cargo xtask setup\n")?;
+        println!("[do]   {CROWDSEC_OFFLINE_CREDENTIALS}: offline (no central API registration)");
+    }
 
     util::step("apt-get update");
     util::run(Command::new("apt-get").arg("update").env("DEBIAN_FRONTEND", "noninteractive"))
