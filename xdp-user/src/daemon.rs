@@ -513,7 +513,7 @@ impl Worker {
             return;
         }
         let t0 = Instant::now();
-        let allow = policy::merged_allowlist(&self.sources.allowlist, &self.runtime);
+        let allow = policy::never_banned(&self.cfg, &self.sources, &self.runtime);
         let ch = self.cs_held.apply(pull, crate::filter::clock_ns(), |t| csd::exempt(&allow, t));
         if let Err(e) = csd::apply_bans(&mut self.filter, &ch) {
             error!("crowdsec: applying {} ban(s) failed: {e:#}", ch.ban.len());

@@ -111,6 +111,20 @@ pub fn merged_allowlist(src: &IpList, rt: &Runtime) -> IpList {
     l
 }
 
+/// Sources a decision from outside (CrowdSec) must never drop: the allowlist and the members of
+/// every group a `[[port]]` rule trusts (`allow`), with the CLI's additions. A trunk banned by
+/// another site's decision would otherwise lose every port, its trusted ones included.
+pub fn never_banned(cfg: &Config, src: &Sources, rt: &Runtime) -> IpList {
+    let mut l = merged_allowlist(&src.allowlist, rt);
+    let mut groups = merged_groups(&src.groups, rt);
+    for name in cfg.ports.iter().flat_map(|p| &p.allow) {
+        if let Some(g) = groups.remove(name) {
+            l.merge(g);
+        }
+    }
+    l
+}
+
 /// The configuration's signatures with the CLI's additions and exclusions.
 pub fn merged_signatures(src: &[Signature], rt: &Runtime) -> Result<Vec<Signature>> {
     let mut out: Vec<Signature> = src.to_vec();

@@ -328,8 +328,8 @@ impl Held {
 /// range it covers entirely, is never enforced from a decision (a range that merely contains
 /// allowlisted addresses is enforced: the program checks the allowlist before the blacklist).
 ///
-/// This is the one place where sources that must never be dropped are checked; the per-port
-/// trusted source groups (being added on branch `port`) belong here too.
+/// This is the one place where sources that must never be dropped are checked: the daemon
+/// passes `policy::never_banned` (the allowlist and the groups `[[port]]` rules trust).
 pub fn exempt(allowlist: &IpList, t: &Target) -> bool {
     match t {
         Target::Ip(ip) => allowlist.contains(*ip),
