@@ -960,4 +960,14 @@ mod tests {
         assert_eq!((r[0], r[fr], r[cn]), (1, 0, 1));
         assert!(check_policy(&GeoPolicy { allow: vec!["XX".into()], ..Default::default() }).is_err());
     }
+
+    /// Found by the `mmdb` fuzz target: a damaged database that passes `open`'s checks but
+    /// makes the MaxMind reader index out of bounds. The guard turns the panic into an error
+    /// naming the file (the controller keeps its last good tables).
+    #[test]
+    fn fuzz_reader_out_of_bounds_is_an_error() {
+        let buf = include_bytes!("../testdata/fuzz-mmdb-reader-oob.mmdb");
+        let e = read_db_bytes(Path::new("bad.mmdb"), buf).unwrap_err().to_string();
+        assert!(e.starts_with("bad.mmdb: corrupt MaxMind DB"), "{e}");
+    }
 }

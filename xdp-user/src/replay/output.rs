@@ -76,7 +76,7 @@ impl Tally {
         src.sort_by(|a, b| b.dropped.cmp(&a.dropped).then(b.packets.cmp(&a.packets)));
         src.truncate(TOP);
         let mut sigs: Vec<(String, u64)> = self.signatures.into_iter().collect();
-        sigs.sort_by(|a, b| b.1.cmp(&a.1));
+        sigs.sort_by_key(|s| std::cmp::Reverse(s.1));
         sigs.truncate(TOP);
         self.sum.top_sources = src;
         self.sum.top_signatures = sigs;
