@@ -66,6 +66,66 @@ pub fn emit(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, v: &Verdict, now: u64) {
                 proto: pkt.proto,
                 _pad: 0,
                 _pad2: 0,
+                count: 0,
+                detail: [0; EVENT_DETAIL_LEN],
+            });
+            entry.submit(0);
+            evstat(EVSTAT_EMITTED);
+        }
+        None => evstat(EVSTAT_RING_FULL),
+    }
+}
+
+/// What the egress program reports: a counted failure or enumeration miss of a peer.
+pub struct AuthEvent<'a> {
+    pub reason: Reason,
+    /// Non-zero when this answer triggered a ban (or would have, in dry-run).
+    pub ban_until: u64,
+    pub ifindex: u32,
+    /// Failures / distinct users counted in the window so far.
+    pub count: u32,
+    /// `METHOD_*` answered.
+    pub method: u8,
+    /// The user of the `To`, NUL-padded.
+    pub user: &'a [u8; EVENT_DETAIL_LEN],
+}
+
+/// Emit the event of an authentication failure or enumeration miss counted on egress: always
+/// when it bans, else when its reason is selected and the sampler allows it. `pkt.src` is the
+/// peer (the destination of the answer); the ports are the peer's and the server's.
+#[inline(always)]
+pub fn emit_auth(cfg: &Config, pkt: &Pkt, e: &AuthEvent<'_>, now: u64) {
+    let new_ban = e.ban_until != 0;
+    if !new_ban {
+        if cfg.event_reasons & (1 << e.reason as u32) == 0 {
+            return;
+        }
+        if !event_allowed(cfg, now) {
+            evstat(EVSTAT_SUPPRESSED);
+            return;
+        }
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            entry.write(Event {
+                ts_ns: now,
+                ban_until_ns: e.ban_until,
+                src: pkt.src,
+                ifindex: e.ifindex,
+                sig_id: 0,
+                sport: pkt.dport,
+                dport: pkt.sport,
+                reason: e.reason as u8,
+                family: pkt.family,
+                method: e.method,
+                flags: (if new_ban { EVF_NEW_BAN } else { 0 })
+                    | (if cfg.flags & CFG_DRY_RUN != 0 { EVF_DRY_RUN } else { 0 }),
+                country: 0,
+                proto: pkt.proto,
+                _pad: 0,
+                _pad2: 0,
+                count: e.count,
+                detail: *e.user,
             });
             entry.submit(0);
             evstat(EVSTAT_EMITTED);

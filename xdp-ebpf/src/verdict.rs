@@ -8,7 +8,7 @@ use crate::events::{self, evstat};
 use crate::maps::{IFACE_SLOT, STATS};
 use crate::parse::{Pkt, IPPROTO_TCP, IPPROTO_UDP};
 use crate::ratelimit::{self, RateVerdict};
-use crate::{geo, reputation, sip};
+use crate::{auth, geo, reputation, sip};
 
 pub struct Verdict {
     pub reason: Reason,
@@ -53,7 +53,7 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
         v.drop = cfg.flags & CFG_DROP_MALFORMED != 0;
         return v;
     }
-    if sip_port && cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED) != 0 {
+    if sip_port && cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED | CFG_AUTH_RECORD) != 0 {
         let r = sip::inspect(ctx, pkt);
         v.method = r.method;
         if r.sig != 0 {
@@ -67,6 +67,9 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
                 v.ban_until = ban_until;
                 return v;
             }
+        }
+        if cfg.flags & CFG_AUTH_RECORD != 0 {
+            auth::record(pkt, r.method, r.len, now);
         }
     }
     v.drop = false;

@@ -14,7 +14,7 @@ const WORD_MASK: usize = SCRATCH_SIZE / 8 - 1;
 /// 8 bytes of the scratch buffer starting at byte `pos` (little-endian), from two aligned
 /// loads. Positions are masked into the buffer, so this never reads outside the map value.
 #[inline(always)]
-fn load_at(buf: *const u64, pos: usize) -> u64 {
+pub(super) fn load_at(buf: *const u64, pos: usize) -> u64 {
     let wi = (pos >> 3) & WORD_MASK;
     let sh = ((pos & 7) * 8) as u32;
     let w0 = unsafe { *buf.add(wi) };
@@ -29,7 +29,7 @@ fn load_at(buf: *const u64, pos: usize) -> u64 {
 /// Keep buffer positions in [0, SCRATCH_SIZE): the verifier then sees every position as the same
 /// bounded range, so loop and callback states converge instead of being explored per offset.
 #[inline(always)]
-fn clamp(buf: *const u64, pos: usize) -> usize {
+pub(super) fn clamp(buf: *const u64, pos: usize) -> usize {
     // The last scratch word is never written, so it is always 0 and this equals
     // `pos & (SIZE - 1)`; but to the verifier it is an unknown map value, so the result is the
     // whole range [0, SIZE) and loop/callback states converge instead of growing each round.
@@ -40,7 +40,7 @@ fn clamp(buf: *const u64, pos: usize) -> usize {
 /// Byte index (0..8) of the first byte flagged in a `bytes_eq` mask (non-zero), computed with a
 /// multiply instead of branches so the result is an unknown-but-bounded scalar to the verifier.
 #[inline(always)]
-fn first_flagged(m: u64) -> usize {
+pub(super) fn first_flagged(m: u64) -> usize {
     let low = (m & m.wrapping_neg()) >> 7; // 1 << 8k
     (low.wrapping_mul(0x0001_0203_0405_0607) >> 56) as usize & 7
 }
@@ -261,13 +261,13 @@ fn quick_reject(buf: *const u64, st: &ScanState, pf: Option<&SigPrefilter>, p: u
 /// a pair of words without any holds no line end and is skipped with ~7 instructions per word.
 /// (May also flag a byte above such a byte; callers recheck exactly.)
 #[inline(always)]
-fn ctl_bytes(w: u64) -> u64 {
+pub(super) fn ctl_bytes(w: u64) -> u64 {
     w.wrapping_sub(0x1010_1010_1010_1010) & !w
 }
 
 /// Byte `pos` (< SCRATCH_SIZE) of the scratch buffer.
 #[inline(always)]
-fn byte_at(buf: *const u64, pos: usize) -> u8 {
+pub(super) fn byte_at(buf: *const u64, pos: usize) -> u8 {
     unsafe { *(buf as *const u8).add(pos & (SCRATCH_SIZE - 1)) }
 }
 
