@@ -68,33 +68,74 @@ pub fn inspect(ctx: &TcContext) {
         None => return,
     };
     let now = clock::now(cfg);
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let mut o = Outcome { until: 0, count: 0, counted: 0, ifindex: unsafe { (*ctx.skb.skb).ifindex }, reason: 0 };
     let key = AuthReqKey { addr: pkt.src, callid: f.callid, cseq: f.cseq, family: pkt.family as u32 };
     if let Some(r) = AUTH_REQ.get_ptr_mut(&key) {
         // An answer to a credentialed request: a failure if its status says so.
         let r = unsafe { &mut *r };
         if ac.flags & AUTH_ENABLED != 0 && ac.is_failure(status) && r.state == AUTH_REQ_OPEN {
             r.state = AUTH_REQ_COUNTED;
-            failure(cfg, ac, &pkt, f, ifindex, now);
+            o.reason = Reason::AuthFail as u32;
+            failure(&pkt, now, &mut o);
         }
+    } else {
+        if status == 401 || status == 407 {
+            authstat(AUTHSTAT_CHALLENGES);
+        }
+        let m = f.cseq_method;
+        if enum_status
+            && ac.flags & AUTH_ENUM_ENABLED != 0
+            && f.to_hash != 0
+            && (m == METHOD_REGISTER as u32 || m == METHOD_INVITE as u32 || m == METHOD_OPTIONS as u32)
+        {
+            o.reason = Reason::Enumeration as u32;
+            enumeration(&pkt, now, &mut o);
+        }
+    }
+    if o.counted == 0 {
         return;
     }
-    if status == 401 || status == 407 {
-        authstat(AUTHSTAT_CHALLENGES);
+    if o.until != 0 {
+        if ban(&pkt, o.until) {
+            authstat(if o.reason == Reason::AuthFail as u32 { AUTHSTAT_FAIL_BANS } else { AUTHSTAT_ENUM_BANS });
+        } else {
+            o.until = 0;
+        }
     }
-    let m = f.cseq_method;
-    if enum_status
-        && ac.flags & AUTH_ENUM_ENABLED != 0
-        && f.to_hash != 0
-        && (m == METHOD_REGISTER as u32 || m == METHOD_INVITE as u32 || m == METHOD_OPTIONS as u32)
-    {
-        enumeration(cfg, ac, &pkt, f, ifindex, now);
+    report(&pkt, &o, now);
+}
+
+/// What counting an answer gave. The counting, the ban and the event are separate functions
+/// called one after the other from `inspect`, not nested and not inlined: each has its own
+/// stack frame, and the deepest chain stays within the 512-byte stack limit.
+struct Outcome {
+    /// Non-zero: the threshold was reached, ban until then.
+    until: u64,
+    /// Failures / distinct users in the window.
+    count: u32,
+    /// Non-zero when the answer was counted.
+    counted: u32,
+    ifindex: u32,
+    /// `Reason` code.
+    reason: u32,
+}
+
+/// Is the peer allowlisted? (An allowlisted peer is never counted.)
+#[inline(never)]
+fn allowlisted(pkt: &Pkt) -> bool {
+    match CONFIG.get(0) {
+        Some(cfg) => reputation::allowlisted(cfg, pkt),
+        None => false,
     }
 }
 
 /// Install the ban of a peer that reached a threshold (not in dry-run); false if it failed.
-#[inline(always)]
-fn ban(cfg: &Config, pkt: &Pkt, until: u64) -> bool {
+#[inline(never)]
+fn ban(pkt: &Pkt, until: u64) -> bool {
+    let cfg = match CONFIG.get(0) {
+        Some(c) => c,
+        None => return false,
+    };
     if cfg.flags & CFG_DRY_RUN != 0 {
         return true;
     }
@@ -106,11 +147,28 @@ fn ban(cfg: &Config, pkt: &Pkt, until: u64) -> bool {
     }
 }
 
-/// Count a failed authentication of the peer; ban it at `ban_after` in the window.
-#[inline(always)]
-fn failure(cfg: &Config, ac: &AuthConfig, pkt: &Pkt, f: &SipFields, ifindex: u32, now: u64) {
+/// The event of a counted answer.
+#[inline(never)]
+fn report(pkt: &Pkt, o: &Outcome, now: u64) {
+    let (Some(cfg), Some(f)) = (CONFIG.get(0), AUTH_SCRATCH.get(0)) else { return };
+    let reason = if o.reason == Reason::AuthFail as u32 { Reason::AuthFail } else { Reason::Enumeration };
+    let e = AuthEvent {
+        reason,
+        ban_until: o.until,
+        ifindex: o.ifindex,
+        count: o.count,
+        method: f.cseq_method as u8,
+        user: &f.user,
+    };
+    emit_auth(cfg, pkt, &e, now);
+}
+
+/// Count a failed authentication of the peer; at `ban_after` in the window, ask for a ban.
+#[inline(never)]
+fn failure(pkt: &Pkt, now: u64, o: &mut Outcome) {
+    let (Some(cfg), Some(ac)) = (CONFIG.get(0), AUTH_CFG.get(0)) else { return };
     authstat(AUTHSTAT_FAILURES);
-    if reputation::allowlisted(cfg, pkt) {
+    if allowlisted(pkt) {
         authstat(AUTHSTAT_ALLOWLISTED);
         return;
     }
@@ -133,33 +191,21 @@ fn failure(cfg: &Config, ac: &AuthConfig, pkt: &Pkt, f: &SipFields, ifindex: u32
         c.count = 0;
     }
     c.count += 1;
-    let count = c.count;
-    let mut until = 0;
-    if ac.ban_after != 0 && count >= ac.ban_after {
+    o.count = c.count;
+    o.counted = 1;
+    if ac.ban_after != 0 && c.count >= ac.ban_after {
         c.count = 0;
         c.window_start = now;
-        until = now + ac.ban_ttl_ns;
-        if ban(cfg, pkt, until) {
-            authstat(AUTHSTAT_FAIL_BANS);
-        } else {
-            until = 0;
-        }
+        o.until = now + ac.ban_ttl_ns;
     }
-    let e = AuthEvent {
-        reason: Reason::AuthFail,
-        ban_until: until,
-        ifindex,
-        count,
-        method: f.cseq_method as u8,
-        user: &f.user,
-    };
-    emit_auth(cfg, pkt, &e, now);
 }
 
-/// Count a 404/484 for a user not seen yet in the peer's window; ban at `enum_distinct`.
-#[inline(always)]
-fn enumeration(cfg: &Config, ac: &AuthConfig, pkt: &Pkt, f: &SipFields, ifindex: u32, now: u64) {
-    if reputation::allowlisted(cfg, pkt) {
+/// Count a 404/484 for a user not seen yet in the peer's window; at `enum_distinct`, ask for
+/// a ban.
+#[inline(never)]
+fn enumeration(pkt: &Pkt, now: u64, o: &mut Outcome) {
+    let (Some(cfg), Some(ac), Some(f)) = (CONFIG.get(0), AUTH_CFG.get(0), AUTH_SCRATCH.get(0)) else { return };
+    if allowlisted(pkt) {
         authstat(AUTHSTAT_ALLOWLISTED);
         return;
     }
@@ -180,11 +226,7 @@ fn enumeration(cfg: &Config, ac: &AuthConfig, pkt: &Pkt, f: &SipFields, ifindex:
     if now.wrapping_sub(e.window_start) > ac.enum_window_ns {
         e.window_start = now;
         e.distinct = 0;
-        let mut i = 0;
-        while i < ENUM_BLOOM_WORDS {
-            unsafe { core::ptr::write_volatile(&mut e.bloom[i], 0) };
-            i += 1;
-        }
+        clear_bloom(e);
     }
     let (w, bit) = enum_bit(f.to_hash);
     let word = &mut e.bloom[w & (ENUM_BLOOM_WORDS - 1)];
@@ -194,30 +236,22 @@ fn enumeration(cfg: &Config, ac: &AuthConfig, pkt: &Pkt, f: &SipFields, ifindex:
     *word |= bit;
     e.distinct += 1;
     authstat(AUTHSTAT_ENUM_MISSES);
-    let count = e.distinct;
-    let mut until = 0;
-    if ac.enum_distinct != 0 && count >= ac.enum_distinct {
+    o.count = e.distinct;
+    o.counted = 1;
+    if ac.enum_distinct != 0 && e.distinct >= ac.enum_distinct {
         e.distinct = 0;
         e.window_start = now;
-        let mut i = 0;
-        while i < ENUM_BLOOM_WORDS {
-            unsafe { core::ptr::write_volatile(&mut e.bloom[i], 0) };
-            i += 1;
-        }
-        until = now + ac.ban_ttl_ns;
-        if ban(cfg, pkt, until) {
-            authstat(AUTHSTAT_ENUM_BANS);
-        } else {
-            until = 0;
-        }
+        clear_bloom(e);
+        o.until = now + ac.ban_ttl_ns;
     }
-    let ev = AuthEvent {
-        reason: Reason::Enumeration,
-        ban_until: until,
-        ifindex,
-        count,
-        method: f.cseq_method as u8,
-        user: &f.user,
-    };
-    emit_auth(cfg, pkt, &ev, now);
+}
+
+#[inline(always)]
+fn clear_bloom(e: &mut EnumState) {
+    let mut i = 0;
+    while i < ENUM_BLOOM_WORDS {
+        // Volatile: LLVM would merge the stores into a call to a BPF `memset`.
+        unsafe { core::ptr::write_volatile(&mut e.bloom[i], 0) };
+        i += 1;
+    }
 }

@@ -68,7 +68,7 @@ pub extern "C" fn sip_fields(len: u32) -> u32 {
     1
 }
 
-/// `bpf_loop` callback: examine the candidate line at `st.pos`, then look for the next line
+/// `bpf_loop` callback: examine the candidate line at `st.pos`, or look for the next line
 /// whose first letter is in `LETTERS`. Returns 1 at the end of the headers or of the data.
 extern "C" fn walk(_i: u64, ctx: *mut c_void) -> i64 {
     let st = unsafe { &mut *(ctx as *mut WalkState) };
@@ -82,8 +82,11 @@ extern "C" fn walk(_i: u64, ctx: *mut c_void) -> i64 {
     };
     let len = st.len as usize;
     if st.pos != 0 {
+        // A step of its own: the walk below is then verified from one state, not once per
+        // outcome of `examine`.
         examine(buf, clamp(buf, st.pos as usize), out);
         st.pos = 0;
+        return 0;
     }
     let mut from = st.rp as usize;
     for _ in 0..ROUNDS {
@@ -261,69 +264,77 @@ fn cseq(buf: *const u64, p: usize, out: &mut SipFields) {
     };
 }
 
+/// Flags (0x80) the bytes below 0x21 (controls, space) of `w`, exactly.
+#[inline(always)]
+fn below_0x21(w: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let t = (w & LOW7).wrapping_add(0x5f5f_5f5f_5f5f_5f5f);
+    !(t | w) & HIGH
+}
+
 /// The user of the `To` URI (`"Name" <sip:user@host>`, `sip:user@host;tag=…`): the bytes
 /// between the scheme's colon and the '@' (URIs without a user give none), its first
-/// `EVENT_DETAIL_LEN` bytes kept as text, all of it (up to 64 bytes) hashed.
+/// `EVENT_DETAIL_LEN` bytes kept as text, all of it (up to 64 bytes) hashed. Word-wise
+/// (bytes_eq masks), so the verifier sees a few short loops rather than one per byte.
 #[inline(always)]
 fn to_user(buf: *const u64, p: usize, out: &mut SipFields) {
-    // The URI starts after '<' when the value has one before the end of the line.
+    // The URI starts after a '<' before the end of the line (within 48 bytes), else at `p`.
     let mut start = p;
-    let mut q = p;
-    for _ in 0..48 {
-        let c = byte_at(buf, q);
-        if c == b'<' {
-            start = clamp(buf, q + 1);
+    let mut k = 0;
+    while k < 6 {
+        let w = load_at(buf, clamp(buf, p + 8 * k));
+        let end = bytes_eq(w, b'\r') | bytes_eq(w, b'\n');
+        let lt = bytes_eq(w, b'<');
+        let (lt_before_end, _) = cut_at(lt, end);
+        if lt_before_end != 0 {
+            start = clamp(buf, p + 8 * k + first_flagged(lt_before_end) + 1);
             break;
         }
-        if c == b'\r' || c == b'\n' || c == 0 {
+        if end != 0 {
             break;
         }
-        q = clamp(buf, q + 1);
+        k += 1;
     }
-    // The scheme (sip, sips, tel) ends at the first ':' within 5 bytes.
-    let mut u = start;
-    let mut found = false;
-    for _ in 0..5 {
-        let c = byte_at(buf, u);
-        u = clamp(buf, u + 1);
-        if c == b':' {
-            found = true;
-            break;
-        }
-    }
-    if !found {
+    // The scheme (sip, sips, tel) ends at the first ':' within 8 bytes.
+    let colon = bytes_eq(load_at(buf, start), b':');
+    if colon == 0 {
         return;
     }
+    let u = clamp(buf, start + first_flagged(colon) + 1);
     // The user ends at '@'; any other delimiter first means the URI has no user part.
     let mut words = [0u64; SIP_HASH_WORDS];
-    let mut i = 0usize;
     let mut at = false;
-    while i < 64 {
-        let c = byte_at(buf, u + i);
-        if c == b'@' {
-            at = true;
+    let mut k = 0;
+    while k < SIP_HASH_WORDS {
+        let w = load_at(buf, clamp(buf, u + 8 * k));
+        let stop = bytes_eq(w, b'@')
+            | bytes_eq(w, b'>')
+            | bytes_eq(w, b';')
+            | bytes_eq(w, b'"')
+            | bytes_eq(w, b':')
+            | below_0x21(w);
+        let (cut, hit) = cut_at(w, stop);
+        words[k] = cut;
+        if hit {
+            at = byte_at(buf, u + 8 * k + first_flagged(stop)) == b'@';
             break;
         }
-        if c <= b' ' || c == b'>' || c == b';' || c == b'"' || c == b':' {
-            break;
-        }
-        words[(i >> 3) & (SIP_HASH_WORDS - 1)] |= (c as u64) << (8 * (i & 7));
-        if i < EVENT_DETAIL_LEN {
-            out.user[i] = c;
-        }
-        i += 1;
+        k += 1;
     }
-    if !at || i == 0 {
-        let u = &mut out.user as *mut [u8; EVENT_DETAIL_LEN] as *mut u32;
-        let mut k = 0;
-        while k < EVENT_DETAIL_LEN / 4 {
-            unsafe { core::ptr::write_volatile(u.add(k), 0) };
-            k += 1;
-        }
+    if !at || words[0] == 0 {
         return;
     }
     let h = sip_hash(&words);
     out.to_hash = if h == 0 { 1 } else { h };
+    // The text: the first 28 bytes, as seven 4-byte stores.
+    let dst = &mut out.user as *mut [u8; EVENT_DETAIL_LEN] as *mut u32;
+    let mut j = 0;
+    while j < EVENT_DETAIL_LEN / 4 {
+        let v = (words[j >> 1] >> (32 * (j & 1))) as u32;
+        unsafe { core::ptr::write_volatile(dst.add(j), v) };
+        j += 1;
+    }
 }
 
 /// The status code of a response (`SIP/2.0 NNN`) in the first two scratch words, or 0.
