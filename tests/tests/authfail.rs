@@ -408,7 +408,10 @@ fn allowlisted_sources_are_never_banned() {
     }
     run(&mut f, t0, steps);
     assert_eq!(stat(&f, AUTHSTAT_FAIL_BANS) + stat(&f, AUTHSTAT_ENUM_BANS), 0);
-    assert!(stat(&f, AUTHSTAT_ALLOWLISTED) >= 10);
+    // Requests of allowlisted sources are not even recorded (the XDP side passes them first);
+    // their enumeration misses are seen and skipped.
+    assert_eq!(stat(&f, AUTHSTAT_REQ_RECORDED) + stat(&f, AUTHSTAT_FAILURES), 0);
+    assert_eq!(stat(&f, AUTHSTAT_ALLOWLISTED), 5);
     assert!(bans(&f).is_empty());
 }
 

@@ -26,6 +26,18 @@ pub struct EventLine {
     pub ban_secs: Option<f64>,
     pub dry_run: bool,
     pub ifindex: u32,
+    /// authfail/enumeration: failures / distinct users counted in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// authfail/enumeration: the user of the `To` of the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// The NUL-padded text of `Event::detail` (lossy UTF-8; empty: none).
+fn detail_text(d: &[u8; EVENT_DETAIL_LEN]) -> Option<String> {
+    let end = d.iter().position(|b| *b == 0).unwrap_or(d.len());
+    (end > 0).then(|| String::from_utf8_lossy(&d[..end]).into_owned())
 }
 
 /// Decode a raw ring-buffer record. `clock_now` (program clock, ns) and `wall_now` convert the stamp to wall time.
@@ -67,6 +79,8 @@ pub fn decode(raw: &[u8], sigs: &[Signature], clock_now: u64, wall_now: std::tim
         ban_secs: (ev.flags & EVF_NEW_BAN != 0).then(|| ev.ban_until_ns.saturating_sub(ev.ts_ns) as f64 / 1e9),
         dry_run: ev.flags & EVF_DRY_RUN != 0,
         ifindex: ev.ifindex,
+        count: (ev.count != 0).then_some(ev.count),
+        user: detail_text(&ev.detail),
     })
 }
 
@@ -82,7 +96,10 @@ pub fn human(v: &serde_json::Value) -> String {
         v["sport"],
         v["dport"]
     );
-    for k in ["method", "signature", "country"] {
+    if let Some(n) = v["count"].as_u64() {
+        s += &format!(" count={n}");
+    }
+    for k in ["method", "user", "signature", "country"] {
         if let Some(x) = v[k].as_str() {
             s += &format!(" {k}={x}");
         }
@@ -194,4 +211,51 @@ pub fn spawn_drain(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(ev: &Event) -> Vec<u8> {
+        // SAFETY: Event is plain old data without padding (size-asserted in xdp-common).
+        unsafe { std::slice::from_raw_parts(ev as *const Event as *const u8, std::mem::size_of::<Event>()) }.to_vec()
+    }
+
+    #[test]
+    fn authfail_events_carry_the_user_and_the_count() {
+        let mut detail = [0u8; EVENT_DETAIL_LEN];
+        detail[..4].copy_from_slice(b"1001");
+        let ev = Event {
+            ts_ns: 5_000_000_000,
+            ban_until_ns: 65_000_000_000,
+            src: [203, 0, 113, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ifindex: 3,
+            sig_id: 0,
+            sport: 5070,
+            dport: 5060,
+            reason: REASON_AUTHFAIL as u8,
+            family: FAMILY_V4,
+            method: METHOD_REGISTER,
+            flags: EVF_NEW_BAN,
+            country: 0,
+            proto: 17,
+            _pad: 0,
+            _pad2: 0,
+            count: 5,
+            detail,
+        };
+        let now = std::time::SystemTime::now();
+        let line = decode(&raw(&ev), &[], 5_000_000_000, now).unwrap();
+        assert_eq!((line.reason, line.src.as_str(), line.count, line.user.as_deref()), ("authfail", "203.0.113.7", Some(5), Some("1001")));
+        assert_eq!(line.ban_secs, Some(60.0));
+        let h = human(&serde_json::to_value(&line).unwrap());
+        assert!(h.contains("count=5") && h.contains("user=1001") && h.contains("banned for 60s"), "{h}");
+        // A full 28-byte user has no NUL; other reasons carry none.
+        let ev = Event { detail: [b'x'; EVENT_DETAIL_LEN], count: 0, reason: REASON_BANNED as u8, ..ev };
+        let line = decode(&raw(&ev), &[], 5_000_000_000, now).unwrap();
+        assert_eq!((line.count, line.user.map(|u| u.len())), (None, Some(EVENT_DETAIL_LEN)));
+        // A short record (an older build's 56 bytes) is not decoded.
+        assert!(decode(&raw(&ev)[..56], &[], 0, now).is_none());
+    }
 }
