@@ -1,134 +1,98 @@
-//! A userspace model of the kernel's SIP scan (xdp-ebpf `sip_scan`): the tests check the
-//! program's decisions against it on generated messages.
+//! The bridge between the controller's configuration and the reference model
+//! (`sipshield-model`): [`policy_of`] turns a `sipshield::config::Config` (and the sources it
+//! names, read as the controller reads them) into the model's semantic [`Policy`]; plus the
+//! scan helpers the SIP tests use ([`model_scan`]).
+use std::collections::BTreeSet;
+
+use anyhow::{anyhow, Result};
+use ipnet::IpNet;
+use sipshield::config::{Config, Scope, Unknown};
+use sipshield::lists::IpList;
 use sipshield::sig::Signature;
+pub use sipshield_model::{Action, AddrSet, GeoPolicy, Model, Outcome, Policy, Rule};
 use xdp_common::*;
 
-/// Method id of a SIP payload, as the kernel classifies it.
+/// Method id of a SIP payload, as the kernel classifies it (payloads shorter than 8 bytes are
+/// not inspected).
 pub fn method_of(payload: &[u8]) -> u8 {
-    const TABLE: &[(&[u8], u8)] = &[
-        (b"REGISTER ", METHOD_REGISTER),
-        (b"SIP/2.0 ", METHOD_RESPONSE),
-        (b"INVITE ", METHOD_INVITE),
-        (b"OPTIONS ", METHOD_OPTIONS),
-        (b"ACK ", METHOD_ACK),
-        (b"BYE ", METHOD_BYE),
-        (b"CANCEL ", METHOD_CANCEL),
-        (b"SUBSCRIBE ", METHOD_SUBSCRIBE),
-        (b"NOTIFY ", METHOD_NOTIFY),
-        (b"MESSAGE ", METHOD_MESSAGE),
-        (b"INFO ", METHOD_INFO),
-        (b"PRACK ", METHOD_PRACK),
-        (b"UPDATE ", METHOD_UPDATE),
-        (b"REFER ", METHOD_REFER),
-        (b"PUBLISH ", METHOD_PUBLISH),
-    ];
     if payload.len() < 8 {
         return METHOD_NONE;
     }
-    for (p, m) in TABLE {
-        if payload.starts_with(p) {
-            return *m;
-        }
-    }
-    if payload[..3].iter().all(|c| c.is_ascii_uppercase()) {
-        METHOD_OTHER
-    } else {
-        METHOD_NONE
-    }
+    sipshield_model::sip::method::method_of(&payload[..payload.len().min(SIP_SCAN_MAX as usize)])
 }
 
-/// Header id of a header line (name, optional whitespace, colon), as the kernel parses it:
-/// (id, length of the name).
-pub fn header_of(line: &[u8]) -> Option<(u32, usize)> {
-    let lower: Vec<u8> = line.iter().take(16).map(|c| c.to_ascii_lowercase()).collect();
-    let names: &[(&[u8], u32)] = &[
-        (b"user-agent", HDR_USER_AGENT),
-        (b"from", HDR_FROM),
-        (b"contact", HDR_CONTACT),
-        (b"call-id", HDR_CALL_ID),
-        (b"subject", HDR_SUBJECT),
-        (b"server", HDR_SERVER),
-        (b"via", HDR_VIA),
-        (b"to", HDR_TO),
-        (b"f", HDR_FROM),
-        (b"t", HDR_TO),
-        (b"m", HDR_CONTACT),
-        (b"v", HDR_VIA),
-        (b"i", HDR_CALL_ID),
-        (b"s", HDR_SUBJECT),
-    ];
-    for (n, id) in names {
-        if lower.starts_with(n) {
-            let next = *line.get(n.len())?;
-            return matches!(next, b':' | b' ' | b'\t').then_some((*id, n.len()));
-        }
-    }
-    None
-}
-
-/// Model of the kernel scan: (method, index of the matched signature).
-/// Mirrors the kernel's limits: the first `SIP_SCAN_MAX` bytes, header section only, values
-/// compared on their first `SIG_MAX_LEN` bytes.
+/// Model of the kernel's SIP inspection of one payload: (method, index of the matched
+/// signature).
 pub fn model_scan(payload: &[u8], sigs: &[Signature]) -> (u8, Option<usize>) {
     let method = method_of(payload);
     if method == METHOD_NONE || method == METHOD_RESPONSE || sigs.is_empty() {
         return (method, None);
     }
     let data = &payload[..payload.len().min(SIP_SCAN_MAX as usize)];
-    let mut lines = data.split(|c| *c == b'\n');
-    lines.next(); // request line
-    let mut rest_off = data.iter().position(|c| *c == b'\n').map(|p| p + 1).unwrap_or(data.len());
-    for line in lines {
-        let start = rest_off;
-        rest_off += line.len() + 1;
-        if line.is_empty() || line[0] == b'\r' {
-            break;
-        }
-        let Some((hdr, n)) = header_of(line) else { continue };
-        // Skip whitespace, colon, whitespace and a folded line break.
-        let bytes = &data[start..];
-        let mut p = n;
-        let mut colon = false;
-        for _ in 0..12 {
-            match bytes.get(p) {
-                Some(b' ') | Some(b'\t') => p += 1,
-                Some(b':') if !colon => {
-                    colon = true;
-                    p += 1
-                }
-                Some(b'\r')
-                    if colon
-                        && bytes.get(p + 1) == Some(&b'\n')
-                        && matches!(bytes.get(p + 2), Some(b' ') | Some(b'\t')) =>
-                {
-                    p += 3
-                }
-                _ => break,
-            }
-        }
-        if !colon {
-            continue;
-        }
-        if matches!(hdr, HDR_FROM | HDR_TO | HDR_CONTACT) && bytes.get(p) == Some(&b'"') {
-            p += 1;
-        }
-        let value: Vec<u8> = bytes[p.min(bytes.len())..]
-            .iter()
-            .take(SIG_MAX_LEN)
-            .take_while(|c| **c != b'\r' && **c != b'\n')
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        // Longest matching prefix wins, like the LPM trie.
-        let best = sigs
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.header == hdr && value.starts_with(s.text.as_bytes()))
-            .max_by_key(|(_, s)| s.text.len());
-        if let Some((i, _)) = best {
-            return (method, Some(i));
-        }
+    (method, sipshield_model::sip::scan::scan(data, &model_signatures(sigs)))
+}
+
+/// Signatures in the model's form, in id order.
+pub fn model_signatures(sigs: &[Signature]) -> Vec<(u32, Vec<u8>)> {
+    sigs.iter().map(|s| (s.header, s.text.as_bytes().to_vec())).collect()
+}
+
+/// An address list as the model's range set.
+pub fn addr_set(l: &IpList) -> AddrSet {
+    let v4 = l.v4.iter().map(|a| IpNet::new((*a).into(), 32).expect("/32"));
+    let v6 = l.v6.iter().map(|a| IpNet::new((*a).into(), 128).expect("/128"));
+    let n4 = l.net4.iter().map(|(a, p)| IpNet::new((*a).into(), *p).expect("valid range"));
+    let n6 = l.net6.iter().map(|(a, p)| IpNet::new((*a).into(), *p).expect("valid range"));
+    AddrSet::new(v4.chain(v6).chain(n4).chain(n6))
+}
+
+/// The model's policy for `cfg`: lists and signatures read from its sources as the controller
+/// reads them (`policy::Sources`); GeoIP from `geo_nets` (the (network, country code) pairs the
+/// test wrote into its database), since the model does not read `.mmdb` files.
+pub fn policy_of(cfg: &Config, geo_nets: &[(IpNet, &str)]) -> Result<Policy> {
+    let src = sipshield::policy::Sources::read(cfg)?;
+    let mut rules = std::collections::BTreeMap::new();
+    for (name, r) in &cfg.ratelimit.rules {
+        let slot = sipshield::config::method_slot(name).ok_or_else(|| anyhow!("ratelimit.{name}: no slot"))?;
+        rules.insert(
+            slot,
+            Rule {
+                interval_ns: (1e9 / r.rate).round().max(1.0) as u64,
+                burst: r.burst as u64,
+                ban_after: r.ban_after,
+                ban_ttl_ns: r.ban_ttl.as_nanos() as u64,
+                window_ns: r.window.as_nanos() as u64,
+            },
+        );
     }
-    (method, None)
+    let geo = match &cfg.geoip {
+        None => None,
+        Some(g) => {
+            let idx = |c: &str| sipshield::countries::index_of(c).ok_or_else(|| anyhow!("country {c:?}"));
+            let allow: BTreeSet<u8> = g.allow_countries.iter().map(|c| idx(c)).collect::<Result<_>>()?;
+            let deny: BTreeSet<u8> = g.deny_countries.iter().map(|c| idx(c)).collect::<Result<_>>()?;
+            let mut drop: BTreeSet<u8> =
+                (1..=255u8).filter(|c| (!allow.is_empty() && !allow.contains(c)) || deny.contains(c)).collect();
+            if g.unknown == Unknown::Drop {
+                drop.insert(0);
+            }
+            let nets = geo_nets.iter().map(|(n, c)| Ok((*n, idx(c)?))).collect::<Result<_>>()?;
+            Some(GeoPolicy { nets, drop, scope_all: g.scope == Scope::All })
+        }
+    };
+    Ok(Policy {
+        dry_run: cfg.dry_run,
+        drop_malformed: cfg.drop_malformed,
+        sip_ports: cfg.sip.ports.iter().copied().collect(),
+        sip_tcp: cfg.sip.tcp,
+        allowlist: addr_set(&src.allowlist),
+        blacklist: addr_set(&src.blacklist),
+        geo,
+        scanners_enabled: cfg.scanners.enabled,
+        signatures: model_signatures(&src.signatures),
+        rules,
+        rl_v6_prefix: cfg.ratelimit.ipv6_prefix,
+    })
 }
 
 #[cfg(test)]
@@ -179,13 +143,9 @@ mod tests {
     }
 
     #[test]
-    fn methods_and_header_names() {
+    fn methods() {
         assert_eq!(method_of(b"REGISTER sip:x SIP/2.0"), METHOD_REGISTER);
         assert_eq!(method_of(b"FOOBAR sip:x SIP/2.0"), METHOD_OTHER);
-        assert_eq!(method_of(b"foo sip:x SIP/2.0"), METHOD_NONE);
         assert_eq!(method_of(b"INVITE"), METHOD_NONE, "shorter than 8 bytes");
-        assert_eq!(header_of(b"User-Agent : x"), Some((HDR_USER_AGENT, 10)));
-        assert_eq!(header_of(b"f: x"), Some((HDR_FROM, 1)));
-        assert_eq!(header_of(b"fx: x"), None);
     }
 }
