@@ -198,13 +198,16 @@ fn failed_authentications_ban_after_exactly_ban_after() {
         (401, "2001:db8:5::20", UDP),
         (403, "2001:db8:6::20", Wire { tcp: true, vlan: Some(7) }),
     ] {
-        let (mut f, t0) =
-            setup(&config("").replace("[sip]\nports = [5060]", "[sip]\nports = [5060]\ntcp = true"));
+        let (mut f, t0) = setup(&config("").replace("[sip]\nports = [5060]", "[sip]\nports = [5060]\ntcp = true"));
         let mut steps = vec![];
         steps.extend(failed(w, client, "1001", 1, code));
         // The same answer retransmitted, the same request retransmitted: counted once.
         steps.push(Out(answer(w, client, code, "REGISTER", "1001", &format!("brute-{client}-1"), 2)));
-        steps.push(In("retransmission".into(), register(w, client, "1001", &format!("brute-{client}-1"), 2, true), Want::Pass(0)));
+        steps.push(In(
+            "retransmission".into(),
+            register(w, client, "1001", &format!("brute-{client}-1"), 2, true),
+            Want::Pass(0),
+        ));
         steps.push(Out(answer(w, client, code, "REGISTER", "1001", &format!("brute-{client}-1"), 2)));
         steps.extend(failed(w, client, "1001", 2, code));
         steps.push(request_from(w, client, "after 2 failures", Want::Pass(REASON_PASS)));
@@ -297,11 +300,9 @@ fn enumeration_bans_at_enum_distinct_users() {
     if !require_root("enumeration_bans_at_enum_distinct_users") {
         return;
     }
-    for (method, code, client) in [
-        ("REGISTER", 404u16, "203.0.113.50"),
-        ("INVITE", 484, "203.0.113.51"),
-        ("OPTIONS", 404, "2001:db8:7::5"),
-    ] {
+    for (method, code, client) in
+        [("REGISTER", 404u16, "203.0.113.50"), ("INVITE", 484, "203.0.113.51"), ("OPTIONS", 404, "2001:db8:7::5")]
+    {
         let (mut f, t0) = setup(&config(""));
         let mut steps = vec![];
         for (n, user) in ["100", "101", "101", "100", "102"].iter().enumerate() {
@@ -328,8 +329,7 @@ fn enumeration_window_and_methods() {
     let c = "203.0.113.60";
     let mut steps = vec![];
     // 404 to BYE/MESSAGE, 403 without credentials (enum_403 off), 401 challenges: not enumeration.
-    for (n, (m, code)) in [("BYE", 404u16), ("MESSAGE", 404), ("REGISTER", 403), ("REGISTER", 401)].iter().enumerate()
-    {
+    for (n, (m, code)) in [("BYE", 404u16), ("MESSAGE", 404), ("REGISTER", 403), ("REGISTER", 401)].iter().enumerate() {
         for u in 0..5 {
             steps.push(Out(answer(UDP, c, *code, m, &format!("{}", 200 + u), &format!("o-{n}-{u}"), 1)));
         }
@@ -392,8 +392,7 @@ fn allowlisted_sources_are_never_banned() {
     if !require_root("allowlisted_sources_are_never_banned") {
         return;
     }
-    let (mut f, t0) =
-        setup(&format!("[allowlist]\nentries = [\"203.0.113.80\", \"2001:db8:9::/48\"]\n{}", config("")));
+    let (mut f, t0) = setup(&format!("[allowlist]\nentries = [\"203.0.113.80\", \"2001:db8:9::/48\"]\n{}", config("")));
     let mut steps = vec![];
     for n in 0..5 {
         steps.extend(failed(UDP, "203.0.113.80", "1001", n, 401).into_iter().map(|s| match s {
@@ -430,9 +429,11 @@ fn disabled_and_non_sip_egress_do_nothing() {
     assert_eq!(f.auth_stats().unwrap().iter().sum::<u64>(), 0);
     // Enabled: packets that are not SIP answers from a SIP port.
     let (mut f, t0) = setup(&config(""));
-    let other_port = frame(UDP, SERVER4, "203.0.113.91", 5080, 5070, &SipMessage::response(401, "U", "REGISTER").build());
+    let other_port =
+        frame(UDP, SERVER4, "203.0.113.91", 5080, 5070, &SipMessage::response(401, "U", "REGISTER").build());
     let not_sip = frame(UDP, SERVER4, "203.0.113.91", 5060, 5070, b"hello world, this is not SIP");
-    let request = frame(UDP, SERVER4, "203.0.113.91", 5060, 5070, &probe(UDP, "203.0.113.91", "OPTIONS", "1", "q")[42..]);
+    let request =
+        frame(UDP, SERVER4, "203.0.113.91", 5060, 5070, &probe(UDP, "203.0.113.91", "OPTIONS", "1", "q")[42..]);
     let arp = vec![0xffu8; 60];
     run(&mut f, t0, vec![Out(other_port), Out(not_sip), Out(request), Out(arp)]);
     assert_eq!(f.auth_stats().unwrap().iter().sum::<u64>(), 0);

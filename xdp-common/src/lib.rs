@@ -592,7 +592,6 @@ pub struct Event {
 /// Bytes of `Event::detail`.
 pub const EVENT_DETAIL_LEN: usize = 28;
 
-
 // ---------------------------------------------------------------------------------------------
 // Authentication failures and enumeration (ingress bookkeeping + egress program).
 // ---------------------------------------------------------------------------------------------

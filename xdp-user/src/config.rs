@@ -364,7 +364,10 @@ impl Default for EventsCfg {
             file: None,
             rate: 100,
             burst: 50,
-            reasons: ["blacklisted", "banned", "geo", "scanner", "ratelimit"].iter().map(|s| s.to_string()).collect(),
+            reasons: ["blacklisted", "banned", "geo", "scanner", "ratelimit", "authfail", "enumeration"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             stdout: true,
         }
     }

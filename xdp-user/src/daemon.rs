@@ -63,9 +63,10 @@ fn attach_egress(filter: &mut Filter, pin_dir: &Path, iface: &str) -> Result<()>
     let id = if pin.exists() {
         let pinned = PinnedLink::from_pin(&pin).map_err(|e| anyhow!("{}: {e}", pin.display()))?;
         let fd_link: FdLink = pinned.unpin().map_err(|e| anyhow!("{}: unpin: {e}", pin.display()))?;
-        let link = SchedClassifierLink::try_from(fd_link)
-            .map_err(|e| anyhow!("{}: not a tcx link: {e}", pin.display()))?;
-        prog.attach_to_link(link).map_err(|e| anyhow!("{iface}: replacing the egress program in the pinned link: {e}"))?
+        let link =
+            SchedClassifierLink::try_from(fd_link).map_err(|e| anyhow!("{}: not a tcx link: {e}", pin.display()))?;
+        prog.attach_to_link(link)
+            .map_err(|e| anyhow!("{iface}: replacing the egress program in the pinned link: {e}"))?
     } else {
         prog.attach_with_options(
             iface,

@@ -247,7 +247,10 @@ mod tests {
         };
         let now = std::time::SystemTime::now();
         let line = decode(&raw(&ev), &[], 5_000_000_000, now).unwrap();
-        assert_eq!((line.reason, line.src.as_str(), line.count, line.user.as_deref()), ("authfail", "203.0.113.7", Some(5), Some("1001")));
+        assert_eq!(
+            (line.reason, line.src.as_str(), line.count, line.user.as_deref()),
+            ("authfail", "203.0.113.7", Some(5), Some("1001"))
+        );
         assert_eq!(line.ban_secs, Some(60.0));
         let h = human(&serde_json::to_value(&line).unwrap());
         assert!(h.contains("count=5") && h.contains("user=1001") && h.contains("banned for 60s"), "{h}");

@@ -13,7 +13,8 @@ use crate::maps::{AUTH_SCRATCH, SCRATCH};
 
 /// First letters of the lines looked at: `a`uthorization, `p`roxy-authorization, `c`all-id,
 /// `c`seq, `i` (compact Call-ID), `t`o / `t` (compact To).
-const LETTERS: u32 = (1 << (b'a' - b'a')) | (1 << (b'p' - b'a')) | (1 << (b'c' - b'a')) | (1 << (b'i' - b'a')) | (1 << (b't' - b'a'));
+const LETTERS: u32 =
+    (1 << (b'a' - b'a')) | (1 << (b'p' - b'a')) | (1 << (b'c' - b'a')) | (1 << (b'i' - b'a')) | (1 << (b't' - b'a'));
 
 /// Rounds per step of the line walk (each round covers 16 bytes or one line end).
 const ROUNDS: usize = 64;
