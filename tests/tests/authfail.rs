@@ -438,3 +438,37 @@ fn disabled_and_non_sip_egress_do_nothing() {
     run(&mut f, t0, vec![Out(other_port), Out(not_sip), Out(request), Out(arp)]);
     assert_eq!(f.auth_stats().unwrap().iter().sum::<u64>(), 0);
 }
+
+#[test]
+fn a_two_way_capture_replayed_with_local_reproduces_the_ban() {
+    if !require_root("a_two_way_capture_replayed_with_local_reproduces_the_ban") {
+        return;
+    }
+    let c = "203.0.113.100";
+    let mut frames = vec![];
+    let mut t = 5_000 * SEC;
+    for s in (1..=3).flat_map(|n| failed(UDP, c, "1001", n, 401)).chain([request_from(UDP, c, "after", Want::Pass(0))])
+    {
+        t += SEC / 10;
+        match s {
+            In(_, fr, _) | Out(fr) => frames.push((t, fr)),
+            At(_) => unreachable!(),
+        }
+    }
+    let replay = |local: &[std::net::IpAddr]| {
+        let mut f = filter_with(&config(""));
+        let mut out = vec![];
+        sipshield::replay::replay_frames(&mut f, frames.clone(), local, |v| {
+            out.push((v.verdict, v.reason));
+            Ok(())
+        })
+        .expect("replay");
+        out
+    };
+    let with_local = replay(&[ip(SERVER4)]);
+    assert_eq!(with_local.iter().filter(|v| v.0 == "egress").count(), 3);
+    assert_eq!(with_local.last(), Some(&("drop", "banned")), "{with_local:?}");
+    // Without --local the answers are just inbound packets: no ban.
+    let without = replay(&[]);
+    assert_eq!(without.last(), Some(&("pass", "pass")), "{without:?}");
+}

@@ -916,7 +916,21 @@ mod tests {
         // The arrays and constants userspace used before the enums, unchanged.
         assert_eq!(
             REASON_NAMES,
-            ["pass", "allowlisted", "blacklisted", "banned", "geo", "scanner", "ratelimit", "malformed"]
+            [
+                "pass",
+                "allowlisted",
+                "blacklisted",
+                "banned",
+                "geo",
+                "scanner",
+                "ratelimit",
+                "malformed",
+                "port",
+                "method",
+                "tollfraud",
+                "authfail",
+                "enumeration"
+            ]
         );
         assert_eq!((REASON_PASS, REASON_RATELIMIT, REASON_MALFORMED, NUM_REASONS), (0, 6, 7, 8));
         assert_eq!(

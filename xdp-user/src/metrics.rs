@@ -114,7 +114,7 @@ pub fn render(filter: &Filter, snap: &Snapshot) -> Result<String> {
     reg.register("sipshield_auto_bans", "Bans installed by the rate limiter", auto_bans);
     let auth = Family::<Labels, Counter>::default();
     for (kind, v) in AUTHSTAT_NAMES.iter().zip(st.auth) {
-        auth.get_or_create(&labels(&[("kind", kind)])).inc_by(v);
+        auth.get_or_create(&labels(&[("kind", *kind)])).inc_by(v);
     }
     reg.register(
         "sipshield_authfail",

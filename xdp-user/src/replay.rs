@@ -87,15 +87,44 @@ pub struct Verdict {
     pub len: usize,
 }
 
-/// Replay every frame of `capture` through `filter`; calls `each` per packet.
+/// Is `frame` sent by the protected host (its source is one of the `local` addresses)? Such
+/// frames are the server's answers: they go through the egress program, as on the wire, so a
+/// two-way capture replays failed authentications and the bans they cause, in order.
+fn replay_egress(filter: &mut Filter, local: &[IpAddr], ts_ns: u64, frame: &[u8]) -> Result<bool> {
+    if frame.len() < 14 || !frame_info(frame).src.is_some_and(|a| local.contains(&a)) {
+        return Ok(false);
+    }
+    filter.update_config(|c| c.clock_ns = ts_ns.max(1))?;
+    filter.test_run_egress(frame)?;
+    Ok(true)
+}
+
+/// Replay every frame of `capture` through `filter` (frames from a `local` address through the
+/// egress program, the others through the XDP program); calls `each` per packet.
 pub fn replay_frames(
     filter: &mut Filter,
     frames: impl IntoIterator<Item = (u64, Vec<u8>)>,
+    local: &[IpAddr],
     mut each: impl FnMut(Verdict) -> Result<()>,
 ) -> Result<[u64; NUM_REASONS as usize]> {
     let mut totals = [0u64; NUM_REASONS as usize];
     let mut before = filter.slot0_counts()?;
     for (index, (ts_ns, frame)) in frames.into_iter().enumerate() {
+        if replay_egress(filter, local, ts_ns, &frame)? {
+            let info = frame_info(&frame);
+            each(Verdict {
+                index,
+                verdict: "egress",
+                reason: "-",
+                src: info.src.map(|a| a.to_string()),
+                dst: info.dst.map(|a| a.to_string()),
+                proto: info.proto,
+                sport: info.sport,
+                dport: info.dport,
+                len: frame.len(),
+            })?;
+            continue;
+        }
         let (action, reason) = if frame.len() < 14 {
             // Shorter than an Ethernet header: no NIC hands this to XDP (and test_run refuses
             // it); the kernel stack would discard it as malformed.
@@ -147,14 +176,14 @@ pub fn read_pcap(path: &Path) -> Result<Vec<(u64, Vec<u8>)>> {
 }
 
 /// The `replay` command.
-pub fn run(config: &Path, capture: &Path, json: bool) -> Result<()> {
+pub fn run(config: &Path, capture: &Path, local: &[IpAddr], json: bool) -> Result<()> {
     let cfg = Config::load(config)?;
     let frames = read_pcap(capture)?;
     let mut filter = Filter::load_private()?;
     crate::policy::apply_config(&mut filter, &cfg)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let totals = replay_frames(&mut filter, frames, |v| {
+    let totals = replay_frames(&mut filter, frames, local, |v| {
         if json {
             writeln!(out, "{}", serde_json::to_string(&v)?)?;
         } else {

@@ -41,6 +41,10 @@ pub enum Cmd {
         #[arg(long, short)]
         config: PathBuf,
         capture: PathBuf,
+        /// An address of the protected host (repeatable): frames from it are the server's
+        /// answers and go through the egress program (failed authentications, enumeration).
+        #[arg(long = "local", value_name = "ADDR")]
+        local: Vec<std::net::IpAddr>,
     },
     /// Timed bans.
     #[command(subcommand)]
@@ -103,7 +107,7 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Detach { iface } => detach(iface),
         Cmd::Status => inspect::status(json),
         Cmd::Stats { watch } => inspect::stats(json, watch),
-        Cmd::Replay { config, capture } => sipshield::replay::run(&config, &capture, json),
+        Cmd::Replay { config, capture, local } => sipshield::replay::run(&config, &capture, &local, json),
         Cmd::Ban(c) => ban::run(c, json),
         Cmd::Allow(c) => allow::run(c, json),
         Cmd::Blacklist(c) => blacklist::run(c, json),
