@@ -139,7 +139,20 @@ fn maps_pinned_by_release_0_1_0_are_adopted() {
         assert_eq!(shape(f.map(name).unwrap()), want, "map {name}");
         assert!(maps_dir.join(name).exists(), "{name} is not pinned");
         if !OLD_MAP_NAMES.contains(name) {
-            assert!([maps::SIP_PORTS_1, maps::RL_RULES_1].contains(name), "{name} is new: list it here");
+            assert!(
+                [
+                    maps::SIP_PORTS_1,
+                    maps::RL_RULES_1,
+                    maps::AUTH_CFG,
+                    maps::AUTH_REQ,
+                    maps::AUTH_FAIL,
+                    maps::AUTH_ENUM,
+                    maps::AUTH_STATS,
+                    maps::AUTH_SCRATCH
+                ]
+                .contains(name),
+                "{name} is new: list it here"
+            );
         }
     }
     assert!(!maps_dir.join("GEN_IFINDEX").exists(), "the retired GEN_IFINDEX pin is still there");
