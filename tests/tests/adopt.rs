@@ -149,9 +149,18 @@ fn maps_pinned_by_release_0_1_0_are_adopted() {
                 maps::TF_PREFIX_GEN,
             ]
             .concat();
+            let new_in_authfail = [
+                maps::AUTH_CFG,
+                maps::AUTH_REQ,
+                maps::AUTH_FAIL,
+                maps::AUTH_ENUM,
+                maps::AUTH_STATS,
+                maps::AUTH_SCRATCH,
+            ];
             assert!(
                 [maps::SIP_PORTS_1, maps::RL_RULES_1, maps::TF_HITS].contains(name)
-                    || new_in_port_policy.contains(name),
+                    || new_in_port_policy.contains(name)
+                    || new_in_authfail.contains(name),
                 "{name} is new: list it here"
             );
         }

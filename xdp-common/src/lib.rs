@@ -90,6 +90,12 @@ named_codes! {
         Method = 9 => "method",
         /// Dropped: an INVITE or MESSAGE to a denied (or not allowed) international prefix.
         TollFraud = 10 => "tollfraud",
+        /// Dropped (ban) / counted on egress: the PBX refused `ban_after` credentialed requests
+        /// of the source (401/407/403 to a request carrying `Authorization`).
+        AuthFail = 11 => "authfail",
+        /// Dropped (ban) / counted on egress: 404/484 for `enum_distinct` distinct users (the
+        /// svwar extension-enumeration pattern).
+        Enumeration = 12 => "enumeration",
     }
 }
 
@@ -104,6 +110,8 @@ pub const REASON_MALFORMED: u32 = Reason::Malformed as u32;
 pub const REASON_PORT: u32 = Reason::Port as u32;
 pub const REASON_METHOD: u32 = Reason::Method as u32;
 pub const REASON_TOLLFRAUD: u32 = Reason::TollFraud as u32;
+pub const REASON_AUTHFAIL: u32 = Reason::AuthFail as u32;
+pub const REASON_ENUMERATION: u32 = Reason::Enumeration as u32;
 /// Number of reasons in use.
 pub const NUM_REASONS: u32 = Reason::COUNT as u32;
 /// Slots reserved per interface in the stats array (room for future reasons).
@@ -150,6 +158,9 @@ pub const CFG_SIP_TCP: u32 = 1 << 7;
 pub const CFG_PORT_RULES: u32 = 1 << 12;
 /// The toll-fraud guard is active: INVITE/MESSAGE Request-URIs are matched against `TF_*`.
 pub const CFG_TOLLFRAUD: u32 = 1 << 13;
+/// Credentialed SIP requests are recorded for the egress program (`[authfail]`, settings in
+/// `AUTH_CFG`). A high bit, clear of the bits other checks take next.
+pub const CFG_AUTH_RECORD: u32 = 1 << 14;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -687,10 +698,10 @@ pub struct Event {
     pub proto: u8,
     pub _pad: u16,
     pub _pad2: u32,
-    /// A count that belongs to the event's reason (toll fraud: the digits of the matched prefix).
+    /// A count that belongs to the event's reason (toll fraud: the rule; authfail/enumeration: the failures or distinct users counted).
     pub count: u32,
-    /// NUL-padded text that belongs to the event's reason (toll fraud: the dialled number).
-    pub detail: [u8; 28],
+    /// NUL-padded text that belongs to the event's reason (toll fraud: the dialled number; authfail/enumeration: the user of the `To`/`From`).
+    pub detail: [u8; EVENT_DETAIL_LEN],
     /// Length of the dropped frame (saturated at 65535).
     pub pkt_len: u16,
     /// How many of its first bytes `snap` holds (at most `EVENT_SNAP`); the rest of `snap` is
@@ -708,6 +719,192 @@ pub const EVENT_SNAP: usize = 256;
 /// Size of an event from a filter built before `snap` was appended: such records (an adopted
 /// older filter's) decode without a snapshot.
 pub const EVENT_V1_SIZE: usize = 56;
+
+/// Bytes of `Event::detail`.
+pub const EVENT_DETAIL_LEN: usize = 28;
+
+// ---------------------------------------------------------------------------------------------
+// Authentication failures and enumeration (ingress bookkeeping + egress program).
+// ---------------------------------------------------------------------------------------------
+
+/// `AuthConfig::flags`: failed authentications are counted and banned.
+pub const AUTH_ENABLED: u32 = 1 << 0;
+/// `AuthConfig::flags`: enumeration (404/484 to distinct users) is counted and banned.
+pub const AUTH_ENUM_ENABLED: u32 = 1 << 1;
+/// `AuthConfig::flags`: a 403 to a request *without* credentials counts as enumeration.
+pub const AUTH_ENUM_403: u32 = 1 << 2;
+/// Statuses in `AuthConfig::statuses` at most.
+pub const AUTH_MAX_STATUSES: usize = 8;
+
+/// The `[authfail]` settings (array map `AUTH_CFG`, one entry). A map of its own: `Config`
+/// never grows (a pinned `CONFIG` keeps its value size).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// `AUTH_*` bits; 0 = the egress program and the ingress bookkeeping do nothing.
+    pub flags: u32,
+    /// Failures in `window_ns` that ban the source.
+    pub ban_after: u32,
+    pub window_ns: u64,
+    pub ban_ttl_ns: u64,
+    /// Distinct users answered 404/484 in `enum_window_ns` that ban the source.
+    pub enum_distinct: u32,
+    /// Number of codes used in `statuses`.
+    pub n_statuses: u32,
+    pub enum_window_ns: u64,
+    /// Statuses that mean "wrong credentials" for a credentialed request (default 401, 403, 407).
+    pub statuses: [u16; AUTH_MAX_STATUSES],
+}
+
+impl AuthConfig {
+    /// Is `status` one of the failure statuses?
+    #[inline(always)]
+    pub fn is_failure(&self, status: u16) -> bool {
+        let mut i = 0;
+        while i < AUTH_MAX_STATUSES {
+            if (i as u32) < self.n_statuses && self.statuses[i] == status {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+/// A credentialed request waiting for its answer (LRU hash `AUTH_REQ`): the client (address),
+/// the Call-ID hash and the CSeq number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthReqKey {
+    pub addr: [u8; 16],
+    pub callid: u64,
+    pub cseq: u32,
+    pub family: u32,
+}
+
+/// `AuthReq::state`: the request was seen, no final answer counted yet.
+pub const AUTH_REQ_OPEN: u32 = 1;
+/// `AuthReq::state`: a failure answer was counted (a retransmitted answer is not counted again).
+pub const AUTH_REQ_COUNTED: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthReq {
+    /// When the request was recorded (program clock).
+    pub seen_ns: u64,
+    pub state: u32,
+    /// `METHOD_*` of the request.
+    pub method: u32,
+}
+
+/// Counting key of a source (LRU hashes `AUTH_FAIL`, `AUTH_ENUM`): `rl_addr` of the address
+/// (IPv6 masked to `Config::rl_v6_prefix`, the prefix bans use too).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthSrc {
+    pub addr: [u64; 2],
+}
+
+/// Failures of a source in its current window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuthCount {
+    pub window_start: u64,
+    pub count: u32,
+    pub _pad: u32,
+}
+
+/// Bloom words (64 bits each) of the distinct users of an enumeration window.
+pub const ENUM_BLOOM_WORDS: usize = 8;
+/// Largest `enum_distinct`: with 512 bits, a set of 64 users still has few collisions (a
+/// collision only undercounts: it can delay a ban, never cause one).
+pub const ENUM_DISTINCT_MAX: u32 = 64;
+
+/// Distinct users answered 404/484 for a source in its current window.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EnumState {
+    pub window_start: u64,
+    pub distinct: u32,
+    pub _pad: u32,
+    pub bloom: [u64; ENUM_BLOOM_WORDS],
+}
+
+/// `EnumState::bloom` bit of a user hash.
+#[inline(always)]
+pub const fn enum_bit(user_hash: u64) -> (usize, u64) {
+    let h = user_hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 55; // 9 bits
+    (((h >> 6) as usize) & (ENUM_BLOOM_WORDS - 1), 1u64 << (h & 63))
+}
+
+/// Words of a header value hashed (Call-ID: the first 64 bytes).
+pub const SIP_HASH_WORDS: usize = 8;
+
+/// Hash of up to `SIP_HASH_WORDS` words of a header value (cut at the line end, zeros after):
+/// the Call-ID key and the enumeration user key. Computed identically by the kernel and
+/// userspace.
+#[inline(always)]
+pub const fn sip_hash(words: &[u64; SIP_HASH_WORDS]) -> u64 {
+    let mut h: u64 = 0xCBF2_9CE4_8422_2325;
+    let mut i = 0;
+    while i < SIP_HASH_WORDS {
+        h = (h ^ words[i]).wrapping_mul(0x0100_0000_01B3).rotate_left(29);
+        i += 1;
+    }
+    h ^ (h >> 31)
+}
+
+/// What the header scan for authentication found in a SIP message (per-CPU `AUTH_SCRATCH`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SipFields {
+    /// `sip_hash` of the Call-ID value (0: none seen).
+    pub callid: u64,
+    /// `sip_hash` of the user of the `To` URI (0: none).
+    pub to_hash: u64,
+    /// CSeq number (0: none seen).
+    pub cseq: u32,
+    /// `SF_*` bits.
+    pub flags: u32,
+    /// `METHOD_*` of the CSeq (responses: the method answered).
+    pub cseq_method: u32,
+    pub _pad: u32,
+    /// The user of the `To` URI, NUL-padded (cut to `EVENT_DETAIL_LEN`).
+    pub user: [u8; EVENT_DETAIL_LEN],
+    pub _pad2: u32,
+}
+
+/// `SipFields::flags`: an `Authorization` or `Proxy-Authorization` header is present.
+pub const SF_CREDENTIALS: u32 = 1 << 0;
+
+/// Egress and bookkeeping counters (per-CPU array `AUTH_STATS`, kept apart from the ingress
+/// verdict counters).
+pub const AUTHSTAT_REQ_RECORDED: u32 = 0;
+pub const AUTHSTAT_RESPONSES: u32 = 1;
+pub const AUTHSTAT_CHALLENGES: u32 = 2;
+pub const AUTHSTAT_FAILURES: u32 = 3;
+pub const AUTHSTAT_FAIL_BANS: u32 = 4;
+pub const AUTHSTAT_ENUM_MISSES: u32 = 5;
+pub const AUTHSTAT_ENUM_BANS: u32 = 6;
+pub const AUTHSTAT_ALLOWLISTED: u32 = 7;
+pub const AUTHSTAT_BAN_FAILED: u32 = 8;
+pub const AUTHSTAT_ENTRIES: u32 = 16;
+/// Names of the `AUTHSTAT_*` counters (stats, metrics).
+pub const AUTHSTAT_NAMES: [&str; 9] = [
+    "requests_recorded",
+    "responses",
+    "challenges",
+    "failures",
+    "authfail_bans",
+    "enum_misses",
+    "enumeration_bans",
+    "allowlisted",
+    "ban_failed",
+];
+/// Capacity of `AUTH_REQ` (credentialed requests awaiting an answer).
+pub const AUTH_REQ_CAPACITY: u32 = 1 << 16;
+/// Capacity of `AUTH_FAIL` and `AUTH_ENUM` (sources counted).
+pub const AUTH_SRC_CAPACITY: u32 = 1 << 16;
 
 // ---------------------------------------------------------------------------------------------
 // Layout checks: these types cross the kernel/user boundary and must have no padding.
@@ -731,6 +928,13 @@ const _: () = {
     assert!(core::mem::offset_of!(Event, count) == EVENT_V1_SIZE);
     // The kernel masks the snapshot length with EVENT_SNAP - 1.
     assert!(EVENT_SNAP.is_power_of_two());
+    assert!(core::mem::size_of::<AuthConfig>() == 56);
+    assert!(core::mem::size_of::<AuthReqKey>() == 32);
+    assert!(core::mem::size_of::<AuthReq>() == 16);
+    assert!(core::mem::size_of::<AuthSrc>() == 16);
+    assert!(core::mem::size_of::<AuthCount>() == 16);
+    assert!(core::mem::size_of::<EnumState>() == 16 + 8 * ENUM_BLOOM_WORDS);
+    assert!(core::mem::size_of::<SipFields>() == 64);
 };
 
 #[cfg(feature = "user")]
@@ -752,6 +956,12 @@ mod pod {
     unsafe impl aya::Pod for Bucket4 {}
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for PortRule {}
+    unsafe impl aya::Pod for AuthConfig {}
+    unsafe impl aya::Pod for AuthReqKey {}
+    unsafe impl aya::Pod for AuthReq {}
+    unsafe impl aya::Pod for AuthSrc {}
+    unsafe impl aya::Pod for AuthCount {}
+    unsafe impl aya::Pod for EnumState {}
 }
 
 /// `addr` with the bits past `prefix` cleared (the IPv6 rate-limit and auto-ban key).
@@ -853,10 +1063,12 @@ mod tests {
                 "malformed",
                 "port",
                 "method",
-                "tollfraud"
+                "tollfraud",
+                "authfail",
+                "enumeration"
             ]
         );
-        assert_eq!((REASON_PASS, REASON_RATELIMIT, REASON_MALFORMED, NUM_REASONS), (0, 6, 7, 11));
+        assert_eq!((REASON_PASS, REASON_RATELIMIT, REASON_MALFORMED, NUM_REASONS), (0, 6, 7, 13));
         assert_eq!((REASON_PORT, REASON_METHOD, REASON_TOLLFRAUD), (8, 9, 10));
         assert_eq!(
             METHOD_NAMES,

@@ -100,6 +100,19 @@ pub const SCRATCH: &str = "SCRATCH";
 /// The program's clock parameters (`ClockParams`), written at load.
 pub const CLOCK: &str = "CLOCK";
 
+/// `AuthConfig`, one entry (the `[authfail]` settings).
+pub const AUTH_CFG: &str = "AUTH_CFG";
+/// Credentialed requests awaiting their answer (LRU hash `AuthReqKey` → `AuthReq`).
+pub const AUTH_REQ: &str = "AUTH_REQ";
+/// Failed authentications per source (LRU hash `AuthSrc` → `AuthCount`).
+pub const AUTH_FAIL: &str = "AUTH_FAIL";
+/// Enumeration state per source (LRU hash `AuthSrc` → `EnumState`).
+pub const AUTH_ENUM: &str = "AUTH_ENUM";
+/// Per-CPU `AUTHSTAT_*` counters (egress and bookkeeping).
+pub const AUTH_STATS: &str = "AUTH_STATS";
+/// Per-CPU `SipFields` of the message being inspected.
+pub const AUTH_SCRATCH: &str = "AUTH_SCRATCH";
+
 /// Every map of the production object (the XDP program `sipshield` and the clock calibration
 /// program `sipshield_clock`), i.e. everything the controller pins and adopts.
 pub const ALL: &[&str] = &[
@@ -164,6 +177,12 @@ pub const ALL: &[&str] = &[
     TF_PREFIX_GEN[0],
     TF_PREFIX_GEN[1],
     TF_HITS,
+    AUTH_CFG,
+    AUTH_REQ,
+    AUTH_FAIL,
+    AUTH_ENUM,
+    AUTH_STATS,
+    AUTH_SCRATCH,
 ];
 
 /// Maps pinned by earlier versions that this one replaced: unpinned once this version's

@@ -115,3 +115,74 @@ fn snapshot(ctx: &XdpContext, ev: &mut Event) {
         ev.snap_len = n as u16;
     }
 }
+
+/// What the egress program reports: a counted failure or enumeration miss of a peer.
+pub struct AuthEvent<'a> {
+    pub reason: Reason,
+    /// Non-zero when this answer triggered a ban (or would have, in dry-run).
+    pub ban_until: u64,
+    pub ifindex: u32,
+    /// Failures / distinct users counted in the window so far.
+    pub count: u32,
+    /// `METHOD_*` answered.
+    pub method: u8,
+    /// The user of the `To`, NUL-padded.
+    pub user: &'a [u8; EVENT_DETAIL_LEN],
+}
+
+/// Emit the event of an authentication failure or enumeration miss counted on egress: always
+/// when it bans, else when its reason is selected and the sampler allows it. `pkt.src` is the
+/// peer (the destination of the answer); the ports are the peer's and the server's.
+#[inline(always)]
+pub fn emit_auth(cfg: &Config, pkt: &Pkt, e: &AuthEvent<'_>, now: u64) {
+    let new_ban = e.ban_until != 0;
+    if !new_ban {
+        if cfg.event_reasons & (1 << e.reason as u32) == 0 {
+            return;
+        }
+        if !event_allowed(cfg, now) {
+            evstat(EVSTAT_SUPPRESSED);
+            return;
+        }
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            // Field by field into the ring buffer: an `Event` built on the stack first costs 88
+            // bytes of the egress program's 512.
+            let ev = entry.as_mut_ptr();
+            unsafe {
+                (*ev).ts_ns = now;
+                (*ev).ban_until_ns = e.ban_until;
+                (*ev).src = pkt.src;
+                (*ev).ifindex = e.ifindex;
+                (*ev).sig_id = 0;
+                (*ev).sport = pkt.dport;
+                (*ev).dport = pkt.sport;
+                (*ev).reason = e.reason as u8;
+                (*ev).family = pkt.family;
+                (*ev).method = e.method;
+                (*ev).flags = (if new_ban { EVF_NEW_BAN } else { 0 })
+                    | (if cfg.flags & CFG_DRY_RUN != 0 { EVF_DRY_RUN } else { 0 });
+                (*ev).country = 0;
+                (*ev).proto = pkt.proto;
+                (*ev)._pad = 0;
+                (*ev)._pad2 = 0;
+                (*ev).count = e.count;
+                // No frame: the answer is the server's, not the peer's packet.
+                (*ev).pkt_len = 0;
+                (*ev).snap_len = 0;
+                (*ev)._pad3 = 0;
+                let src = e.user as *const [u8; EVENT_DETAIL_LEN] as *const u32;
+                let dst = &mut (*ev).detail as *mut [u8; EVENT_DETAIL_LEN] as *mut u32;
+                let mut j = 0;
+                while j < EVENT_DETAIL_LEN / 4 {
+                    core::ptr::write_volatile(dst.add(j), core::ptr::read_volatile(src.add(j)));
+                    j += 1;
+                }
+            }
+            entry.submit(0);
+            evstat(EVSTAT_EMITTED);
+        }
+        None => evstat(EVSTAT_RING_FULL),
+    }
+}

@@ -18,10 +18,14 @@
 //! | `ratelimit` | per-source, per-method token buckets |
 //! | `verdict` | the decision and the single counting exit |
 //! | `events` | sampled drop events |
+//! | `auth` | ingress bookkeeping of credentialed SIP requests for `egress` |
+//! | `egress` | the egress program: failed authentications and enumeration from the answers |
 #![no_std]
 #![no_main]
 
+mod auth;
 mod clock;
+mod egress;
 mod events;
 mod geo;
 mod maps;
@@ -33,7 +37,11 @@ mod sip;
 mod tollfraud;
 mod verdict;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_OK},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use xdp_common::{Reason, CFG_DROP_MALFORMED};
 
 use parse::Parsed;
@@ -46,12 +54,20 @@ pub fn sipshield(ctx: XdpContext) -> u32 {
         None => return xdp_action::XDP_PASS,
     };
     let now = clock::now(cfg);
-    let (reason, drop) = match parse::parse(&ctx) {
+    let (reason, drop) = match parse::parse::<XdpContext, { parse::PEER_IS_SRC }>(&ctx) {
         Parsed::NotIp => (Reason::Pass, false),
         Parsed::Malformed => (Reason::Malformed, cfg.flags & CFG_DROP_MALFORMED != 0),
         Parsed::Ip(pkt) => verdict::judge(&ctx, cfg, &pkt, now),
     };
     verdict::exit(&ctx, cfg, reason, drop)
+}
+
+/// The egress program (TC, attached on the same interfaces): reads the SIP server's answers
+/// for failed authentications and enumeration; never drops.
+#[classifier]
+pub fn sipshield_egress(ctx: TcContext) -> i32 {
+    egress::inspect(&ctx);
+    TC_ACT_OK
 }
 
 /// Clock calibration (run by the controller with BPF_PROG_TEST_RUN at load, never attached):

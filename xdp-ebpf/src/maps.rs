@@ -172,3 +172,23 @@ pub static SCRATCH: PerCpuArray<[u64; SCRATCH_WORDS]> = PerCpuArray::with_max_en
 /// The program's clock parameters (`ClockParams`); `sipshield_clock` stores its probe there.
 #[map]
 pub static CLOCK: Array<ClockParams> = Array::with_max_entries(1, 0);
+
+// Failed authentications and enumeration (`auth`, `egress`).
+/// `AuthConfig` (the `[authfail]` settings), one entry.
+#[map]
+pub static AUTH_CFG: Array<AuthConfig> = Array::with_max_entries(1, 0);
+/// Credentialed requests awaiting their answer.
+#[map]
+pub static AUTH_REQ: LruHashMap<AuthReqKey, AuthReq> = LruHashMap::with_max_entries(AUTH_REQ_CAPACITY, 0);
+/// Failed authentications per source (IPv6: per ban prefix) in the current window.
+#[map]
+pub static AUTH_FAIL: LruHashMap<AuthSrc, AuthCount> = LruHashMap::with_max_entries(AUTH_SRC_CAPACITY, 0);
+/// Distinct users answered 404/484 per source in the current window.
+#[map]
+pub static AUTH_ENUM: LruHashMap<AuthSrc, EnumState> = LruHashMap::with_max_entries(AUTH_SRC_CAPACITY, 0);
+/// `AUTHSTAT_*` counters, apart from the verdict counters of `STATS`.
+#[map]
+pub static AUTH_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(AUTHSTAT_ENTRIES, 0);
+/// The fields of the SIP message being inspected (`sip::fields`).
+#[map]
+pub static AUTH_SCRATCH: PerCpuArray<SipFields> = PerCpuArray::with_max_entries(1, 0);

@@ -4,7 +4,7 @@
 //! Truncated or invalid headers never abort: the result says how far parsing got.
 use core::mem::{offset_of, size_of};
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::programs::{TcContext, XdpContext};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
@@ -67,8 +67,42 @@ struct Ipv6FragHdr {
     _id: [u8; 4],
 }
 
+/// A packet context with direct packet access (XDP on ingress, TC on egress).
+pub trait Frame {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+}
+
+impl Frame for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+}
+
+/// Which address `Pkt::src` holds: the source (ingress: the peer sent the packet) or the
+/// destination (egress: the peer receives the server's answer).
+pub const PEER_IS_SRC: bool = false;
+pub const PEER_IS_DST: bool = true;
+
 /// Everything the decision needs from the headers.
 pub struct Pkt {
+    /// The peer's address: the source on ingress, the destination on egress (`PEER_IS_DST`).
     pub src: [u8; 16],
     pub family: u8,
     pub proto: u8,
@@ -131,11 +165,11 @@ impl WithEtherType for VlanHdr {
 }
 
 /// Bounds-checked access to the frame.
-struct Cursor<'a> {
-    ctx: &'a XdpContext,
+struct Cursor<'a, C: Frame> {
+    ctx: &'a C,
 }
 
-impl Cursor<'_> {
+impl<C: Frame> Cursor<'_, C> {
     /// The one bounds-checked accessor: a pointer to a `T` at `off`, if it lies inside the
     /// packet.
     #[inline(always)]
@@ -171,7 +205,7 @@ impl Cursor<'_> {
 
 /// Parse the headers of the frame.
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Parsed {
+pub fn parse<C: Frame, const DST: bool>(ctx: &C) -> Parsed {
     let c = Cursor { ctx };
     let (ether_type, l3_off) = match parse_eth(&c) {
         Some(t) => t,
@@ -189,9 +223,9 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
         payload_off: 0,
     };
     let next = if ether_type == EtherType::Ipv4 as u16 {
-        parse_ipv4(&c, l3_off, &mut pkt)
+        parse_ipv4::<C, DST>(&c, l3_off, &mut pkt)
     } else if ether_type == EtherType::Ipv6 as u16 {
-        parse_ipv6(&c, l3_off, &mut pkt)
+        parse_ipv6::<C, DST>(&c, l3_off, &mut pkt)
     } else {
         return Parsed::NotIp;
     };
@@ -209,7 +243,7 @@ pub fn parse(ctx: &XdpContext) -> Parsed {
 /// Ethernet and up to two VLAN tags: the EtherType of the payload (network byte order, as
 /// `EtherType`) and its offset.
 #[inline(always)]
-fn parse_eth(c: &Cursor<'_>) -> Option<(u16, usize)> {
+fn parse_eth<C: Frame>(c: &Cursor<'_, C>) -> Option<(u16, usize)> {
     let mut ether_type = c.ether_type::<EthHdr>(0)?;
     let mut off = EthHdr::LEN;
     for _ in 0..MAX_VLAN_TAGS {
@@ -223,7 +257,7 @@ fn parse_eth(c: &Cursor<'_>) -> Option<(u16, usize)> {
 
 /// IPv4 header (IHL validated, options skipped, fragments recognised). `None`: malformed.
 #[inline(always)]
-fn parse_ipv4(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) -> Option<Next> {
+fn parse_ipv4<C: Frame, const DST: bool>(c: &Cursor<'_, C>, off: usize, pkt: &mut Pkt) -> Option<Next> {
     let h = c.header::<Ipv4Hdr>(off)?;
     let ihl = h.ihl() as usize;
     if h.version() != 4 || ihl < IPV4_MIN_HDR_LEN {
@@ -233,7 +267,7 @@ fn parse_ipv4(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) -> Option<Next> {
         return None;
     }
     pkt.family = FAMILY_V4;
-    let a = h.src_addr;
+    let a = if DST { h.dst_addr } else { h.src_addr };
     pkt.src[0] = a[0];
     pkt.src[1] = a[1];
     pkt.src[2] = a[2];
@@ -249,13 +283,13 @@ fn parse_ipv4(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) -> Option<Next> {
 
 /// IPv6 header and its extension headers. `None`: malformed.
 #[inline(always)]
-fn parse_ipv6(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) -> Option<Next> {
+fn parse_ipv6<C: Frame, const DST: bool>(c: &Cursor<'_, C>, off: usize, pkt: &mut Pkt) -> Option<Next> {
     let h = c.header::<Ipv6Hdr>(off)?;
     if h.version() != 6 {
         return None;
     }
     pkt.family = FAMILY_V6;
-    let src = &h.src_addr;
+    let src = if DST { &h.dst_addr } else { &h.src_addr };
     let mut i = 0;
     while i < 16 {
         pkt.src[i] = src[i];
@@ -268,7 +302,7 @@ fn parse_ipv6(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) -> Option<Next> {
 /// authentication, fragment) starting with header `next` at `cur`; sets `pkt.proto` and the
 /// fragment state.
 #[inline(always)]
-fn parse_ipv6_ext(c: &Cursor<'_>, mut next: u8, mut cur: usize, pkt: &mut Pkt) -> Next {
+fn parse_ipv6_ext<C: Frame>(c: &Cursor<'_, C>, mut next: u8, mut cur: usize, pkt: &mut Pkt) -> Next {
     for _ in 0..MAX_IPV6_EXT_HDRS {
         match next {
             NEXT_HOP_BY_HOP | NEXT_ROUTING | NEXT_DEST_OPTS => {
@@ -315,7 +349,7 @@ fn parse_ipv6_ext(c: &Cursor<'_>, mut next: u8, mut cur: usize, pkt: &mut Pkt) -
 /// read of the whole struct here makes LLVM unroll the walk eight times (2.5x the parser's
 /// code for the same work).
 #[inline(always)]
-fn ipv6_ext_hdr(c: &Cursor<'_>, cur: usize) -> Option<(u8, u8)> {
+fn ipv6_ext_hdr<C: Frame>(c: &Cursor<'_, C>, cur: usize) -> Option<(u8, u8)> {
     let next = c.header::<u8>(cur + offset_of!(Ipv6ExtHdr, next_hdr));
     let len = c.header::<u8>(cur + offset_of!(Ipv6ExtHdr, hdr_ext_len));
     match (next, len) {
@@ -326,7 +360,7 @@ fn ipv6_ext_hdr(c: &Cursor<'_>, cur: usize) -> Option<(u8, u8)> {
 
 /// UDP or TCP header at `off` (other protocols: nothing to parse): ports and payload offset.
 #[inline(always)]
-fn parse_l4(c: &Cursor<'_>, off: usize, pkt: &mut Pkt) {
+fn parse_l4<C: Frame>(c: &Cursor<'_, C>, off: usize, pkt: &mut Pkt) {
     if pkt.proto == IPPROTO_UDP {
         let Some(u) = c.header::<UdpHdr>(off) else {
             pkt.l4_malformed = true;

@@ -8,7 +8,7 @@ use crate::events::{self, evstat};
 use crate::maps::{IFACE_SLOT, STATS, TF_HITS};
 use crate::parse::{Pkt, IPPROTO_TCP, IPPROTO_UDP};
 use crate::ratelimit::{self, RateVerdict};
-use crate::{geo, port, reputation, sip, tollfraud};
+use crate::{auth, geo, port, reputation, sip, tollfraud};
 
 pub struct Verdict {
     pub reason: Reason,
@@ -87,7 +87,7 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
         None => false,
     };
     if sip_port
-        && (cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED | CFG_TOLLFRAUD) != 0 || rule_needs_method)
+        && (cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED | CFG_TOLLFRAUD | CFG_AUTH_RECORD) != 0 || rule_needs_method)
     {
         let r = sip::inspect(ctx, pkt);
         v.method = r.method;
@@ -116,6 +116,9 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
                 v.ban_until = ban_until;
                 return v;
             }
+        }
+        if cfg.flags & CFG_AUTH_RECORD != 0 {
+            auth::record(pkt, r.method, r.len, now);
         }
     }
     v.drop = false;

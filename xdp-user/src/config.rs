@@ -37,6 +37,9 @@ pub struct Config {
     pub tollfraud: Option<crate::portpolicy::TollFraudCfg>,
     /// `[crowdsec]`: pull decisions from a CrowdSec Local API, push our own bans as alerts.
     pub crowdsec: Option<crate::crowdsec::CrowdsecCfg>,
+    /// `[authfail]`: bans from the SIP server's own answers (failed authentications,
+    /// enumeration), seen by the egress program.
+    pub authfail: AuthFailCfg,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -370,11 +373,111 @@ impl Default for EventsCfg {
             file: None,
             rate: 100,
             burst: 50,
-            reasons: ["blacklisted", "banned", "geo", "scanner", "ratelimit", "port", "method", "tollfraud"]
+            reasons: ["blacklisted", "banned", "geo", "scanner", "ratelimit", "port", "method", "tollfraud", "authfail", "enumeration"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
             stdout: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFailCfg {
+    /// Count failed authentications and enumeration, ban at the thresholds.
+    pub enabled: bool,
+    /// Failed authentications of one source (IPv6: per `ratelimit.ipv6_prefix`) within
+    /// `window` that ban it.
+    pub ban_after: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long an `authfail` or `enumeration` ban lasts.
+    #[serde(with = "humantime_serde")]
+    pub ban_ttl: Duration,
+    /// Statuses that refuse a request carrying credentials.
+    pub statuses: Vec<u16>,
+    /// Ban sources that get 404/484 for this many distinct users within `enum_window`
+    /// (0 = enumeration is not checked).
+    pub enum_distinct: u32,
+    #[serde(with = "humantime_serde")]
+    pub enum_window: Duration,
+    /// Count a 403 to a request without credentials as an enumeration miss too (PBXs that
+    /// answer 403 for unknown users, e.g. Asterisk chan_sip with `alwaysauthreject = no`).
+    pub enum_403: bool,
+}
+
+impl Default for AuthFailCfg {
+    fn default() -> Self {
+        AuthFailCfg {
+            enabled: false,
+            ban_after: 10,
+            window: Duration::from_secs(600),
+            ban_ttl: Duration::from_secs(3600),
+            statuses: vec![401, 403, 407],
+            enum_distinct: 20,
+            enum_window: Duration::from_secs(60),
+            enum_403: false,
+        }
+    }
+}
+
+/// Bounds of `[authfail]`.
+pub const AUTHFAIL_BAN_AFTER_MAX: u32 = 10_000;
+
+impl AuthFailCfg {
+    fn check(&self) -> Result<()> {
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        if !(1..=AUTHFAIL_BAN_AFTER_MAX).contains(&self.ban_after) {
+            bail!("authfail.ban_after: {} is out of range 1..={AUTHFAIL_BAN_AFTER_MAX}", self.ban_after);
+        }
+        if self.window < Duration::from_secs(1) || self.window > WINDOW_MAX {
+            bail!("authfail.window: {} is out of range 1s..=1day", fmt(self.window));
+        }
+        crate::bans::check_ttl("authfail.ban_ttl", self.ban_ttl)?;
+        if self.statuses.is_empty() || self.statuses.len() > AUTH_MAX_STATUSES {
+            bail!("authfail.statuses: give 1..={AUTH_MAX_STATUSES} status codes (got {})", self.statuses.len());
+        }
+        for (i, s) in self.statuses.iter().enumerate() {
+            if !(400..=699).contains(s) {
+                bail!("authfail.statuses[{i}]: {s} is not a failure status (400..=699)");
+            }
+            if self.statuses[..i].contains(s) {
+                bail!("authfail.statuses[{i}]: {s} is listed twice");
+            }
+        }
+        if self.enum_distinct != 0 && !(2..=ENUM_DISTINCT_MAX).contains(&self.enum_distinct) {
+            bail!("authfail.enum_distinct: {} is out of range 2..={ENUM_DISTINCT_MAX} (0 = off)", self.enum_distinct);
+        }
+        if self.enum_window < Duration::from_secs(1) || self.enum_window > WINDOW_MAX {
+            bail!("authfail.enum_window: {} is out of range 1s..=1day", fmt(self.enum_window));
+        }
+        Ok(())
+    }
+
+    /// The kernel's settings (`AUTH_CFG`); all zero when disabled.
+    pub fn kernel(&self) -> AuthConfig {
+        if !self.enabled {
+            return AuthConfig::default();
+        }
+        let mut flags = AUTH_ENABLED;
+        if self.enum_distinct != 0 {
+            flags |= AUTH_ENUM_ENABLED;
+        }
+        if self.enum_403 {
+            flags |= AUTH_ENUM_403;
+        }
+        let mut statuses = [0u16; AUTH_MAX_STATUSES];
+        statuses[..self.statuses.len()].copy_from_slice(&self.statuses);
+        AuthConfig {
+            flags,
+            ban_after: self.ban_after,
+            window_ns: self.window.as_nanos() as u64,
+            ban_ttl_ns: self.ban_ttl.as_nanos() as u64,
+            enum_distinct: self.enum_distinct,
+            n_statuses: self.statuses.len() as u32,
+            enum_window_ns: self.enum_window.as_nanos() as u64,
+            statuses,
         }
     }
 }
@@ -465,6 +568,7 @@ impl Config {
         if let Some(c) = &self.crowdsec {
             c.check()?;
         }
+        self.authfail.check()?;
         crate::portpolicy::validate(self)
     }
 
@@ -500,6 +604,9 @@ impl Config {
         }
         if self.tollfraud.is_some() {
             f |= CFG_TOLLFRAUD;
+        }
+        if self.authfail.enabled {
+            f |= CFG_AUTH_RECORD;
         }
         f
     }
@@ -657,6 +764,33 @@ mod tests {
             (format!("[scanners]\nsubject = [\"{long}\"]"), None),
             (format!("[scanners]\nsubject = [\"{long}x\"]"), Some("scanners.subject")),
             ("[events]\nreasons = [\"pass\", \"malformed\"]".into(), None),
+            ("[authfail]\nban_after = 1".into(), None),
+            ("[authfail]\nban_after = 0".into(), Some("authfail.ban_after: 0 is out of range")),
+            ("[authfail]\nban_after = 10000".into(), None),
+            ("[authfail]\nban_after = 10001".into(), Some("authfail.ban_after: 10001")),
+            ("[authfail]\nwindow = \"1s\"".into(), None),
+            ("[authfail]\nwindow = \"999ms\"".into(), Some("authfail.window")),
+            ("[authfail]\nwindow = \"1day\"".into(), None),
+            ("[authfail]\nwindow = \"86401s\"".into(), Some("authfail.window")),
+            ("[authfail]\nban_ttl = \"1s\"".into(), None),
+            ("[authfail]\nban_ttl = \"0s\"".into(), Some("authfail.ban_ttl")),
+            ("[authfail]\nban_ttl = \"3651days\"".into(), Some("authfail.ban_ttl")),
+            ("[authfail]\nstatuses = []".into(), Some("authfail.statuses: give 1..=8")),
+            ("[authfail]\nstatuses = [400, 699]".into(), None),
+            ("[authfail]\nstatuses = [399]".into(), Some("authfail.statuses[0]: 399")),
+            ("[authfail]\nstatuses = [401, 700]".into(), Some("authfail.statuses[1]: 700")),
+            ("[authfail]\nstatuses = [401, 401]".into(), Some("authfail.statuses[1]: 401 is listed twice")),
+            ("[authfail]\nstatuses = [401, 402, 403, 404, 405, 406, 407, 408]".into(), None),
+            ("[authfail]\nstatuses = [401, 402, 403, 404, 405, 406, 407, 408, 409]".into(), Some("authfail.statuses")),
+            ("[authfail]\nenum_distinct = 0".into(), None),
+            ("[authfail]\nenum_distinct = 1".into(), Some("authfail.enum_distinct: 1")),
+            ("[authfail]\nenum_distinct = 2".into(), None),
+            ("[authfail]\nenum_distinct = 64".into(), None),
+            ("[authfail]\nenum_distinct = 65".into(), Some("authfail.enum_distinct: 65")),
+            ("[authfail]\nenum_window = \"1s\"".into(), None),
+            ("[authfail]\nenum_window = \"999ms\"".into(), Some("authfail.enum_window")),
+            ("[authfail]\nenum_window = \"86401s\"".into(), Some("authfail.enum_window")),
+            ("[authfail]\nbogus = 1".into(), Some("bogus")),
             ("[events]\nreasons = [\"banned\", \"bogus\"]".into(), Some("events.reasons: unknown reason \"bogus\"")),
             ("[events]\nrate = 0".into(), Some("events.rate: 0")),
             ("[events]\nrate = 1000000\nburst = 1000000".into(), None),

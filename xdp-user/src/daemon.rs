@@ -51,6 +51,55 @@ fn link_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("links")
 }
 
+/// Pinned tcx links of the egress program, one per interface (a directory of its own: `links`
+/// holds the XDP links, one per attached interface, and detach counts them).
+fn egress_link_dir(pin_dir: &Path) -> PathBuf {
+    pin_dir.join("egress-links")
+}
+
+/// Attach the egress program to `iface` as a tcx egress link pinned next to the XDP link, or
+/// swap it into the link a previous controller pinned (no gap).
+fn attach_egress(filter: &mut Filter, pin_dir: &Path, iface: &str) -> Result<()> {
+    use aya::programs::tc::{SchedClassifierLink, TcAttachOptions, TcAttachType};
+    let dir = egress_link_dir(pin_dir);
+    std::fs::create_dir_all(&dir)?;
+    let pin = dir.join(iface);
+    let prog = filter.egress_program()?;
+    let id = if pin.exists() {
+        let pinned = PinnedLink::from_pin(&pin).map_err(|e| anyhow!("{}: {e}", pin.display()))?;
+        let fd_link: FdLink = pinned.unpin().map_err(|e| anyhow!("{}: unpin: {e}", pin.display()))?;
+        let link =
+            SchedClassifierLink::try_from(fd_link).map_err(|e| anyhow!("{}: not a tcx link: {e}", pin.display()))?;
+        prog.attach_to_link(link)
+            .map_err(|e| anyhow!("{iface}: replacing the egress program in the pinned link: {e}"))?
+    } else {
+        prog.attach_with_options(
+            iface,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(aya::programs::LinkOrder::default()),
+        )
+        .map_err(|e| anyhow!("{iface}: attaching the egress (tcx) program failed: {e}"))?
+    };
+    let fd_link: FdLink = prog
+        .take_link(id)?
+        .try_into()
+        .map_err(|_| anyhow!("{iface}: the egress program was attached through netlink, not a bpf link"))?;
+    fd_link.pin(&pin).map_err(|e| anyhow!("{}: pinning the egress link: {e}", pin.display()))?;
+    Ok(())
+}
+
+/// Detach the egress program from `iface` (nothing pinned: nothing to do).
+fn detach_egress(pin_dir: &Path, iface: &str) -> Result<()> {
+    let pin = egress_link_dir(pin_dir).join(iface);
+    if !pin.exists() {
+        return Ok(());
+    }
+    let pinned = PinnedLink::from_pin(&pin).map_err(|e| anyhow!("{}: {e}", pin.display()))?;
+    let fd: FdLink = pinned.unpin().map_err(|e| anyhow!("{}: {e}", pin.display()))?;
+    drop(fd); // the last reference: the egress program is detached
+    Ok(())
+}
+
 /// Attach (or re-attach, replacing the program in an existing pinned link without a gap).
 /// Returns the mode and whether a new link was created.
 fn attach(filter: &mut Filter, pin_dir: &Path, iface: &str, mode: Mode) -> Result<(String, bool)> {
@@ -90,6 +139,13 @@ fn attach(filter: &mut Filter, pin_dir: &Path, iface: &str, mode: Mode) -> Resul
         .try_into()
         .map_err(|_| anyhow!("{iface}: the kernel attached XDP through netlink, not a bpf link; cannot pin it"))?;
     fd_link.pin(&pin).map_err(|e| anyhow!("{}: pinning the link: {e}", pin.display()))?;
+    if let Err(e) = attach_egress(filter, pin_dir, iface) {
+        if created {
+            // Half attached is not attached: the caller undoes only what it knows it made.
+            let _ = detach(pin_dir, Some(iface));
+        }
+        return Err(e);
+    }
     Ok((mode_name.to_string(), created))
 }
 
@@ -110,6 +166,7 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Vec<String>> {
         let pinned = PinnedLink::from_pin(e.path()).map_err(|err| anyhow!("{}: {err}", e.path().display()))?;
         let fd: FdLink = pinned.unpin().map_err(|err| anyhow!("{}: {err}", e.path().display()))?;
         drop(fd); // closing the last reference detaches the program
+        detach_egress(pin_dir, &name)?;
         removed.push(name);
     }
     if let Some(i) = iface {
@@ -134,6 +191,7 @@ pub fn detach(pin_dir: &Path, iface: Option<&str>) -> Result<Vec<String>> {
 fn unpin_all(pin_dir: &Path) {
     let _ = std::fs::remove_dir_all(pin_dir.join("maps"));
     let _ = std::fs::remove_dir(link_dir(pin_dir));
+    let _ = std::fs::remove_dir(egress_link_dir(pin_dir));
     let _ = std::fs::remove_dir(pin_dir);
 }
 

@@ -39,6 +39,12 @@ pub struct EventLine {
     /// Its first bytes (up to `EVENT_SNAP`), base64: `sipshield events --pcap` writes them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snap: Option<String>,
+    /// authfail/enumeration: failures / distinct users counted in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// authfail/enumeration: the user of the `To` of the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The record as an `Event`: a full one, or one of an adopted older filter (`EVENT_V1_SIZE`
@@ -67,6 +73,7 @@ pub fn detail_text(d: &[u8]) -> Option<String> {
 pub fn decode(raw: &[u8], sigs: &[Signature], clock_now: u64, wall_now: std::time::SystemTime) -> Option<EventLine> {
     use base64::Engine;
     let ev = parse(raw)?;
+    let auth_reason = ev.reason as u32 == REASON_AUTHFAIL || ev.reason as u32 == REASON_ENUMERATION;
     let src = if ev.family == FAMILY_V4 {
         IpAddr::from([ev.src[0], ev.src[1], ev.src[2], ev.src[3]])
     } else {
@@ -96,13 +103,15 @@ pub fn decode(raw: &[u8], sigs: &[Signature], clock_now: u64, wall_now: std::tim
         signature,
         country: (ev.reason as u32 == REASON_GEO).then(|| crate::countries::code_of(ev.country)),
         ban_secs: (ev.flags & EVF_NEW_BAN != 0).then(|| ev.ban_until_ns.saturating_sub(ev.ts_ns) as f64 / 1e9),
-        detail: detail_text(&ev.detail),
+        detail: (ev.reason as u32 == REASON_TOLLFRAUD).then(|| detail_text(&ev.detail)).flatten(),
         rule: (ev.reason as u32 == REASON_TOLLFRAUD).then_some(ev.count),
         dry_run: ev.flags & EVF_DRY_RUN != 0,
         ifindex: ev.ifindex,
         pkt_len: (ev.snap_len > 0).then_some(ev.pkt_len as u32),
         snap: (ev.snap_len > 0)
             .then(|| base64::engine::general_purpose::STANDARD.encode(&ev.snap[..ev.snap_len as usize])),
+        count: auth_reason.then_some(ev.count),
+        user: auth_reason.then(|| detail_text(&ev.detail)).flatten(),
     })
 }
 
@@ -127,7 +136,10 @@ pub fn human(v: &serde_json::Value) -> String {
         v["sport"],
         v["dport"]
     );
-    for k in ["method", "signature", "country", "detail"] {
+    if let Some(n) = v["count"].as_u64() {
+        s += &format!(" count={n}");
+    }
+    for k in ["method", "user", "signature", "country", "detail"] {
         if let Some(x) = v[k].as_str() {
             s += &format!(" {k}={x}");
         }
@@ -346,5 +358,49 @@ mod tests {
         assert_eq!((ev.src.as_str(), ev.pkt_len, ev.snap.as_deref()), ("203.0.113.9", None, None));
         assert!(snapshot(&serde_json::to_value(&ev).unwrap()).is_none());
         assert!(decode(&old[..EVENT_V1_SIZE - 1], &[], now, wall).is_none());
+    }
+
+    #[test]
+    fn authfail_events_carry_the_user_and_the_count() {
+        let mut detail = [0u8; EVENT_DETAIL_LEN];
+        detail[..4].copy_from_slice(b"1001");
+        let ev = Event {
+            ts_ns: 5_000_000_000,
+            ban_until_ns: 65_000_000_000,
+            src: [203, 0, 113, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ifindex: 3,
+            sig_id: 0,
+            sport: 5070,
+            dport: 5060,
+            reason: REASON_AUTHFAIL as u8,
+            family: FAMILY_V4,
+            method: METHOD_REGISTER,
+            flags: EVF_NEW_BAN,
+            country: 0,
+            proto: 17,
+            _pad: 0,
+            _pad2: 0,
+            count: 5,
+            detail,
+            // SAFETY: Event is plain old data; all-zero is a valid value.
+            ..unsafe { std::mem::zeroed() }
+        };
+        let now = std::time::SystemTime::now();
+        let line = decode(&raw(&ev), &[], 5_000_000_000, now).unwrap();
+        assert_eq!(
+            (line.reason, line.src.as_str(), line.count, line.user.as_deref()),
+            ("authfail", "203.0.113.7", Some(5), Some("1001"))
+        );
+        assert_eq!(line.ban_secs, Some(60.0));
+        let h = human(&serde_json::to_value(&line).unwrap());
+        assert!(h.contains("count=5") && h.contains("user=1001") && h.contains("banned for 60s"), "{h}");
+        // A full 28-byte user has no NUL.
+        let full = Event { detail: [b'x'; EVENT_DETAIL_LEN], ..ev };
+        let line = decode(&raw(&full), &[], 5_000_000_000, now).unwrap();
+        assert_eq!(line.user.map(|u| u.len()), Some(EVENT_DETAIL_LEN));
+        // Other reasons carry neither count nor user.
+        let other = Event { reason: REASON_BANNED as u8, ..full };
+        let line = decode(&raw(&other), &[], 5_000_000_000, now).unwrap();
+        assert_eq!((line.count, line.user), (None, None));
     }
 }

@@ -126,6 +126,16 @@ pub fn render(filter: &Filter, snap: &Snapshot) -> Result<String> {
     let auto_bans: Counter = Counter::default();
     auto_bans.inc_by(st.events[EVSTAT_BANS as usize]);
     reg.register("sipshield_auto_bans", "Bans installed by the rate limiter", auto_bans);
+    let auth = Family::<Labels, Counter>::default();
+    for (kind, v) in AUTHSTAT_NAMES.iter().zip(st.auth) {
+        auth.get_or_create(&labels(&[("kind", *kind)])).inc_by(v);
+    }
+    reg.register(
+        "sipshield_authfail",
+        "Failed authentications and enumeration seen in the SIP server's answers (egress program): \
+         requests recorded, answers, challenges, failures, bans, enumeration misses, allowlisted",
+        auth,
+    );
     let write_errors: Counter = Counter::default();
     write_errors.inc_by(snap.events_write_errors);
     reg.register(

@@ -207,6 +207,8 @@ impl Policy {
     /// Write the whole policy as one change (see the module docs).
     pub fn commit(&self, filter: &mut Filter) -> Result<ApplyReport> {
         let r = self.with_parts(|parts| gen::swap(filter, parts, |c| self.scalars(c)))?;
+        // After the flip (which sets `CFG_AUTH_RECORD`): one write of a single array value.
+        filter.set_auth_config(&self.cfg.authfail.kernel())?;
         Ok(ApplyReport {
             blacklist: ListCounts::of(self.blacklist.list()),
             allowlist: ListCounts::of(self.allowlist.list()),

@@ -1,5 +1,5 @@
 //! Copy of the L4 payload into the per-CPU scratch buffer, with direct packet reads.
-use aya_ebpf::programs::XdpContext;
+use crate::parse::Frame;
 use xdp_common::SIP_SCAN_MAX;
 
 /// One 8-byte load from packet memory at any alignment (x86-64, arm64 and the verifier accept
@@ -17,7 +17,7 @@ unsafe fn load_u64(p: usize) -> u64 {
 /// copy on CPUs with return-stack mitigations), then zero the bytes after them (up to 40) so
 /// value reads past the end see zeros. False if the packet is shorter than claimed.
 #[inline(always)]
-pub fn copy_payload(ctx: &XdpContext, off: usize, len: usize, buf: *mut u64) -> bool {
+pub fn copy_payload<C: Frame>(ctx: &C, off: usize, len: usize, buf: *mut u64) -> bool {
     // Header offsets are below 16 KiB in any XDP frame (the parser checked them against the
     // frame); the mask only bounds the pointer for the verifier.
     let src = ctx.data() + (off & 0x3fff);

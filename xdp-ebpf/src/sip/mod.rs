@@ -2,16 +2,20 @@
 //! (`copy`), the request method read from its first bytes (`method`), and the header lines
 //! scanned for scanner signatures in a `bpf_loop` callback (`scan`).
 mod copy;
+pub mod fields;
 mod method;
 mod scan;
 
 use core::ffi::c_void;
 
-use aya_ebpf::{helpers::bpf_loop, programs::XdpContext};
+use aya_ebpf::{
+    helpers::bpf_loop,
+    programs::{TcContext, XdpContext},
+};
 use xdp_common::*;
 
 use crate::maps::{CONFIG, SCRATCH, SIP_PORTS, SIP_PORTS_1};
-use crate::parse::Pkt;
+use crate::parse::{Frame, Pkt};
 use scan::{header_letters, scan_lines, ScanState, SCAN_STEPS};
 
 /// Is `port` one of the protected SIP ports (bitmap of policy generation `policy_gen & 1`)?
@@ -50,17 +54,55 @@ pub struct SipResult {
     pub method: u8,
     /// 1 + the id of the matched signature, or 0.
     pub sig: u32,
+    /// Payload bytes copied into `SCRATCH` (0: nothing copied).
+    pub len: u32,
 }
 
 /// Inspect the SIP message in the payload of `pkt`.
 #[inline(always)]
 pub fn inspect(ctx: &XdpContext, pkt: &Pkt) -> SipResult {
     let r = sip_scan(ctx.ctx, pkt.payload_off as u32);
-    SipResult { method: (r & 0xff) as u8, sig: (r >> 8) as u32 }
+    SipResult { method: (r & 0xff) as u8, sig: ((r >> 8) & 0xffff_ffff) as u32, len: ((r >> 48) & 0xfff) as u32 }
+}
+
+/// Copy the first `SIP_SCAN_MAX` bytes of the payload at `payload_off` into `SCRATCH`;
+/// returns (scratch buffer, bytes copied), or `None` when the payload is shorter than 8 bytes
+/// or the packet shorter than claimed.
+#[inline(always)]
+fn copy_to_scratch<C: Frame>(ctx: &C, payload_off: usize) -> Option<(*mut u64, usize)> {
+    let total = ctx.data_end() - ctx.data();
+    if payload_off + 8 > total {
+        return None;
+    }
+    let avail = total - payload_off;
+    let capped = if avail > SIP_SCAN_MAX as usize { SIP_SCAN_MAX as usize } else { avail };
+    // Bounds the verifier can follow: (len - 8) masked and checked, then + 8 => [8, SIP_SCAN_MAX].
+    let extra = core::hint::black_box((capped - 8) as u32) & 0x7ff;
+    if extra > SIP_SCAN_MAX - 8 {
+        return None;
+    }
+    let len = (extra + 8) as usize;
+    let buf = SCRATCH.get_ptr_mut(0)? as *mut u64;
+    if !copy::copy_payload(ctx, payload_off, len, buf) {
+        return None;
+    }
+    Some((buf, len))
+}
+
+/// Egress: copy the payload of the packet in `skb` at `payload_off` into `SCRATCH`; returns the
+/// bytes copied (0: none). A global function, verified once (see `sip_scan`).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn sip_copy_skb(skb: *mut aya_ebpf::bindings::__sk_buff, payload_off: u32) -> u32 {
+    let ctx = TcContext::new(skb);
+    match copy_to_scratch(&ctx, payload_off as usize) {
+        Some((_, len)) => len as u32,
+        None => 0,
+    }
 }
 
 /// Copy the payload into the scratch buffer, read the method and look for scanner signatures.
-/// Returns `method | (1 + signature id) << 8` (0 in the upper bits: no match).
+/// Returns `method | (1 + signature id) << 8 | bytes copied << 48` (signature 0: no match).
 ///
 /// A global (non-inlined, exported) function: the verifier checks it once, on its own, instead
 /// of once per path of the header parser that reaches it.
@@ -68,28 +110,13 @@ pub fn inspect(ctx: &XdpContext, pkt: &Pkt) -> SipResult {
 #[inline(never)]
 pub extern "C" fn sip_scan(ctx: *mut aya_ebpf::bindings::xdp_md, payload_off: u32) -> u64 {
     let ctx = XdpContext::new(ctx);
-    let mut res = SipResult { method: METHOD_NONE, sig: 0 };
-    let out = |r: &SipResult| r.method as u64 | (r.sig as u64) << 8;
-    let total = ctx.data_end() - ctx.data();
-    let payload_off = payload_off as usize;
-    if payload_off + 8 > total {
-        return out(&res);
-    }
-    let avail = total - payload_off;
-    let capped = if avail > SIP_SCAN_MAX as usize { SIP_SCAN_MAX as usize } else { avail };
-    // Bounds the verifier can follow: (len - 8) masked and checked, then + 8 => [8, SIP_SCAN_MAX].
-    let extra = core::hint::black_box((capped - 8) as u32) & 0x7ff;
-    if extra > SIP_SCAN_MAX - 8 {
-        return out(&res);
-    }
-    let len = (extra + 8) as usize;
-    let buf = match SCRATCH.get_ptr_mut(0) {
-        Some(p) => p as *mut u64,
+    let mut res = SipResult { method: METHOD_NONE, sig: 0, len: 0 };
+    let out = |r: &SipResult| r.method as u64 | (r.sig as u64) << 8 | (r.len as u64) << 48;
+    let (buf, len) = match copy_to_scratch(&ctx, payload_off as usize) {
+        Some(x) => x,
         None => return out(&res),
     };
-    if !copy::copy_payload(&ctx, payload_off, len, buf) {
-        return out(&res);
-    }
+    res.len = len as u32;
     let buf = buf as *const u64;
     res.method = method::method_of(unsafe { *buf }, unsafe { *buf.add(1) });
     if res.method == METHOD_OTHER && !method::is_request_line(buf, len) {

@@ -261,7 +261,7 @@ fn quick_reject(buf: *const u64, st: &ScanState, pf: Option<&SigPrefilter>, p: u
 /// a pair of words without any holds no line end and is skipped with ~7 instructions per word.
 /// (May also flag a byte above such a byte; callers recheck exactly.)
 #[inline(always)]
-fn ctl_bytes(w: u64) -> u64 {
+pub(super) fn ctl_bytes(w: u64) -> u64 {
     w.wrapping_sub(0x1010_1010_1010_1010) & !w
 }
 

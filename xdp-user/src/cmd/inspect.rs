@@ -65,6 +65,7 @@ pub fn stats_json(st: &Stats, ds: Option<&DaemonState>) -> Value {
             "bans_added": st.events[EVSTAT_BANS as usize],
             "ban_failed": st.events[EVSTAT_BAN_FAILED as usize],
         },
+        "authfail": AUTHSTAT_NAMES.iter().zip(st.auth).map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
     })
 }
 
@@ -96,6 +97,10 @@ fn print_stats_table(st: &Stats, prev: Option<(&Stats, f64)>, ds: Option<&Daemon
         .collect();
     if !countries.is_empty() {
         println!("geo drops by country: {}", countries.join(" "));
+    }
+    if st.auth.iter().any(|v| *v != 0) {
+        let parts: Vec<String> = AUTHSTAT_NAMES.iter().zip(st.auth).map(|(n, v)| format!("{n}={v}")).collect();
+        println!("authfail (egress): {}", parts.join(" "));
     }
 }
 

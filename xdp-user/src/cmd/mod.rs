@@ -50,6 +50,10 @@ pub enum Cmd {
         /// Write the frames that would be dropped to FILE (pcap, Ethernet, ns timestamps).
         #[arg(long, value_name = "FILE")]
         write_dropped: Option<PathBuf>,
+        /// An address of the protected host (repeatable): frames from it are the server's
+        /// answers and go through the egress program (failed authentications, enumeration).
+        #[arg(long = "local", value_name = "ADDR")]
+        local: Vec<std::net::IpAddr>,
     },
     /// Timed bans.
     #[command(subcommand)]
@@ -120,9 +124,11 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         Cmd::Detach { iface } => detach(iface),
         Cmd::Status => inspect::status(json),
         Cmd::Stats { watch } => inspect::stats(json, watch),
-        Cmd::Replay { config, capture, summary, write_dropped } => {
-            sipshield::replay::run(&config, &capture, &sipshield::replay::Options { json, summary, write_dropped })
-        }
+        Cmd::Replay { config, capture, summary, write_dropped, local } => sipshield::replay::run(
+            &config,
+            &capture,
+            &sipshield::replay::Options { json, summary, write_dropped, local },
+        ),
         Cmd::Ban(c) => ban::run(c, json),
         Cmd::Allow(c) => allow::run(c, json),
         Cmd::Group(c) => group::run(c, json),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::{Array, Map, MapData};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use xdp_common::*;
 
@@ -29,6 +29,10 @@ pub const XDP_PASS: u32 = 2;
 /// Default pin directory of a running filter.
 pub const PIN_DIR: &str = "/sys/fs/bpf/sipshield";
 pub const PROGRAM_NAME: &str = "sipshield";
+/// The egress (TC) program: failed authentications and enumeration from the server's answers.
+pub const EGRESS_PROGRAM_NAME: &str = "sipshield_egress";
+/// TC action of the egress program (it never drops).
+pub const TC_ACT_OK: u32 = 0;
 
 /// Unpin the retired maps an earlier version left, so their memory is freed once its program
 /// is gone. Only names this version knows it replaced (a newer version's pins are never
@@ -94,6 +98,11 @@ impl Filter {
             .ok_or_else(|| anyhow!("the eBPF object has no program {PROGRAM_NAME}"))?
             .try_into()?;
         load_retrying(prog).map_err(|e| anyhow!("the kernel rejected the XDP program: {e:#}"))?;
+        let egress: &mut SchedClassifier = ebpf
+            .program_mut(EGRESS_PROGRAM_NAME)
+            .ok_or_else(|| anyhow!("the eBPF object has no program {EGRESS_PROGRAM_NAME}"))?
+            .try_into()?;
+        load_retrying_tc(egress).map_err(|e| anyhow!("the kernel rejected the egress program: {e:#}"))?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -138,6 +147,12 @@ impl Filter {
     pub fn program(&mut self) -> Result<&mut Xdp> {
         let ebpf = self.ebpf.as_mut().ok_or_else(|| anyhow!("the program is not loaded by this process"))?;
         Ok(ebpf.program_mut(PROGRAM_NAME).expect("checked at load").try_into()?)
+    }
+
+    /// The egress (TC) program.
+    pub fn egress_program(&mut self) -> Result<&mut SchedClassifier> {
+        let ebpf = self.ebpf.as_mut().ok_or_else(|| anyhow!("the program is not loaded by this process"))?;
+        Ok(ebpf.program_mut(EGRESS_PROGRAM_NAME).expect("checked at load").try_into()?)
     }
 
     /// Another program of the object (`sipshield_gen`, `sipshield_pass`: benchmark helpers),
@@ -220,6 +235,25 @@ impl Filter {
     pub fn set_config(&mut self, c: &Config) -> Result<()> {
         let mut a: Array<_, Config> = Array::try_from(self.map_mut(maps::CONFIG)?)?;
         a.set(0, c, 0).map_err(|e| map_err(maps::CONFIG, e))
+    }
+
+    /// The `[authfail]` settings of the kernel (`AUTH_CFG`).
+    pub fn auth_config(&self) -> Result<AuthConfig> {
+        let a: Array<_, AuthConfig> = Array::try_from(self.map(maps::AUTH_CFG)?)?;
+        a.get(&0, 0).map_err(|e| map_err(maps::AUTH_CFG, e))
+    }
+
+    pub fn set_auth_config(&mut self, c: &AuthConfig) -> Result<()> {
+        let mut a: Array<_, AuthConfig> = Array::try_from(self.map_mut(maps::AUTH_CFG)?)?;
+        a.set(0, c, 0).map_err(|e| map_err(maps::AUTH_CFG, e))
+    }
+
+    /// The `AUTHSTAT_*` counters, summed over the CPUs.
+    pub fn auth_stats(&self) -> Result<Vec<u64>> {
+        let a: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(self.map(maps::AUTH_STATS)?)?;
+        (0..AUTHSTAT_NAMES.len() as u32)
+            .map(|i| a.get(&i, 0).map(|v| v.iter().sum()).map_err(|e| map_err(maps::AUTH_STATS, e)))
+            .collect()
     }
 
     /// Read-modify-write of the config under the writer lock, so a concurrent writer (the
@@ -306,6 +340,21 @@ impl Filter {
         Ok(r.return_value)
     }
 
+    /// Run the egress program once on `frame` (a packet the host sends); returns the TC action.
+    pub fn test_run_egress(&mut self, frame: &[u8]) -> Result<u32> {
+        Ok(self.test_run_egress_repeat(frame, 1)?.0)
+    }
+
+    /// Run the egress program `repeat` times on `frame`; returns (TC action, average ns per run).
+    pub fn test_run_egress_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
+        let prog = self.egress_program()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), repeat, ..Default::default() })
+            .map_err(|e| anyhow!("BPF_PROG_TEST_RUN (egress): {e:#}"))?;
+        Ok((r.return_value, r.duration.as_nanos() as f64))
+    }
+
     /// Run the program `repeat` times on `frame`; returns the average ns per run.
     pub fn test_run_repeat(&mut self, frame: &[u8], repeat: u32) -> Result<(u32, f64)> {
         let prog = self.program()?;
@@ -320,6 +369,21 @@ impl Filter {
 /// Load `prog`, retrying a few times when the kernel interrupted its verification for a signal
 /// (EAGAIN), as libbpf does.
 fn load_retrying(prog: &mut Xdp) -> std::result::Result<(), aya::programs::ProgramError> {
+    let mut attempt = 0;
+    loop {
+        match prog.load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 4 =>
+            {
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// `load_retrying` for the egress program.
+fn load_retrying_tc(prog: &mut SchedClassifier) -> std::result::Result<(), aya::programs::ProgramError> {
     let mut attempt = 0;
     loop {
         match prog.load() {

@@ -13,6 +13,8 @@ pub struct Stats {
     /// Drops per country index.
     pub countries: Vec<Counter>,
     pub events: [u64; EVSTAT_ENTRIES as usize],
+    /// `AUTHSTAT_*` counters (egress program and ingress bookkeeping).
+    pub auth: [u64; AUTHSTAT_NAMES.len()],
 }
 
 impl Stats {
@@ -59,6 +61,7 @@ impl Filter {
         for i in 0..EVSTAT_ENTRIES {
             st.events[i as usize] = e.get(&i, 0).map_err(|e| map_err("EVENT_STATS", e))?.iter().sum();
         }
+        st.auth.copy_from_slice(&self.auth_stats()?);
         Ok(st)
     }
 

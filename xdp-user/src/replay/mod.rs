@@ -89,8 +89,8 @@ pub struct Verdict {
     pub index: usize,
     /// Capture time, RFC 3339 with nanoseconds.
     pub time: String,
-    /// `pass`, `drop`, or `skip` for a frame the capturing host sent (it never met the ingress
-    /// hook).
+    /// `pass`, `drop`, `skip` for a frame the capturing host sent (it never met the ingress
+    /// hook), or `egress` for an answer of a `--local` address (run through the egress program).
     pub verdict: &'static str,
     pub reason: &'static str,
     pub src: Option<String>,
@@ -120,6 +120,9 @@ pub struct Replayer {
     before: [u64; NUM_REASONS as usize],
     /// The program clock of the last timestamped packet (pcapng simple packets have none).
     clock_ns: u64,
+    /// Addresses of the protected host (`--local`): frames they sent are the server's answers
+    /// and go through the egress program.
+    local: Vec<IpAddr>,
 }
 
 impl Replayer {
@@ -140,7 +143,33 @@ impl Replayer {
         let sigs = crate::sig::read(&filter)?;
         let ring = RingBuf::try_from(filter.take_map(maps::EVENTS)?)?;
         let before = filter.slot0_counts()?;
-        Ok(Replayer { filter, ring, sigs, geo: c.flags & CFG_GEO_ENABLED != 0, before, clock_ns: 1 })
+        Ok(Replayer { filter, ring, sigs, geo: c.flags & CFG_GEO_ENABLED != 0, before, clock_ns: 1, local: vec![] })
+    }
+
+    /// Frames from these addresses (the protected host's) go through the egress program, as
+    /// on the wire, so a two-way capture replays failed authentications and their bans in order.
+    pub fn with_local(mut self, local: &[IpAddr]) -> Replayer {
+        self.local = local.to_vec();
+        self
+    }
+
+    /// Set the program's "now" to the capture time (never 0, which means "real clock").
+    fn set_clock(&mut self, ts_ns: u64) -> Result<u64> {
+        if ts_ns != 0 {
+            self.clock_ns = ts_ns;
+        }
+        let now = self.clock_ns;
+        self.filter.update_config(|c| c.clock_ns = now)?;
+        Ok(now)
+    }
+
+    /// A server answer through the egress program; its events (counted failures) are consumed.
+    fn egress(&mut self, frame: &Frame, v: &mut Verdict) -> Result<()> {
+        self.set_clock(frame.ts_ns)?;
+        self.filter.test_run_egress(&frame.eth)?;
+        while self.ring.next().is_some() {}
+        (v.verdict, v.reason) = ("egress", "-");
+        Ok(())
     }
 
     /// Run one frame through the program.
@@ -163,6 +192,10 @@ impl Replayer {
             country: None,
             would_drop: false,
         };
+        if frame.eth.len() >= 14 && info.src.is_some_and(|a| self.local.contains(&a)) {
+            self.egress(frame, &mut v)?;
+            return Ok(v);
+        }
         if frame.outgoing {
             (v.verdict, v.reason) = ("skip", "outgoing");
             return Ok(v);
@@ -173,12 +206,7 @@ impl Replayer {
             v.reason = REASON_NAMES[REASON_MALFORMED as usize];
             return Ok(v);
         }
-        // The program's "now" is the capture time (never 0, which means "real clock").
-        if frame.ts_ns != 0 {
-            self.clock_ns = frame.ts_ns;
-        }
-        let now = self.clock_ns;
-        self.filter.update_config(|c| c.clock_ns = now)?;
+        let now = self.set_clock(frame.ts_ns)?;
         let action = self.filter.test_run(&frame.eth)?;
         let after = self.filter.slot0_counts()?;
         let reason = (0..NUM_REASONS as usize)
@@ -240,13 +268,15 @@ pub struct Options {
     pub json: bool,
     pub summary: bool,
     pub write_dropped: Option<std::path::PathBuf>,
+    /// Addresses of the protected host (`--local`).
+    pub local: Vec<IpAddr>,
 }
 
 /// The `replay` command.
 pub fn run(config: &Path, capture: &Path, opts: &Options) -> Result<()> {
     let cfg = Config::load(config)?;
     let frames = Capture::open(capture)?;
-    let mut replayer = Replayer::new(&cfg)?;
+    let mut replayer = Replayer::new(&cfg)?.with_local(&opts.local);
     let mut out = output::Output::new(opts)?;
     let failed = replay_frames(&mut replayer, frames, |frame, v| out.packet(frame, v))?;
     out.finish()?;
