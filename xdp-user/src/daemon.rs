@@ -36,6 +36,9 @@ use crate::policy::{self, ApplyReport, Policy, Sources};
 use crate::sig::Signature;
 use crate::state::{self, DaemonState, IfaceState, ListState, Runtime};
 
+/// How often the notification checks run (drop rates, stale lists, dry-run, attachment).
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+
 pub struct RunOpts {
     pub config: PathBuf,
     pub ifaces: Vec<String>,
@@ -140,16 +143,52 @@ pub struct Shared {
     /// What `/metrics` reports besides the kernel counters.
     pub snapshot: Arc<RwLock<crate::metrics::Snapshot>>,
     pub sink: Arc<Mutex<EventSink>>,
+    /// Notification channels (replaced when a reload changes `[notify]`).
+    pub notifier: Arc<RwLock<crate::notify::Notifier>>,
+    /// Automatic bans since the last audit summary (filled by the event drain).
+    pub bans: Arc<Mutex<crate::audit::BanTally>>,
+}
+
+impl Shared {
+    fn alert(&self, a: crate::notify::Alert) {
+        self.notifier.read().unwrap_or_else(|p| p.into_inner()).alert(a);
+    }
+
+    /// The event drain's hook: a new automatic ban is tallied for the audit summary and, when
+    /// the trigger is on, notified.
+    pub fn on_event(&self, ev: &crate::events::EventLine) {
+        if ev.ban_secs.is_none() {
+            return;
+        }
+        self.bans.lock().unwrap_or_else(|p| p.into_inner()).add(&ev.src, ev.reason);
+        let n = self.notifier.read().unwrap_or_else(|p| p.into_inner());
+        if n.triggers.auto_bans {
+            n.alert(crate::notify::Alert::ban(ev));
+        }
+    }
 }
 
 /// Work for the worker, in arrival order.
 pub enum Job {
-    Control { req: Request, caller: Caller, reply: oneshot::Sender<Reply> },
+    Control {
+        req: Request,
+        caller: Caller,
+        reply: oneshot::Sender<Reply>,
+    },
     Reload,
     Refresh,
-    Fetched { epoch: u64, kind: ListKind, result: Result<IpList>, waiter: Option<oneshot::Sender<Reply>> },
+    Fetched {
+        epoch: u64,
+        kind: ListKind,
+        result: Result<IpList>,
+        waiter: Option<oneshot::Sender<Reply>>,
+    },
     GeoCheck,
     Gc,
+    /// Periodic checks that raise notifications (drop rates, stale lists, dry-run, detached).
+    Watch,
+    /// Write the audit summary of the automatic bans since the last one.
+    AuditBans,
     Stop,
 }
 
@@ -170,6 +209,16 @@ struct Worker {
     jobs: mpsc::Sender<Job>,
     stop: tokio::sync::mpsc::UnboundedSender<()>,
     active_bans: usize,
+    audit: crate::audit::Log,
+    watch: Watch,
+}
+
+/// State of the periodic notification checks.
+#[derive(Default)]
+struct Watch {
+    rates: crate::notify::DropRates,
+    edges: crate::notify::Edge,
+    dry_run_since: Option<Instant>,
 }
 
 fn kind_index(kind: ListKind) -> usize {
@@ -194,15 +243,31 @@ impl Worker {
                     }
                 }
                 Job::Reload => {
-                    if let Err(e) = self.reload() {
+                    let before = self.audit_state();
+                    let r = self.reload().map(|r| format!("configuration reloaded: {}", summary(&r)));
+                    if let Err(e) = &r {
                         error!("reload rejected, the running configuration stays: {e:#}");
                     }
+                    let mut rec = crate::audit::Record::new(
+                        crate::audit::Actor::controller(),
+                        "reload",
+                        json!({"trigger": "SIGHUP"}),
+                    )
+                    .outcome(&r);
+                    rec.before = before;
+                    rec.after = self.audit_state();
+                    self.audit.auto(&rec);
                 }
                 Job::Refresh => self.start_refresh(None),
                 Job::Fetched { epoch, kind, result, waiter } => self.fetched(epoch, kind, result, waiter),
                 Job::GeoCheck => self.check_geo_file(),
                 Job::Gc => self.gc(),
-                Job::Stop => return,
+                Job::Watch => self.watch(),
+                Job::AuditBans => self.audit_bans(),
+                Job::Stop => {
+                    self.audit_bans();
+                    return;
+                }
             }
             self.publish();
         }
@@ -220,6 +285,8 @@ impl Worker {
             );
         }
         let mut stop = false;
+        let audited = req.clone();
+        let before = self.audit_state();
         let r = match req {
             Request::Status => {
                 let r = self.status().map(|v| Reply { ok: true, message: String::new(), data: v });
@@ -230,6 +297,13 @@ impl Worker {
                 if self.list_sources().is_empty() {
                     Ok("no list has files or URLs to refresh".to_string())
                 } else {
+                    // The refresh's own record (list_refresh) follows when the fetch is committed.
+                    let rec = crate::audit::Record::of_request(crate::audit::Actor::operator(&caller), &audited)
+                        .outcome(&Ok("refresh started".into()));
+                    if let Err(e) = self.audit.write(&rec) {
+                        let _ = reply.send(Reply::err(&anyhow!("refresh not started: it could not be audited: {e:#}")));
+                        return false;
+                    }
                     self.start_refresh(Some(reply));
                     return false;
                 }
@@ -242,10 +316,19 @@ impl Worker {
             }
             other => self.edit(other),
         };
-        let ok = r.is_ok();
         if let Err(e) = &r {
             warn!("control request failed: {e:#}");
         }
+        // The record is on disk before the caller hears of success; a failed write turns the
+        // reply into an error that says the change is live (protection is never undone).
+        let mut rec = crate::audit::Record::of_request(crate::audit::Actor::operator(&caller), &audited).outcome(&r);
+        rec.before = before;
+        rec.after = if stop { json!({"attached": []}) } else { self.audit_state() };
+        let r = match (r, self.audit.write(&rec)) {
+            (Ok(m), Err(e)) => Err(anyhow!("{m}; but the change could not be audited: {e:#}")),
+            (r, _) => r,
+        };
+        let ok = r.is_ok() || stop;
         self.publish_sigs();
         let _ = reply.send(Reply::from_result(r));
         stop && ok
@@ -299,8 +382,16 @@ impl Worker {
         let sources = Sources::read(&cfg)?;
         let policy = Policy::new(&cfg, &sources, &self.runtime)?;
         let sink = EventSink::open(&cfg)?;
+        let notifier = match cfg.notify != self.cfg.notify {
+            true => Some(crate::notify::Notifier::start(&cfg.notify)?),
+            false => None,
+        };
         let report = policy.commit(&mut self.filter)?;
         *self.shared.sink.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+        if let Some(n) = notifier {
+            *self.shared.notifier.write().unwrap_or_else(|p| p.into_inner()) = n;
+        }
+        self.audit.cfg = cfg.audit.clone();
         self.geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
         self.cfg = cfg;
         self.sources = sources;
@@ -377,7 +468,17 @@ impl Worker {
         } else {
             result.and_then(|list| self.commit_list(kind, list))
         };
+        let before = self.state.lists.get(kind.name()).map(|l| l.entries);
         let entry = self.state.lists.entry(kind.name().into()).or_default();
+        let mut rec = crate::audit::Record::new(
+            crate::audit::Actor::controller(),
+            "list_refresh",
+            json!({"list": kind.name(), "requested": waiter.is_some()}),
+        )
+        .outcome(&r.as_ref().map(|(n, _)| format!("{n} entries")).map_err(|e| anyhow!("{e:#}")));
+        rec.before = json!({"entries": before});
+        rec.after = json!({"entries": r.as_ref().map(|(n, _)| *n).ok().or(before)});
+        self.audit.auto(&rec);
         match &r {
             Ok((n, secs)) => {
                 info!("{} refreshed: {n} entries in {secs:.3}s", kind.name());
@@ -387,6 +488,12 @@ impl Worker {
             }
             Err(e) => {
                 error!("{} refresh failed, keeping the last good list: {e:#}", kind.name());
+                if self.shared.notifier.read().is_ok_and(|n| n.triggers.lists) {
+                    self.shared.alert(crate::notify::Alert::new(
+                        crate::notify::Kind::ListFailure,
+                        format!("{} refresh failed, the last good list stays: {e:#}", kind.name()),
+                    ));
+                }
                 entry.errors += 1;
                 entry.last_error = Some(format!("{e:#}"));
             }
@@ -431,6 +538,14 @@ impl Worker {
         let res = crate::geo::read_db(&g.database)
             .and_then(|db| crate::geo::load_geo(&mut self.filter, &db, &policy).map(|r| (db, r)));
         let entry = self.state.lists.entry("geoip".into()).or_default();
+        let outcome = res.as_ref().map(|(_, r)| format!("{} networks", r.v4_networks + r.v6_networks));
+        let rec = crate::audit::Record::new(
+            crate::audit::Actor::controller(),
+            "geoip_reload",
+            json!({"database": g.database.display().to_string()}),
+        )
+        .outcome(&outcome.map_err(|e| anyhow!("{e:#}")));
+        self.audit.auto(&rec);
         match res {
             Ok((db, r)) => {
                 info!(
@@ -449,6 +564,12 @@ impl Worker {
                     "GeoIP database {} changed but was rejected, keeping the previous one: {e:#}",
                     g.database.display()
                 );
+                if self.shared.notifier.read().is_ok_and(|n| n.triggers.geoip) {
+                    self.shared.alert(crate::notify::Alert::new(
+                        crate::notify::Kind::GeoipFailure,
+                        format!("GeoIP database {} rejected, the previous one stays: {e:#}", g.database.display()),
+                    ));
+                }
                 entry.errors += 1;
                 entry.last_error = Some(format!("{e:#}"));
             }
@@ -498,7 +619,138 @@ impl Worker {
             s.active_bans = self.active_bans;
             s.signatures = self.shared.sigs.read().map(|v| v.len()).unwrap_or(0);
             s.events_write_errors = self.shared.sink.lock().map(|k| k.write_errors).unwrap_or(0);
+            s.audit_write_errors = self.audit.write_errors;
+            s.notify = self.shared.notifier.read().map(|n| n.stats()).unwrap_or_default();
         }
+    }
+
+    /// The before/after summary of an audit record: what an operator would compare.
+    fn audit_state(&self) -> serde_json::Value {
+        let dry_run = self.filter.config().map(|c| c.flags & xdp_common::CFG_DRY_RUN != 0).ok();
+        let al = policy::merged_allowlist(&self.sources.allowlist, &self.runtime).len();
+        json!({
+            "dry_run": dry_run,
+            "blacklist": self.sources.blacklist.len(),
+            "allowlist": al,
+            "signatures": self.shared.sigs.read().map(|v| v.len()).unwrap_or(0),
+            "active_bans": self.active_bans,
+            "attached": self.state.interfaces.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// One audit record for the automatic bans since the last one (none when there were none).
+    fn audit_bans(&mut self) {
+        let tally = std::mem::take(&mut *self.shared.bans.lock().unwrap_or_else(|p| p.into_inner()));
+        if tally.count > 0 {
+            self.audit.auto(&tally.record());
+        }
+    }
+
+    /// Periodic checks that raise notifications. Cheap: a counter read, a few stats.
+    fn watch(&mut self) {
+        let n = self.shared.notifier.read().map(|n| n.clone()).unwrap_or_default();
+        if !n.is_enabled() {
+            return;
+        }
+        let t = &n.triggers;
+        let mut alerts = vec![];
+        if !t.drop_rate.is_empty() {
+            if let Ok(st) = self.filter.stats() {
+                let packets: Vec<Vec<u64>> =
+                    st.slots.iter().map(|row| row.iter().map(|c| c.packets).collect()).collect();
+                let th = t
+                    .drop_rate
+                    .iter()
+                    .filter_map(|(r, v)| xdp_common::REASON_NAMES.iter().position(|n| n == r).map(|i| (i, *v)))
+                    .collect();
+                for (slot, reason, rate) in self.watch.rates.update(Instant::now(), packets, t.drop_window, &th) {
+                    let iface = self.state.iface_of_slot(slot as u32).map(|i| i.name.clone()).unwrap_or("other".into());
+                    let name = xdp_common::REASON_NAMES[reason];
+                    alerts.push(crate::notify::Alert::new(
+                        crate::notify::Kind::DropRate,
+                        format!(
+                            "flood detected on {iface}: {rate:.0} pkt/s dropped as {name} (threshold {} pkt/s over {})",
+                            t.drop_rate[name],
+                            humantime::format_duration(t.drop_window)
+                        ),
+                    ));
+                }
+            }
+        }
+        if t.lists {
+            let now = state::unix_now();
+            for kind in self.list_sources() {
+                let refresh = match kind {
+                    ListKind::Blacklist => self.cfg.blacklist.refresh,
+                    ListKind::Allowlist => self.cfg.allowlist.refresh,
+                };
+                let last = self.state.lists.get(kind.name()).map(|l| l.last_load_unix).unwrap_or(0.0);
+                let stale = now - last > 2.0 * refresh.as_secs_f64();
+                if self.watch.edges.rise(&format!("stale-{}", kind.name()), stale) {
+                    alerts.push(crate::notify::Alert::new(
+                        crate::notify::Kind::ListStale,
+                        format!(
+                            "{} is stale: last loaded {:.0}s ago, refresh every {}",
+                            kind.name(),
+                            now - last,
+                            humantime::format_duration(refresh)
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(after) = t.dry_run_after {
+            let on = self.filter.config().map(|c| c.flags & xdp_common::CFG_DRY_RUN != 0).unwrap_or(false);
+            let since = match on {
+                true => *self.watch.dry_run_since.get_or_insert_with(Instant::now),
+                false => {
+                    self.watch.dry_run_since = None;
+                    Instant::now()
+                }
+            };
+            if self.watch.edges.rise("dry-run", on && since.elapsed() >= after) {
+                alerts.push(crate::notify::Alert::new(
+                    crate::notify::Kind::DryRun,
+                    format!(
+                        "dry-run has been on for more than {}: nothing is dropped",
+                        humantime::format_duration(after)
+                    ),
+                ));
+            }
+        }
+        if t.detached {
+            for problem in self.attachment_problems() {
+                if self.watch.edges.rise(&problem, true) {
+                    alerts.push(crate::notify::Alert::new(crate::notify::Kind::Detached, problem));
+                }
+            }
+        }
+        for a in alerts {
+            warn!("alert: {}", a.text);
+            n.alert(a);
+        }
+    }
+
+    /// Interfaces where the filter is no longer attached (its link pin gone, or no live link
+    /// runs this program) — someone detached or replaced it behind the controller's back.
+    fn attachment_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        let links = link_dir(&self.pin_dir);
+        for i in &self.state.interfaces {
+            if !links.join(&i.name).exists() {
+                out.push(format!("the filter is no longer attached to {} (its link pin is gone)", i.name));
+            }
+        }
+        if let Some(pid) = self.state.program_id {
+            let ours = aya::programs::loaded_links().filter_map(|l| l.ok()).filter(|l| l.program_id() == pid).count();
+            if ours < self.state.interfaces.len() {
+                out.push(format!(
+                    "only {ours} of {} attachments run the sipshield program (id {pid}): detached or replaced",
+                    self.state.interfaces.len()
+                ));
+            }
+        }
+        out
     }
 
     /// `status --json`, from the controller's own knowledge.
@@ -700,9 +952,22 @@ async fn serve(opts: RunOpts) -> Result<()> {
         sigs: Arc::new(RwLock::new(vec![])),
         snapshot: Arc::new(RwLock::new(crate::metrics::Snapshot::default())),
         sink: Arc::new(Mutex::new(sink)),
+        notifier: Arc::new(RwLock::new(crate::notify::Notifier::start(&cfg.notify)?)),
+        bans: Arc::new(Mutex::new(crate::audit::BanTally::default())),
     };
     let stop_events = Arc::new(AtomicBool::new(false));
-    let drain = crate::events::spawn_drain(ring, shared.sigs.clone(), shared.sink.clone(), stop_events.clone())?;
+    let drain = {
+        let hook = shared.clone();
+        crate::events::spawn_drain(
+            ring,
+            shared.sigs.clone(),
+            shared.sink.clone(),
+            Box::new(move |ev| hook.on_event(ev)),
+            stop_events.clone(),
+        )?
+    };
+    let ban_summary = cfg.audit.ban_summary;
+    let audit = crate::audit::Log::new(&cfg.audit);
     let metrics_filter = Filter::open_pinned(&pin_dir)?;
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -722,6 +987,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
         jobs: job_tx.clone(),
         stop: stop_tx,
         active_bans: 0,
+        audit,
+        watch: Watch::default(),
     };
     worker.record(&report);
     worker.publish_sigs();
@@ -744,6 +1011,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
     let mut refresh_tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
     let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
     let mut geo_tick = tokio::time::interval(Duration::from_secs(2));
+    let mut watch_tick = tokio::time::interval(WATCH_EVERY);
+    let mut ban_tick = tokio::time::interval_at(tokio::time::Instant::now() + ban_summary, ban_summary);
     let started = Instant::now();
     let mut control_tasks = tokio::task::JoinSet::new();
     let send = |j: Job| {
@@ -758,6 +1027,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
             _ = refresh_tick.tick() => send(Job::Refresh),
             _ = geo_tick.tick() => send(Job::GeoCheck),
             _ = gc_tick.tick() => send(Job::Gc),
+            _ = watch_tick.tick() => send(Job::Watch),
+            _ = ban_tick.tick() => send(Job::AuditBans),
             conn = control.accept() => match conn {
                 Ok((stream, _)) => { control_tasks.spawn(serve_control(stream, job_tx.clone())); }
                 Err(e) => warn!("control socket: accept: {e}"),
@@ -800,10 +1071,10 @@ async fn serve_control(stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>) 
     let read = tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut line)).await;
     let reply = match (read, cred) {
         (Ok(Ok(_)), Some(c)) if c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw() => {
-            match serde_json::from_str::<Request>(&line) {
-                Ok(req) => {
+            match crate::control::parse_request(&line) {
+                Ok((req, sudo_user)) => {
                     let (tx, rx) = oneshot::channel();
-                    let caller = Caller { uid: c.uid(), pid: c.pid() };
+                    let caller = Caller { uid: c.uid(), pid: c.pid(), sudo_user };
                     if jobs.send(Job::Control { req, caller, reply: tx }).is_err() {
                         Reply::err(&anyhow!("the controller is stopping"))
                     } else {

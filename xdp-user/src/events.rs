@@ -170,6 +170,7 @@ pub fn spawn_drain(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     sigs: std::sync::Arc<std::sync::RwLock<Vec<Signature>>>,
     sink: std::sync::Arc<std::sync::Mutex<EventSink>>,
+    mut on_event: Box<dyn FnMut(&EventLine) + Send>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -190,6 +191,7 @@ pub fn spawn_drain(
             while let Some(item) = ring.next() {
                 if let Some(ev) = decode(&item, &sigs, now, wall) {
                     sink.write(&ev);
+                    on_event(&ev);
                 }
             }
         }
