@@ -5,10 +5,13 @@
 //! - `cargo xtask lint`: setup, then `cargo fmt --all --check` and clippy on the host crates and
 //!   on the eBPF crates (for the BPF target, with their pinned nightly); any finding fails.
 //! - `cargo xtask test [-- ARGS]`: setup, build the workspace, run its tests.
+//! - `cargo xtask deb`: build the Debian package (cargo-deb) with the man pages and
+//!   completions generated from the CLI.
 //! - `cargo xtask demo`: setup, build sipshield, run it between two network namespaces against
 //!   a mixed SIP stream and check that every expected drop reason was counted.
 //!
 //! xtask only orchestrates: it runs tools and the `sipshield` binary, it holds no filter logic.
+mod deb;
 mod demo;
 mod setup;
 mod util;
@@ -37,6 +40,17 @@ enum Cmd {
     },
     /// Setup, build sipshield (release) and run it against a mixed SIP stream in two namespaces.
     Demo,
+    /// Build the Debian package (cargo-deb): binary, unit, config, man pages, completions,
+    /// logrotate, alert rules. Prints the path of the .deb.
+    Deb {
+        /// Package the binary of this cargo profile (`release`, or `dev` as `cargo xtask test`
+        /// builds it).
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Package the binary already built instead of building it first.
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 fn main() {
@@ -46,6 +60,11 @@ fn main() {
         Cmd::Lint => lint(),
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Deb { profile, no_build } => match no_build {
+            true => deb::run_with(&profile, false),
+            false => setup::run().and_then(|_| deb::run_with(&profile, true)),
+        }
+        .map(|p| println!("{}", p.display())),
     };
     if let Err(e) = res {
         eprintln!("\nxtask: error: {e:#}");

@@ -23,7 +23,17 @@ pub const PACKAGES: &[&str] = &[
     "prometheus",
     "fail2ban",
     "libpcap-dev",
+    // The operators' kit: `man -w` in the .deb test, python3-venv for the PyPI test tools.
+    "man-db",
+    "python3-venv",
 ];
+
+/// The venv of the PyPI tools the tests run (aiosmtpd: a real SMTP server for the digests).
+pub const TEST_VENV: &str = "/opt/sipshield-test-venv";
+/// PyPI packages of the venv, pinned.
+pub const PYPI_TOOLS: &[(&str, &str)] = &[("aiosmtpd", "1.4.6")];
+/// cargo-deb builds the Debian package (`cargo xtask deb`).
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -44,6 +54,12 @@ pub fn run() -> Result<()> {
     }
     if bpffs()? {
         did.push("bpffs mount");
+    }
+    if pypi_tools()? {
+        did.push("PyPI test tools");
+    }
+    if cargo_deb()? {
+        did.push("cargo-deb");
     }
     let secs = t0.elapsed().as_secs_f64();
     if did.is_empty() {
@@ -331,5 +347,47 @@ fn bpffs() -> Result<bool> {
         bail!("mounted bpffs but {BPFFS} still is not bpf_fs");
     }
     println!("[done] bpffs mounted");
+    Ok(true)
+}
+
+/// Installed version of a PyPI package in the test venv.
+fn venv_version(pkg: &str) -> Option<String> {
+    let out = Command::new(format!("{TEST_VENV}/bin/pip")).args(["show", pkg]).stderr(Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix("Version: ").map(|v| v.trim().to_string()))
+}
+
+/// The test venv with [`PYPI_TOOLS`] at their pinned versions.
+fn pypi_tools() -> Result<bool> {
+    let missing: Vec<String> = PYPI_TOOLS
+        .iter()
+        .filter(|(p, v)| venv_version(p).as_deref() != Some(*v))
+        .map(|(p, v)| format!("{p}=={v}"))
+        .collect();
+    if missing.is_empty() {
+        println!("[skip] PyPI test tools in {TEST_VENV}");
+        return Ok(false);
+    }
+    println!("[do]   PyPI test tools into {TEST_VENV}: {}", missing.join(" "));
+    need_root("create the test venv")?;
+    if !Path::new(TEST_VENV).join("bin/pip").exists() {
+        util::run(Command::new("python3").args(["-m", "venv", TEST_VENV]))?;
+    }
+    util::run(Command::new(format!("{TEST_VENV}/bin/pip")).args(["install", "--quiet"]).args(&missing))?;
+    println!("[done] {}", missing.join(" "));
+    Ok(true)
+}
+
+/// cargo-deb, pinned, from crates.io.
+fn cargo_deb() -> Result<bool> {
+    let have = util::capture(Command::new("cargo").args(["deb", "--version"]))
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION))
+        .unwrap_or(false);
+    if have {
+        println!("[skip] cargo-deb {CARGO_DEB_VERSION}");
+        return Ok(false);
+    }
+    println!("[do]   cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked");
+    util::run(Command::new("cargo").args(["install", "cargo-deb", "--version", CARGO_DEB_VERSION, "--locked"]))?;
     Ok(true)
 }
