@@ -59,7 +59,7 @@ impl Report {
             out.push(format!("SIP ports: {p}"));
         }
         if let Some(n) = s.get("notify") {
-            out.push(format!("notifications: {n}"));
+            out.push(format!("notifications: {}", n.as_str().unwrap_or("")));
         }
         if let Some(a) = s.get("audit") {
             out.push(format!("audit log: {}", a.as_str().unwrap_or("")));
