@@ -324,7 +324,8 @@ impl Smtpd {
             .map(|m| {
                 let m = m.split("------------ END MESSAGE ------------").next().unwrap_or("");
                 let subject = m.lines().find_map(|l| l.strip_prefix("Subject: ")).unwrap_or("").to_string();
-                (subject, m.to_string())
+                // quoted-printable soft line breaks (the body is plain ASCII otherwise).
+                (subject, m.replace("=\r\n", "").replace("=\n", ""))
             })
             .collect()
     }
