@@ -613,6 +613,11 @@ mod tests {
         assert_eq!(c.interfaces, vec!["eth1"]);
         assert_eq!(c.ratelimit.rules["register"].burst, 20);
         assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9610");
+        assert_eq!(
+            (c.audit, c.notify.clone()),
+            (crate::audit::AuditCfg::default(), crate::notify::NotifyCfg::default())
+        );
+        assert!(!c.notify.enabled());
     }
 
     #[test]

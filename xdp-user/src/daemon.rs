@@ -286,7 +286,7 @@ impl Worker {
         }
         let mut stop = false;
         let audited = req.clone();
-        let before = self.audit_state();
+        let before = if req.is_edit() { self.audit_state() } else { serde_json::Value::Null };
         let r = match req {
             Request::Status => {
                 let r = self.status().map(|v| Reply { ok: true, message: String::new(), data: v });
