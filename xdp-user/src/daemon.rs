@@ -300,10 +300,9 @@ impl Worker {
                     // The refresh's own record (list_refresh) follows when the fetch is committed.
                     let rec = crate::audit::Record::of_request(crate::audit::Actor::operator(&caller), &audited)
                         .outcome(&Ok("refresh started".into()));
-                    if let Err(e) = self.audit.write(&rec) {
-                        let _ = reply.send(Reply::err(&anyhow!("refresh not started: it could not be audited: {e:#}")));
-                        return false;
-                    }
+                    // A refresh only fetches newer lists: it goes ahead even when this record
+                    // cannot be written (logged and counted).
+                    self.audit.auto(&rec);
                     self.start_refresh(Some(reply));
                     return false;
                 }
