@@ -104,9 +104,8 @@ pub fn check(path: &Path) -> Report {
     if let (Some(src), true) = (&sources, r.errors.is_empty()) {
         // Capacities, with the operator's runtime edits (what a reload would commit).
         let rt = crate::state::Runtime::load();
-        match rt.and_then(|rt| Policy::new(&cfg, src, &rt)) {
-            Ok(_) => {}
-            Err(e) => r.errors.push(format!("{p}: {e:#}")),
+        if let Err(e) = rt.and_then(|rt| Policy::new(&cfg, src, &rt)) {
+            r.errors.push(format!("{p}: {e:#}"));
         }
     }
     r

@@ -466,9 +466,7 @@ impl Config {
         }
         add(self.check_scanners_and_events());
         add(self.audit.check());
-        for p in self.notify.problems() {
-            out.push(p);
-        }
+        out.extend(self.notify.problems());
         out
     }
 

@@ -809,6 +809,9 @@ struct Prepared {
     metrics: Option<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
     lock: state::Lock,
+    /// Notification channels, started before the kernel is touched (a bad `[notify]` stops
+    /// the start with nothing changed).
+    notifier: crate::notify::Notifier,
 }
 
 fn prepare(opts: &RunOpts) -> Result<Prepared> {
@@ -830,6 +833,7 @@ fn prepare(opts: &RunOpts) -> Result<Prepared> {
     let sink = EventSink::open(&cfg)?;
     let sources = Sources::read(&cfg)?;
     let policy = Policy::new(&cfg, &sources, &runtime)?;
+    let notifier = crate::notify::Notifier::start(&cfg.notify)?;
     Ok(Prepared {
         mode: opts.mode.unwrap_or(cfg.mode),
         cfg,
@@ -841,6 +845,7 @@ fn prepare(opts: &RunOpts) -> Result<Prepared> {
         metrics,
         control,
         lock,
+        notifier,
     })
 }
 
@@ -943,7 +948,7 @@ async fn serve(opts: RunOpts) -> Result<()> {
         .map_err(|e| anyhow!("start: {e}"))??
     };
     st.config = config_path.clone();
-    let Prepared { cfg, sources, runtime, sink, metrics, control, lock: _lock, .. } = p;
+    let Prepared { cfg, sources, runtime, sink, metrics, control, lock: _lock, notifier, .. } = p;
     let mut filter = filter;
     let events = filter.take_map(xdp_common::maps::EVENTS)?;
     let ring = RingBuf::try_from(events)?;
@@ -951,7 +956,7 @@ async fn serve(opts: RunOpts) -> Result<()> {
         sigs: Arc::new(RwLock::new(vec![])),
         snapshot: Arc::new(RwLock::new(crate::metrics::Snapshot::default())),
         sink: Arc::new(Mutex::new(sink)),
-        notifier: Arc::new(RwLock::new(crate::notify::Notifier::start(&cfg.notify)?)),
+        notifier: Arc::new(RwLock::new(notifier)),
         bans: Arc::new(Mutex::new(crate::audit::BanTally::default())),
     };
     let stop_events = Arc::new(AtomicBool::new(false));

@@ -201,7 +201,7 @@ impl Notifier {
             .unwrap_or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default());
         let mut channels: Vec<Box<dyn Channel>> = vec![];
         if let Some(s) = &cfg.smtp {
-            channels.push(Box::new(send::Smtp::new(s, &host)?));
+            channels.push(Box::new(send::Smtp::new(s)?));
         }
         for (i, w) in cfg.webhooks.iter().enumerate() {
             channels.push(Box::new(send::Webhook::new(w, i)));

@@ -16,7 +16,7 @@ pub struct Smtp {
 }
 
 impl Smtp {
-    pub fn new(cfg: &SmtpCfg, _host: &str) -> Result<Smtp> {
+    pub fn new(cfg: &SmtpCfg) -> Result<Smtp> {
         let port = cfg.port();
         let builder = match cfg.tls {
             Tls::None => SmtpTransport::builder_dangerous(&cfg.server),
