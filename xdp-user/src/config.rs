@@ -40,6 +40,10 @@ pub struct Config {
     /// `[authfail]`: bans from the SIP server's own answers (failed authentications,
     /// enumeration), seen by the egress program.
     pub authfail: AuthFailCfg,
+    /// `[audit]`: where every change to the running filter is recorded.
+    pub audit: crate::audit::AuditCfg,
+    /// `[notify]`: mail and webhook digests.
+    pub notify: crate::notify::NotifyCfg,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -166,6 +170,25 @@ pub struct GeoCfg {
 
 fn yes() -> bool {
     true
+}
+
+impl GeoCfg {
+    fn check(&self) -> Result<()> {
+        if self.allow_countries.is_empty() == self.deny_countries.is_empty() {
+            bail!("geoip: set exactly one of allow_countries or deny_countries");
+        }
+        for (key, list) in [("allow_countries", &self.allow_countries), ("deny_countries", &self.deny_countries)] {
+            for c in list {
+                if crate::countries::index_of(c).is_none() {
+                    bail!("geoip.{key}: {c:?} is not an ISO 3166-1 alpha-2 country code");
+                }
+            }
+        }
+        if !self.database.is_file() {
+            bail!("geoip.database: {}: no such file", self.database.display());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -494,10 +517,25 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
-        let cfg: Config =
-            toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), describe_toml_error(&e, text)))?;
-        cfg.validate().map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let cfg = Self::parse_schema(text, path)?;
+        let problems = cfg.problems();
+        if !problems.is_empty() {
+            let p = path.display();
+            bail!("{}", problems.iter().map(|e| format!("{p}: {e}")).collect::<Vec<_>>().join("\n"));
+        }
         Ok(cfg)
+    }
+
+    /// Read a config file against the schema only (TOML syntax, keys, types): the semantic
+    /// checks are [`Config::problems`]. `sipshield check` uses both to list every problem.
+    pub fn load_schema(path: &Path) -> Result<Config> {
+        let text = crate::lists::read_regular_file(path, CONFIG_MAX_BYTES)
+            .with_context(|| format!("{}: cannot read config", path.display()))?;
+        Self::parse_schema(&text, path)
+    }
+
+    fn parse_schema(text: &str, path: &Path) -> Result<Config> {
+        toml::from_str(text).map_err(|e| anyhow!("{}: {}", path.display(), describe_toml_error(&e, text)))
     }
 
     /// Read and validate the config of a controller (`run` and `reload` alike): everything
@@ -517,7 +555,37 @@ impl Config {
     }
 
     /// Checks that go beyond the schema: bounds, CIDRs, country codes, files that must exist.
+    /// Every problem is reported (one per line), not only the first.
     pub fn validate(&self) -> Result<()> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        bail!("{}", problems.join("\n"))
+    }
+
+    /// Every problem [`Config::validate`] finds, each naming its key (`sipshield check` lists
+    /// them all).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        let mut add = |r: Result<()>| {
+            if let Err(e) = r {
+                out.push(format!("{e:#}"));
+            }
+        };
+        add(self.check_sip());
+        add(self.blacklist.check("blacklist"));
+        add(self.allowlist.check("allowlist"));
+        if let Some(g) = &self.geoip {
+            add(g.check());
+        }
+        add(self.check_scanners_and_events());
+        add(self.audit.check());
+        out.extend(self.notify.problems());
+        out
+    }
+
+    fn check_sip(&self) -> Result<()> {
         if self.sip.ports.is_empty() {
             bail!("sip.ports: at least one port is required");
         }
@@ -530,23 +598,10 @@ impl Config {
                 bail!("interfaces: {i:?} is listed twice");
             }
         }
-        self.blacklist.check("blacklist")?;
-        self.allowlist.check("allowlist")?;
-        if let Some(g) = &self.geoip {
-            if g.allow_countries.is_empty() == g.deny_countries.is_empty() {
-                bail!("geoip: set exactly one of allow_countries or deny_countries");
-            }
-            for (key, list) in [("allow_countries", &g.allow_countries), ("deny_countries", &g.deny_countries)] {
-                for c in list {
-                    if crate::countries::index_of(c).is_none() {
-                        bail!("geoip.{key}: {c:?} is not an ISO 3166-1 alpha-2 country code");
-                    }
-                }
-            }
-            if !g.database.is_file() {
-                bail!("geoip.database: {}: no such file", g.database.display());
-            }
-        }
+        Ok(())
+    }
+
+    fn check_scanners_and_events(&self) -> Result<()> {
         for (k, list) in self.scanners.header_lists() {
             for s in list {
                 if s.is_empty() || s.len() > SIG_MAX_LEN {
@@ -684,6 +739,11 @@ mod tests {
         assert_eq!(c.interfaces, vec!["eth1"]);
         assert_eq!(c.ratelimit.rules["register"].burst, 20);
         assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9610");
+        assert_eq!(
+            (c.audit, c.notify.clone()),
+            (crate::audit::AuditCfg::default(), crate::notify::NotifyCfg::default())
+        );
+        assert!(!c.notify.enabled());
     }
 
     #[test]

@@ -87,11 +87,36 @@ impl Reply {
     }
 }
 
-/// Who sent a request (from `SO_PEERCRED`).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+/// Who sent a request (uid and pid from `SO_PEERCRED`; `sudo_user` as the CLI reported it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
     pub pid: Option<i32>,
+    #[serde(default)]
+    pub sudo_user: Option<String>,
+}
+
+/// The key next to `op` that carries the caller's `SUDO_USER` (for the audit trail).
+const SUDO_USER_KEY: &str = "sudo_user";
+
+/// A request line as sent: the request's JSON with the caller's `SUDO_USER` added.
+pub fn request_line(req: &Request, sudo_user: Option<&str>) -> Result<String> {
+    let mut v = serde_json::to_value(req)?;
+    if let (Some(o), Some(u)) = (v.as_object_mut(), sudo_user) {
+        o.insert(SUDO_USER_KEY.into(), u.into());
+    }
+    Ok(v.to_string() + "\n")
+}
+
+/// Parse a request line: the request and the `SUDO_USER` it reports.
+pub fn parse_request(line: &str) -> Result<(Request, Option<String>)> {
+    let mut v: serde_json::Value = serde_json::from_str(line)?;
+    let sudo = v
+        .as_object_mut()
+        .and_then(|o| o.remove(SUDO_USER_KEY))
+        .and_then(|u| u.as_str().map(str::to_string))
+        .filter(|u| !u.is_empty());
+    Ok((serde_json::from_value(v)?, sudo))
 }
 
 /// Send `req` to the running controller. `Ok(None)` when no controller listens (no socket, or
@@ -111,8 +136,7 @@ pub fn call(socket: &Path, req: &Request) -> Result<Option<Reply>> {
         Err(e) => return Err(anyhow!("{}: {e}", socket.display())),
     };
     stream.set_read_timeout(Some(REPLY_TIMEOUT))?;
-    let mut line = serde_json::to_string(req)?;
-    line.push('\n');
+    let line = request_line(req, crate::audit::sudo_user().as_deref())?;
     stream.write_all(line.as_bytes()).with_context(|| format!("{}: sending the request", socket.display()))?;
     let mut answer = String::new();
     BufReader::new(&stream)
@@ -174,6 +198,18 @@ mod tests {
     }
 
     #[test]
+    fn requests_carry_the_sudo_user() {
+        let req = Request::BanDel { ip: "198.51.100.7".parse().unwrap() };
+        let line = request_line(&req, Some("alice")).unwrap();
+        assert_eq!(line, "{\"ip\":\"198.51.100.7\",\"op\":\"ban_del\",\"sudo_user\":\"alice\"}\n");
+        assert_eq!(parse_request(&line).unwrap(), (req.clone(), Some("alice".into())));
+        let plain = request_line(&req, None).unwrap();
+        assert_eq!(parse_request(&plain).unwrap(), (req, None));
+        assert_eq!(parse_request("{\"op\":\"reload\",\"sudo_user\":\"bob\"}").unwrap().1.as_deref(), Some("bob"));
+        assert!(parse_request("{\"op\":\"bogus\"}").is_err());
+    }
+
+    #[test]
     fn replies_carry_the_result() {
         let ok = Reply::from_result(Ok("done".into()));
         assert_eq!(ok, Reply { ok: true, message: "done".into(), data: serde_json::Value::Null });
@@ -214,7 +250,7 @@ mod tests {
         let req = Request::BanDel { ip: "198.51.100.7".parse().unwrap() };
         let reply = call(&path, &req).unwrap().expect("a controller answered");
         assert_eq!((reply.ok, reply.message.as_str()), (false, "198.51.100.7 is not banned"));
-        assert_eq!(t.join().unwrap(), format!("{}\n", serde_json::to_string(&req).unwrap()));
+        assert_eq!(t.join().unwrap(), request_line(&req, crate::audit::sudo_user().as_deref()).unwrap());
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 
         let (path, t) = serve_once("");

@@ -41,6 +41,9 @@ use crate::policy::{self, ApplyReport, Policy, Sources};
 use crate::sig::Signature;
 use crate::state::{self, DaemonState, IfaceState, ListState, Runtime};
 
+/// How often the notification checks run (drop rates, stale lists, dry-run, attachment).
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+
 pub struct RunOpts {
     pub config: PathBuf,
     pub ifaces: Vec<String>,
@@ -203,6 +206,29 @@ pub struct Shared {
     /// What `/metrics` reports besides the kernel counters.
     pub snapshot: Arc<RwLock<crate::metrics::Snapshot>>,
     pub sink: Arc<Mutex<EventSink>>,
+    /// Notification channels (replaced when a reload changes `[notify]`).
+    pub notifier: Arc<RwLock<crate::notify::Notifier>>,
+    /// Automatic bans since the last audit summary (filled by the event drain).
+    pub bans: Arc<Mutex<crate::audit::BanTally>>,
+}
+
+impl Shared {
+    fn alert(&self, a: crate::notify::Alert) {
+        self.notifier.read().unwrap_or_else(|p| p.into_inner()).alert(a);
+    }
+
+    /// The event drain's hook: a new automatic ban is tallied for the audit summary and, when
+    /// the trigger is on, notified.
+    pub fn on_event(&self, ev: &crate::events::EventLine) {
+        if ev.ban_secs.is_none() {
+            return;
+        }
+        self.bans.lock().unwrap_or_else(|p| p.into_inner()).add(&ev.src, ev.reason);
+        let n = self.notifier.read().unwrap_or_else(|p| p.into_inner());
+        if n.triggers.auto_bans {
+            n.alert(crate::notify::Alert::ban(ev));
+        }
+    }
 }
 
 /// Work for the worker, in arrival order.
@@ -224,6 +250,10 @@ pub enum Job {
     Gc,
     /// A pull of the CrowdSec decision stream.
     Crowdsec(Box<Pull>),
+    /// Periodic checks that raise notifications (drop rates, stale lists, dry-run, detached).
+    Watch,
+    /// Write the audit summary of the automatic bans since the last one.
+    AuditBans,
     Stop,
 }
 
@@ -247,6 +277,16 @@ struct Worker {
     /// The CrowdSec connector's shared state, and the decisions it holds.
     crowdsec: Arc<Hub>,
     cs_held: Held,
+    audit: crate::audit::Log,
+    watch: Watch,
+}
+
+/// State of the periodic notification checks.
+#[derive(Default)]
+struct Watch {
+    rates: crate::notify::DropRates,
+    edges: crate::notify::Edge,
+    dry_run_since: Option<Instant>,
 }
 
 fn kind_index(kind: ListKind) -> usize {
@@ -271,16 +311,32 @@ impl Worker {
                     }
                 }
                 Job::Reload => {
-                    if let Err(e) = self.reload() {
+                    let before = self.audit_state();
+                    let r = self.reload().map(|r| format!("configuration reloaded: {}", summary(&r)));
+                    if let Err(e) = &r {
                         error!("reload rejected, the running configuration stays: {e:#}");
                     }
+                    let mut rec = crate::audit::Record::new(
+                        crate::audit::Actor::controller(),
+                        "reload",
+                        json!({"trigger": "SIGHUP"}),
+                    )
+                    .outcome(&r);
+                    rec.before = before;
+                    rec.after = self.audit_state();
+                    self.audit.auto(&rec);
                 }
                 Job::Refresh => self.start_refresh(None),
                 Job::Fetched { epoch, kind, result, waiter } => self.fetched(epoch, kind, result, waiter),
                 Job::GeoCheck => self.check_geo_file(),
                 Job::Gc => self.gc(),
                 Job::Crowdsec(pull) => self.crowdsec_pull(&pull),
-                Job::Stop => return,
+                Job::Watch => self.watch(),
+                Job::AuditBans => self.audit_bans(),
+                Job::Stop => {
+                    self.audit_bans();
+                    return;
+                }
             }
             self.publish();
         }
@@ -298,6 +354,8 @@ impl Worker {
             );
         }
         let mut stop = false;
+        let audited = req.clone();
+        let before = if req.is_edit() { self.audit_state() } else { serde_json::Value::Null };
         let r = match req {
             Request::Status => {
                 let r = self.status().map(|v| Reply { ok: true, message: String::new(), data: v });
@@ -308,6 +366,12 @@ impl Worker {
                 if self.list_sources().is_empty() {
                     Ok("no list has files or URLs to refresh".to_string())
                 } else {
+                    // The refresh's own record (list_refresh) follows when the fetch is committed.
+                    let rec = crate::audit::Record::of_request(crate::audit::Actor::operator(&caller), &audited)
+                        .outcome(&Ok("refresh started".into()));
+                    // A refresh only fetches newer lists: it goes ahead even when this record
+                    // cannot be written (logged and counted).
+                    self.audit.auto(&rec);
                     self.start_refresh(Some(reply));
                     return false;
                 }
@@ -320,10 +384,19 @@ impl Worker {
             }
             other => self.edit(other),
         };
-        let ok = r.is_ok();
         if let Err(e) = &r {
             warn!("control request failed: {e:#}");
         }
+        // The record is on disk before the caller hears of success; a failed write turns the
+        // reply into an error that says the change is live (protection is never undone).
+        let mut rec = crate::audit::Record::of_request(crate::audit::Actor::operator(&caller), &audited).outcome(&r);
+        rec.before = before;
+        rec.after = if stop { json!({"attached": []}) } else { self.audit_state() };
+        let r = match (r, self.audit.write(&rec)) {
+            (Ok(m), Err(e)) => Err(anyhow!("{m}; but the change could not be audited: {e:#}")),
+            (r, _) => r,
+        };
+        let ok = r.is_ok() || stop;
         self.publish_sigs();
         let _ = reply.send(Reply::from_result(r));
         stop && ok
@@ -383,6 +456,10 @@ impl Worker {
         let ranges = if crowdsec.is_some() { self.cs_held.range_list() } else { IpList::default() };
         let policy = Policy::new(&cfg, &with_ranges(&sources, ranges), &self.runtime)?;
         let sink = EventSink::open(&cfg)?;
+        let notifier = match cfg.notify != self.cfg.notify {
+            true => Some(crate::notify::Notifier::start(&cfg.notify)?),
+            false => None,
+        };
         let report = policy.commit(&mut self.filter)?;
         if crowdsec.is_none() && (self.cs_held.ips() + self.cs_held.ranges()) > 0 {
             let ch = self.cs_held.clear();
@@ -393,6 +470,10 @@ impl Worker {
         }
         self.crowdsec.configure(crowdsec, &cfg.ratelimit);
         *self.shared.sink.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+        if let Some(n) = notifier {
+            *self.shared.notifier.write().unwrap_or_else(|p| p.into_inner()) = n;
+        }
+        self.audit.cfg = cfg.audit.clone();
         self.geo_mtime = cfg.geoip.as_ref().and_then(|g| mtime(&g.database));
         self.cfg = cfg;
         self.sources = sources;
@@ -469,7 +550,17 @@ impl Worker {
         } else {
             result.and_then(|list| self.commit_list(kind, list))
         };
+        let before = self.state.lists.get(kind.name()).map(|l| l.entries);
         let entry = self.state.lists.entry(kind.name().into()).or_default();
+        let mut rec = crate::audit::Record::new(
+            crate::audit::Actor::controller(),
+            "list_refresh",
+            json!({"list": kind.name(), "requested": waiter.is_some()}),
+        )
+        .outcome(&r.as_ref().map(|(n, _)| format!("{n} entries")).map_err(|e| anyhow!("{e:#}")));
+        rec.before = json!({"entries": before});
+        rec.after = json!({"entries": r.as_ref().map(|(n, _)| *n).ok().or(before)});
+        self.audit.auto(&rec);
         match &r {
             Ok((n, secs)) => {
                 info!("{} refreshed: {n} entries in {secs:.3}s", kind.name());
@@ -479,6 +570,12 @@ impl Worker {
             }
             Err(e) => {
                 error!("{} refresh failed, keeping the last good list: {e:#}", kind.name());
+                if self.shared.notifier.read().is_ok_and(|n| n.triggers.lists) {
+                    self.shared.alert(crate::notify::Alert::new(
+                        crate::notify::Kind::ListFailure,
+                        format!("{} refresh failed, the last good list stays: {e:#}", kind.name()),
+                    ));
+                }
                 entry.errors += 1;
                 entry.last_error = Some(format!("{e:#}"));
             }
@@ -527,6 +624,14 @@ impl Worker {
         let res = crate::geo::read_db(&g.database)
             .and_then(|db| crate::geo::load_geo(&mut self.filter, &db, &policy).map(|r| (db, r)));
         let entry = self.state.lists.entry("geoip".into()).or_default();
+        let outcome = res.as_ref().map(|(_, r)| format!("{} networks", r.v4_networks + r.v6_networks));
+        let rec = crate::audit::Record::new(
+            crate::audit::Actor::controller(),
+            "geoip_reload",
+            json!({"database": g.database.display().to_string()}),
+        )
+        .outcome(&outcome.map_err(|e| anyhow!("{e:#}")));
+        self.audit.auto(&rec);
         match res {
             Ok((db, r)) => {
                 info!(
@@ -545,6 +650,12 @@ impl Worker {
                     "GeoIP database {} changed but was rejected, keeping the previous one: {e:#}",
                     g.database.display()
                 );
+                if self.shared.notifier.read().is_ok_and(|n| n.triggers.geoip) {
+                    self.shared.alert(crate::notify::Alert::new(
+                        crate::notify::Kind::GeoipFailure,
+                        format!("GeoIP database {} rejected, the previous one stays: {e:#}", g.database.display()),
+                    ));
+                }
                 entry.errors += 1;
                 entry.last_error = Some(format!("{e:#}"));
             }
@@ -645,7 +756,138 @@ impl Worker {
             s.signatures = self.shared.sigs.read().map(|v| v.len()).unwrap_or(0);
             s.events_write_errors = self.shared.sink.lock().map(|k| k.write_errors).unwrap_or(0);
             s.tollfraud_rules = crate::portpolicy::tollfraud_rule_names(&self.cfg);
+            s.audit_write_errors = self.audit.write_errors;
+            s.notify = self.shared.notifier.read().map(|n| n.stats()).unwrap_or_default();
         }
+    }
+
+    /// The before/after summary of an audit record: what an operator would compare.
+    fn audit_state(&self) -> serde_json::Value {
+        let dry_run = self.filter.config().map(|c| c.flags & xdp_common::CFG_DRY_RUN != 0).ok();
+        let al = policy::merged_allowlist(&self.sources.allowlist, &self.runtime).len();
+        json!({
+            "dry_run": dry_run,
+            "blacklist": self.sources.blacklist.len(),
+            "allowlist": al,
+            "signatures": self.shared.sigs.read().map(|v| v.len()).unwrap_or(0),
+            "active_bans": self.active_bans,
+            "attached": self.state.interfaces.iter().map(|i| i.name.clone()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// One audit record for the automatic bans since the last one (none when there were none).
+    fn audit_bans(&mut self) {
+        let tally = std::mem::take(&mut *self.shared.bans.lock().unwrap_or_else(|p| p.into_inner()));
+        if tally.count > 0 {
+            self.audit.auto(&tally.record());
+        }
+    }
+
+    /// Periodic checks that raise notifications. Cheap: a counter read, a few stats.
+    fn watch(&mut self) {
+        let n = self.shared.notifier.read().map(|n| n.clone()).unwrap_or_default();
+        if !n.is_enabled() {
+            return;
+        }
+        let t = &n.triggers;
+        let mut alerts = vec![];
+        if !t.drop_rate.is_empty() {
+            if let Ok(st) = self.filter.stats() {
+                let packets: Vec<Vec<u64>> =
+                    st.slots.iter().map(|row| row.iter().map(|c| c.packets).collect()).collect();
+                let th = t
+                    .drop_rate
+                    .iter()
+                    .filter_map(|(r, v)| xdp_common::REASON_NAMES.iter().position(|n| n == r).map(|i| (i, *v)))
+                    .collect();
+                for (slot, reason, rate) in self.watch.rates.update(Instant::now(), packets, t.drop_window, &th) {
+                    let iface = self.state.iface_of_slot(slot as u32).map(|i| i.name.clone()).unwrap_or("other".into());
+                    let name = xdp_common::REASON_NAMES[reason];
+                    alerts.push(crate::notify::Alert::new(
+                        crate::notify::Kind::DropRate,
+                        format!(
+                            "flood detected on {iface}: {rate:.0} pkt/s dropped as {name} (threshold {} pkt/s over {})",
+                            t.drop_rate[name],
+                            humantime::format_duration(t.drop_window)
+                        ),
+                    ));
+                }
+            }
+        }
+        if t.lists {
+            let now = state::unix_now();
+            for kind in self.list_sources() {
+                let refresh = match kind {
+                    ListKind::Blacklist => self.cfg.blacklist.refresh,
+                    ListKind::Allowlist => self.cfg.allowlist.refresh,
+                };
+                let last = self.state.lists.get(kind.name()).map(|l| l.last_load_unix).unwrap_or(0.0);
+                let stale = now - last > 2.0 * refresh.as_secs_f64();
+                if self.watch.edges.rise(&format!("stale-{}", kind.name()), stale) {
+                    alerts.push(crate::notify::Alert::new(
+                        crate::notify::Kind::ListStale,
+                        format!(
+                            "{} is stale: last loaded {:.0}s ago, refresh every {}",
+                            kind.name(),
+                            now - last,
+                            humantime::format_duration(refresh)
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(after) = t.dry_run_after {
+            let on = self.filter.config().map(|c| c.flags & xdp_common::CFG_DRY_RUN != 0).unwrap_or(false);
+            let since = match on {
+                true => *self.watch.dry_run_since.get_or_insert_with(Instant::now),
+                false => {
+                    self.watch.dry_run_since = None;
+                    Instant::now()
+                }
+            };
+            if self.watch.edges.rise("dry-run", on && since.elapsed() >= after) {
+                alerts.push(crate::notify::Alert::new(
+                    crate::notify::Kind::DryRun,
+                    format!(
+                        "dry-run has been on for more than {}: nothing is dropped",
+                        humantime::format_duration(after)
+                    ),
+                ));
+            }
+        }
+        if t.detached {
+            for problem in self.attachment_problems() {
+                if self.watch.edges.rise(&problem, true) {
+                    alerts.push(crate::notify::Alert::new(crate::notify::Kind::Detached, problem));
+                }
+            }
+        }
+        for a in alerts {
+            warn!("alert: {}", a.text);
+            n.alert(a);
+        }
+    }
+
+    /// Interfaces where the filter is no longer attached (its link pin gone, or no live link
+    /// runs this program) — someone detached or replaced it behind the controller's back.
+    fn attachment_problems(&self) -> Vec<String> {
+        let mut out = vec![];
+        let links = link_dir(&self.pin_dir);
+        for i in &self.state.interfaces {
+            if !links.join(&i.name).exists() {
+                out.push(format!("the filter is no longer attached to {} (its link pin is gone)", i.name));
+            }
+        }
+        if let Some(pid) = self.state.program_id {
+            let ours = aya::programs::loaded_links().filter_map(|l| l.ok()).filter(|l| l.program_id() == pid).count();
+            if ours < self.state.interfaces.len() {
+                out.push(format!(
+                    "only {ours} of {} attachments run the sipshield program (id {pid}): detached or replaced",
+                    self.state.interfaces.len()
+                ));
+            }
+        }
+        out
     }
 
     /// `status --json`, from the controller's own knowledge.
@@ -706,6 +948,9 @@ struct Prepared {
     metrics: Option<std::net::TcpListener>,
     control: std::os::unix::net::UnixListener,
     lock: state::Lock,
+    /// Notification channels, started before the kernel is touched (a bad `[notify]` stops
+    /// the start with nothing changed).
+    notifier: crate::notify::Notifier,
     crowdsec: Option<(crate::crowdsec::CrowdsecCfg, crate::crowdsec::config::Credentials)>,
 }
 
@@ -753,6 +998,7 @@ fn prepare(opts: &RunOpts) -> Result<Prepared> {
     let sink = EventSink::open(&cfg)?;
     let sources = Sources::read(&cfg)?;
     let policy = Policy::new(&cfg, &sources, &runtime)?;
+    let notifier = crate::notify::Notifier::start(&cfg.notify)?;
     Ok(Prepared {
         mode: opts.mode.unwrap_or(cfg.mode),
         cfg,
@@ -765,6 +1011,7 @@ fn prepare(opts: &RunOpts) -> Result<Prepared> {
         control,
         lock,
         crowdsec,
+        notifier,
     })
 }
 
@@ -867,7 +1114,7 @@ async fn serve(opts: RunOpts) -> Result<()> {
         .map_err(|e| anyhow!("start: {e}"))??
     };
     st.config = config_path.clone();
-    let Prepared { cfg, sources, runtime, sink, metrics, control, lock: _lock, crowdsec, .. } = p;
+    let Prepared { cfg, sources, runtime, sink, metrics, control, lock: _lock, crowdsec, notifier, .. } = p;
     let hub = Hub::new();
     hub.configure(crowdsec, &cfg.ratelimit);
     let mut filter = filter;
@@ -877,10 +1124,23 @@ async fn serve(opts: RunOpts) -> Result<()> {
         sigs: Arc::new(RwLock::new(vec![])),
         snapshot: Arc::new(RwLock::new(crate::metrics::Snapshot::default())),
         sink: Arc::new(Mutex::new(sink)),
+        notifier: Arc::new(RwLock::new(notifier)),
+        bans: Arc::new(Mutex::new(crate::audit::BanTally::default())),
     };
     let stop_events = Arc::new(AtomicBool::new(false));
-    let drain =
-        crate::events::spawn_drain(ring, shared.sigs.clone(), shared.sink.clone(), stop_events.clone(), hub.clone())?;
+    let drain = {
+        let hook = shared.clone();
+        crate::events::spawn_drain(
+            ring,
+            shared.sigs.clone(),
+            shared.sink.clone(),
+            Box::new(move |ev| hook.on_event(ev)),
+            stop_events.clone(),
+            hub.clone(),
+        )?
+    };
+    let ban_summary = cfg.audit.ban_summary;
+    let audit = crate::audit::Log::new(&cfg.audit);
     let metrics_filter = Filter::open_pinned(&pin_dir)?;
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let (stop_tx, mut stop_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -902,6 +1162,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
         active_bans: 0,
         crowdsec: hub.clone(),
         cs_held: Held::default(),
+        audit,
+        watch: Watch::default(),
     };
     worker.record(&report);
     worker.publish_sigs();
@@ -930,6 +1192,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
     let mut refresh_tick = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
     let mut gc_tick = tokio::time::interval(Duration::from_secs(10));
     let mut geo_tick = tokio::time::interval(Duration::from_secs(2));
+    let mut watch_tick = tokio::time::interval(WATCH_EVERY);
+    let mut ban_tick = tokio::time::interval_at(tokio::time::Instant::now() + ban_summary, ban_summary);
     let started = Instant::now();
     let mut control_tasks = tokio::task::JoinSet::new();
     let send = |j: Job| {
@@ -944,6 +1208,8 @@ async fn serve(opts: RunOpts) -> Result<()> {
             _ = refresh_tick.tick() => send(Job::Refresh),
             _ = geo_tick.tick() => send(Job::GeoCheck),
             _ = gc_tick.tick() => send(Job::Gc),
+            _ = watch_tick.tick() => send(Job::Watch),
+            _ = ban_tick.tick() => send(Job::AuditBans),
             conn = control.accept() => match conn {
                 Ok((stream, _)) => { control_tasks.spawn(serve_control(stream, job_tx.clone())); }
                 Err(e) => warn!("control socket: accept: {e}"),
@@ -987,10 +1253,10 @@ async fn serve_control(stream: tokio::net::UnixStream, jobs: mpsc::Sender<Job>) 
     let read = tokio::time::timeout(Duration::from_secs(10), rd.read_line(&mut line)).await;
     let reply = match (read, cred) {
         (Ok(Ok(_)), Some(c)) if c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw() => {
-            match serde_json::from_str::<Request>(&line) {
-                Ok(req) => {
+            match crate::control::parse_request(&line) {
+                Ok((req, sudo_user)) => {
                     let (tx, rx) = oneshot::channel();
-                    let caller = Caller { uid: c.uid(), pid: c.pid() };
+                    let caller = Caller { uid: c.uid(), pid: c.pid(), sudo_user };
                     if jobs.send(Job::Control { req, caller, reply: tx }).is_err() {
                         Reply::err(&anyhow!("the controller is stopping"))
                     } else {

@@ -241,6 +241,7 @@ pub fn spawn_drain(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     sigs: std::sync::Arc<std::sync::RwLock<Vec<Signature>>>,
     sink: std::sync::Arc<std::sync::Mutex<EventSink>>,
+    mut on_event: Box<dyn FnMut(&EventLine) + Send>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     crowdsec: std::sync::Arc<crate::crowdsec::lapi::Hub>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -265,6 +266,7 @@ pub fn spawn_drain(
                     if let Some(r) = ban_report(&ev, wall) {
                         crowdsec.offer(r);
                     }
+                    on_event(&ev);
                 }
             }
         }

@@ -6,8 +6,10 @@
 //! rules, and the all-or-nothing commit of a whole configuration); [`daemon`] (the controller
 //! process), [`control`] (its socket), [`edits`] (runtime edits), [`state`] (durable files).
 pub mod addrlist;
+pub mod audit;
 pub mod bans;
 pub mod bpfsys;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod countries;
@@ -20,6 +22,7 @@ pub mod gen;
 pub mod geo;
 pub mod lists;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod portpolicy;
 pub mod replay;

@@ -28,6 +28,9 @@ pub struct Snapshot {
     pub tollfraud_rules: Vec<String>,
     /// The CrowdSec connector (its state is read at each scrape).
     pub crowdsec: Option<Arc<crate::crowdsec::lapi::Hub>>,
+    pub audit_write_errors: u64,
+    /// Delivery counters per notification channel.
+    pub notify: std::collections::BTreeMap<String, crate::notify::ChannelStats>,
 }
 
 type Labels = Vec<(String, String)>;
@@ -147,6 +150,28 @@ pub fn render(filter: &Filter, snap: &Snapshot) -> Result<String> {
     if let Some(hub) = snap.crowdsec.as_ref().filter(|h| h.active().is_some()) {
         crowdsec_metrics(&mut reg, hub);
     }
+    let audit_errors: Counter = Counter::default();
+    audit_errors.inc_by(snap.audit_write_errors);
+    reg.register(
+        "sipshield_audit_write_errors",
+        "Audit records that could not be written (the change itself stayed live)",
+        audit_errors,
+    );
+    let sent = Family::<Labels, Counter>::default();
+    let failures = Family::<Labels, Counter>::default();
+    let given_up = Family::<Labels, Counter>::default();
+    let dropped = Family::<Labels, Counter>::default();
+    for (name, c) in &snap.notify {
+        let l = labels(&[("channel", name)]);
+        sent.get_or_create(&l).inc_by(c.sent);
+        failures.get_or_create(&l).inc_by(c.failures);
+        given_up.get_or_create(&l).inc_by(c.given_up);
+        dropped.get_or_create(&l).inc_by(c.dropped);
+    }
+    reg.register("sipshield_notify_sent", "Notification messages delivered, by channel", sent);
+    reg.register("sipshield_notify_failures", "Failed notification delivery attempts, by channel", failures);
+    reg.register("sipshield_notify_given_up", "Notification messages dropped after every retry failed", given_up);
+    reg.register("sipshield_notify_dropped", "Alerts dropped because a channel's queue was full", dropped);
 
     let dry: Gauge = Gauge::default();
     dry.set((cfg.flags & CFG_DRY_RUN != 0) as i64);

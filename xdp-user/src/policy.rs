@@ -37,15 +37,35 @@ pub struct Sources {
 impl Sources {
     /// Read every source of `cfg`. Fails without side effects, naming the file, URL or key.
     pub fn read(cfg: &Config) -> Result<Sources> {
-        let blacklist = read_list(cfg, ListKind::Blacklist)?;
-        let allowlist = read_list(cfg, ListKind::Allowlist)?;
-        let signatures = sig::from_config(&cfg.scanners)?;
+        let (sources, mut errors) = Self::read_all(cfg);
+        match sources {
+            Some(s) => Ok(s),
+            None if errors.len() == 1 => Err(errors.remove(0)),
+            None => Err(anyhow!("{}", errors.iter().map(|e| format!("{e:#}")).collect::<Vec<_>>().join("\n"))),
+        }
+    }
+
+    /// Read every source of `cfg`, going on after a failure: the sources when all were read,
+    /// else every error (`sipshield check` lists them all).
+    pub fn read_all(cfg: &Config) -> (Option<Sources>, Vec<anyhow::Error>) {
+        fn keep<T>(errors: &mut Vec<anyhow::Error>, r: Result<T>) -> Option<T> {
+            r.map_err(|e| errors.push(e)).ok()
+        }
+        let mut errors = vec![];
+        let blacklist = keep(&mut errors, read_list(cfg, ListKind::Blacklist));
+        let allowlist = keep(&mut errors, read_list(cfg, ListKind::Allowlist));
+        let signatures = keep(&mut errors, sig::from_config(&cfg.scanners));
         let geo = match &cfg.geoip {
-            Some(g) => Some(crate::geo::read_db(&g.database)?),
-            None => None,
+            Some(g) => keep(&mut errors, crate::geo::read_db(&g.database).map(Some)),
+            None => Some(None),
         };
-        let groups = read_groups(cfg)?;
-        Ok(Sources { blacklist, allowlist, signatures, geo, groups })
+        let groups = keep(&mut errors, read_groups(cfg));
+        match (blacklist, allowlist, signatures, geo, groups) {
+            (Some(blacklist), Some(allowlist), Some(signatures), Some(geo), Some(groups)) => {
+                (Some(Sources { blacklist, allowlist, signatures, geo, groups }), errors)
+            }
+            _ => (None, errors),
+        }
     }
 }
 

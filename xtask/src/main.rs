@@ -10,10 +10,13 @@
 //!   reproduces it.
 //! - `cargo xtask fuzz [--seconds N] [TARGET]`: the cargo-fuzz targets, N seconds each (a
 //!   smoke run of every target ends `cargo xtask test`).
+//! - `cargo xtask deb`: build the Debian package (cargo-deb) with the man pages and
+//!   completions generated from the CLI.
 //! - `cargo xtask demo`: setup, build sipshield, run it between two network namespaces against
 //!   a mixed SIP stream and check that every expected drop reason was counted.
 //!
 //! xtask only orchestrates: it runs tools and the `sipshield` binary, it holds no filter logic.
+mod deb;
 mod demo;
 mod fuzz;
 mod setup;
@@ -59,6 +62,17 @@ enum Cmd {
         /// One of list_parser, config, mmdb, capture, sip_scan.
         target: Option<String>,
     },
+    /// Build the Debian package (cargo-deb): binary, unit, config, man pages, completions,
+    /// logrotate, alert rules. Prints the path of the .deb.
+    Deb {
+        /// Package the binary of this cargo profile (`release`, or `dev` as `cargo xtask test`
+        /// builds it).
+        #[arg(long, default_value = "release")]
+        profile: String,
+        /// Package the binary already built instead of building it first.
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 fn main() {
@@ -70,6 +84,11 @@ fn main() {
         Cmd::Demo => demo::run(),
         Cmd::Difftest { seed, count } => difftest(seed, count),
         Cmd::Fuzz { seconds, target } => setup::run().and_then(|_| fuzz::run(seconds, target.as_deref())),
+        Cmd::Deb { profile, no_build } => match no_build {
+            true => deb::run_with(&profile, false),
+            false => setup::run().and_then(|_| deb::run_with(&profile, true)),
+        }
+        .map(|p| println!("{}", p.display())),
     };
     if let Err(e) = res {
         eprintln!("\nxtask: error: {e:#}");

@@ -27,12 +27,22 @@ pub const PACKAGES: &[&str] = &[
     "fail2ban",
     "libpcap-dev",
     "crowdsec",
+    // The operators' kit: `man -w` in the .deb test, python3-venv for the PyPI test tools.
+    "man-db",
+    "python3-venv",
 ];
 
 /// Written before `crowdsec` is installed: with it, the package's post-install script does not
 /// register with CrowdSec's central API (which would reach the internet). The tests run their
 /// own Local API (`tests/src/crowdsec.rs`) and never use the package's service.
 const CROWDSEC_OFFLINE_CREDENTIALS: &str = "/etc/crowdsec/online_api_credentials.yaml";
+
+/// The venv of the PyPI tools the tests run (aiosmtpd: a real SMTP server for the digests).
+pub const TEST_VENV: &str = "/opt/sipshield-test-venv";
+/// PyPI packages of the venv, pinned.
+pub const PYPI_TOOLS: &[(&str, &str)] = &[("aiosmtpd", "1.4.6")];
+/// cargo-deb builds the Debian package (`cargo xtask deb`).
+pub const CARGO_DEB_VERSION: &str = "3.8.0";
 
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -57,6 +67,12 @@ pub fn run() -> Result<()> {
     }
     if cargo_fuzz()? {
         did.push("cargo-fuzz");
+    }
+    if pypi_tools()? {
+        did.push("PyPI test tools");
+    }
+    if cargo_deb()? {
+        did.push("cargo-deb");
     }
     let secs = t0.elapsed().as_secs_f64();
     if did.is_empty() {
@@ -374,5 +390,47 @@ fn cargo_fuzz() -> Result<bool> {
     cmd.env_remove("CARGO_TARGET_DIR");
     util::run(&mut cmd).context("installing cargo-fuzz failed")?;
     println!("[done] cargo-fuzz {CARGO_FUZZ_VERSION}");
+    Ok(true)
+}
+
+/// Installed version of a PyPI package in the test venv.
+fn venv_version(pkg: &str) -> Option<String> {
+    let out = Command::new(format!("{TEST_VENV}/bin/pip")).args(["show", pkg]).stderr(Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().find_map(|l| l.strip_prefix("Version: ").map(|v| v.trim().to_string()))
+}
+
+/// The test venv with [`PYPI_TOOLS`] at their pinned versions.
+fn pypi_tools() -> Result<bool> {
+    let missing: Vec<String> = PYPI_TOOLS
+        .iter()
+        .filter(|(p, v)| venv_version(p).as_deref() != Some(*v))
+        .map(|(p, v)| format!("{p}=={v}"))
+        .collect();
+    if missing.is_empty() {
+        println!("[skip] PyPI test tools in {TEST_VENV}");
+        return Ok(false);
+    }
+    println!("[do]   PyPI test tools into {TEST_VENV}: {}", missing.join(" "));
+    need_root("create the test venv")?;
+    if !Path::new(TEST_VENV).join("bin/pip").exists() {
+        util::run(Command::new("python3").args(["-m", "venv", TEST_VENV]))?;
+    }
+    util::run(Command::new(format!("{TEST_VENV}/bin/pip")).args(["install", "--quiet"]).args(&missing))?;
+    println!("[done] {}", missing.join(" "));
+    Ok(true)
+}
+
+/// cargo-deb, pinned, from crates.io.
+fn cargo_deb() -> Result<bool> {
+    let have = util::capture(Command::new("cargo").args(["deb", "--version"]))
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION))
+        .unwrap_or(false);
+    if have {
+        println!("[skip] cargo-deb {CARGO_DEB_VERSION}");
+        return Ok(false);
+    }
+    println!("[do]   cargo install cargo-deb --version {CARGO_DEB_VERSION} --locked");
+    util::run(Command::new("cargo").args(["install", "cargo-deb", "--version", CARGO_DEB_VERSION, "--locked"]))?;
     Ok(true)
 }

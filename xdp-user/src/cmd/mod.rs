@@ -2,9 +2,12 @@
 //! its control socket (one writer); without a controller they edit the pinned maps directly,
 //! under the writer lock, with the same code.
 mod allow;
+mod assets;
+mod audit;
 mod ban;
 mod blacklist;
 mod group;
+mod check;
 mod inspect;
 mod scanners;
 
@@ -82,6 +85,17 @@ pub enum Cmd {
     },
     /// Re-read the running controller's config and apply it as one change (or not at all).
     Reload,
+    /// Check a configuration and every source it names (lists, URLs, GeoIP, signatures)
+    /// without touching the kernel; lists every error and exits non-zero if there is one.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The audit trail: every change made to the running filter, by whom.
+    Audit(audit::AuditArgs),
+    /// Write the man pages and shell completions into DIR (packaging).
+    #[command(hide = true)]
+    Assets { dir: PathBuf },
     /// Drop events of the running controller.
     Events {
         #[arg(long, short)]
@@ -114,7 +128,9 @@ pub enum GeoCmd {
 }
 
 pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
-    if !matches!(cmd, Cmd::Events { .. } | Cmd::Replay { .. }) && !sipshield::sys::is_root() {
+    let unprivileged =
+        matches!(cmd, Cmd::Events { .. } | Cmd::Replay { .. } | Cmd::Check { .. } | Cmd::Audit(_) | Cmd::Assets { .. });
+    if !unprivileged && !sipshield::sys::is_root() {
         log::warn!("not running as root: loading and editing the filter needs CAP_BPF and CAP_NET_ADMIN");
     }
     match cmd {
@@ -138,7 +154,19 @@ pub fn dispatch(cmd: Cmd, json: bool) -> Result<()> {
         Cmd::DryRun { mode } => edit(Request::DryRun { mode }, json),
         Cmd::Reload => controller_only(Request::Reload, json),
         Cmd::Events { follow, last, pcap } => inspect::events(follow, json, last, pcap.as_deref()),
+        Cmd::Check { config } => check::run(&config, json),
+        Cmd::Audit(a) => audit::run(a, json),
+        Cmd::Assets { dir } => assets::write(&dir),
     }
+}
+
+/// The audit log path of the last controller's config (the default when there is none).
+pub fn audit_cfg_path() -> PathBuf {
+    audit_cfg().path
+}
+
+fn audit_cfg() -> sipshield::audit::AuditCfg {
+    DaemonState::load().and_then(|d| Config::load(&d.config).ok()).map(|c| c.audit).unwrap_or_default()
 }
 
 /// Print a controller's (or the direct edit's) result.
@@ -157,7 +185,13 @@ pub fn edit(req: Request, json: bool) -> Result<()> {
         print_result(&r.message, &r.data, json);
         return Ok(());
     }
-    let message = direct(req)?;
+    let result = direct(req.clone());
+    // No controller: this process made the change, so it writes the audit record (after the
+    // change: a failed write reports an error but never undoes protection).
+    let rec = sipshield::audit::Record::of_request(sipshield::audit::Actor::this_process(), &req).outcome(&result);
+    let audited = sipshield::audit::Log::new(&audit_cfg()).write(&rec);
+    let message = result?;
+    audited.map_err(|e| anyhow!("{message}; but the change could not be audited: {e:#}"))?;
     print_result(&message, &serde_json::Value::Null, json);
     Ok(())
 }
@@ -225,7 +259,13 @@ fn detach(iface: Option<String>) -> Result<()> {
         println!("{}", reply.into_result()?.message);
         return Ok(());
     }
-    let removed = sipshield::daemon::detach(&state::pin_dir(), iface.as_deref())?;
+    let result = sipshield::daemon::detach(&state::pin_dir(), iface.as_deref());
+    let req = Request::Detach { iface };
+    let rec = sipshield::audit::Record::of_request(sipshield::audit::Actor::this_process(), &req)
+        .outcome(&result.as_ref().map(|r| format!("detached from {}", r.join(", "))).map_err(|e| anyhow!("{e:#}")));
+    let audited = sipshield::audit::Log::new(&audit_cfg()).write(&rec);
+    let removed = result?;
+    audited.map_err(|e| anyhow!("detached, but the change could not be audited: {e:#}"))?;
     if removed.is_empty() {
         println!("no interface was attached; pinned state removed");
     } else {
