@@ -580,6 +580,11 @@ impl Config {
             add(g.check());
         }
         add(self.check_scanners_and_events());
+        if let Some(c) = &self.crowdsec {
+            add(c.check());
+        }
+        add(self.authfail.check());
+        add(crate::portpolicy::validate(self));
         add(self.audit.check());
         out.extend(self.notify.problems());
         out
@@ -620,11 +625,7 @@ impl Config {
         if !(1..=1_000_000).contains(&self.events.burst) {
             bail!("events.burst: {} is out of range 1..=1000000", self.events.burst);
         }
-        if let Some(c) = &self.crowdsec {
-            c.check()?;
-        }
-        self.authfail.check()?;
-        crate::portpolicy::validate(self)
+        Ok(())
     }
 
     /// Kernel config flags derived from this file.
