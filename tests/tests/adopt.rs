@@ -139,7 +139,8 @@ fn maps_pinned_by_release_0_1_0_are_adopted() {
         assert_eq!(shape(f.map(name).unwrap()), want, "map {name}");
         assert!(maps_dir.join(name).exists(), "{name} is not pinned");
         if !OLD_MAP_NAMES.contains(name) {
-            assert!([maps::SIP_PORTS_1, maps::RL_RULES_1].contains(name), "{name} is new: list it here");
+            let new = [maps::SIP_PORTS_1, maps::RL_RULES_1, maps::BL_BM4[0], maps::BL_BM4[1]];
+            assert!(new.contains(name), "{name} is new: list it here");
         }
     }
     assert!(!maps_dir.join("GEN_IFINDEX").exists(), "the retired GEN_IFINDEX pin is still there");
@@ -149,6 +150,7 @@ fn maps_pinned_by_release_0_1_0_are_adopted() {
     let c = f.config().unwrap();
     assert_eq!((c.blacklist_gen, c.rl_v6_prefix, c.present, c.flags), (1, 56, PRESENT_BL_NET4, CFG_SIP_TCP));
     assert_eq!(c.policy_gen, 0);
+    assert_eq!(c.present & PRESENT_BL_BM4, 0, "the adopted generation has no /24 bitmap: full lookup");
     assert_eq!(f.sip_ports().unwrap(), vec![5060]);
     assert_eq!(f.stats().unwrap().reason_total(REASON_BLACKLISTED).packets, old_counted);
 

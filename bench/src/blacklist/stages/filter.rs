@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use sipshield::bpfsys::MmapRegion;
 use sipshield::filter::{build_table4, map_data, Filter, ListKind, XDP_PASS};
 use sipshield::lists::{read_list_file, IpList};
-use xdp_common::{maps, Bucket4, Config, BL4_BUCKETS, BL4_SLOTS, BL4_TABLE_CAPACITY, BL_NET_CAPACITY, BL_V4_CAPACITY};
+use xdp_common::{
+    maps, Bucket4, Config, BL4_BUCKETS, BL4_SLOTS, BL4_TABLE_CAPACITY, BL_NET_CAPACITY, BL_V4_CAPACITY, PRESENT_BL_BM4,
+};
 
 use super::{lpm_fill, lpm_insert_each, lpm_keys, ranges4, v4_entries};
 use crate::blacklist::experiments::{slab_cg_delta, slab_top, slabinfo};
@@ -361,7 +363,11 @@ fn previous_hash_capped(filter: &mut Filter, capped: &IpList) -> Result<f64> {
     sipshield::bpfsys::update_batch(map_data(filter.map(hname)?).fd().as_fd(), &hkeys, &hones)
         .with_context(|| format!("filling {hname}"))?;
     let secs = t.elapsed().as_secs_f64();
-    filter.update_config(|c| c.bl4_overflow = 1)?;
+    // The /24 bitmap of this generation knows only the ranges: the previous design had none.
+    filter.update_config(|c| {
+        c.bl4_overflow = 1;
+        c.present &= !PRESENT_BL_BM4;
+    })?;
     Ok(secs)
 }
 
@@ -375,6 +381,7 @@ fn all_in_lpm_capped(filter: &mut Filter, capped: &IpList) -> Result<(f64, &'sta
     filter.update_config(|c| {
         c.blacklist_gen = idle;
         c.bl4_overflow = 0;
+        c.present &= !PRESENT_BL_BM4;
     })?;
     Ok((secs, method))
 }
