@@ -5,6 +5,9 @@
 //! - `cargo xtask lint`: setup, then `cargo fmt --all --check` and clippy on the host crates and
 //!   on the eBPF crates (for the BPF target, with their pinned nightly); any finding fails.
 //! - `cargo xtask test [-- ARGS]`: setup, build the workspace, run its tests.
+//! - `cargo xtask bench [--quick]`: setup (plus npm for the GeoIP database), build the
+//!   benchmarks (release), run `sipshield-bench suite`: every benchmark against its peers, one
+//!   validated table, JSON and SVG plots in `bench/results/`.
 //! - `cargo xtask demo`: setup, build sipshield, run it between two network namespaces against
 //!   a mixed SIP stream and check that every expected drop reason was counted.
 //!
@@ -37,6 +40,13 @@ enum Cmd {
     },
     /// Setup, build sipshield (release) and run it against a mixed SIP stream in two namespaces.
     Demo,
+    /// Setup, build the benchmarks (release) and run all of them: one validated table, JSON and
+    /// SVG plots in bench/results/ (as root; quick: under 3 minutes, full: under 20).
+    Bench {
+        /// Smaller runs: fewer rounds, frames and sources, two scaling sizes.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() {
@@ -46,6 +56,7 @@ fn main() {
         Cmd::Lint => lint(),
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Bench { quick } => bench(quick),
     };
     if let Err(e) = res {
         eprintln!("\nxtask: error: {e:#}");
@@ -89,6 +100,23 @@ fn lint() -> Result<()> {
     }
     println!("\nxtask: lint clean");
     Ok(())
+}
+
+/// The benchmarks are release builds (the debug profile measures nothing useful).
+fn bench(quick: bool) -> Result<()> {
+    setup::run()?;
+    setup::bench_packages()?;
+    let root = util::workspace_root();
+    util::step("cargo build --release -p sipshield-bench --bins");
+    util::run(util::cargo().current_dir(&root).args(["build", "--release", "-p", "sipshield-bench", "--bins"]))?;
+    let suite = util::target_dir().join("release").join("sipshield-bench");
+    let mut cmd = std::process::Command::new(suite);
+    cmd.current_dir(&root).args(["suite", "--out", "bench/results"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    util::step(&format!("sipshield-bench suite{}", if quick { " --quick" } else { "" }));
+    util::run(&mut cmd)
 }
 
 fn test(extra: &[String]) -> Result<()> {

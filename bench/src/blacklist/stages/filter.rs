@@ -19,6 +19,9 @@ use crate::blacklist::lookup::{measure, measure_listed, Lookup, Scenario};
 use crate::blacklist::mem::{BlMemlock, Mem};
 use crate::blacklist::{BlArgs, Listing};
 
+/// The full list without its /24 bitmap (`PRESENT_BL_BM4` cleared): the miss path before it.
+pub const NO_BITMAP: &str = "table /32 + LPM, no /24 bitmap";
+
 /// What loading the list into the filter measured.
 pub struct Load {
     pub program_load_secs: f64,
@@ -74,6 +77,13 @@ pub fn load(
     let run = &mut |f: &[u8], r: u32| filter.test_run_repeat(f, r);
     let full = Scenario { instance: 1, name: "table /32 + LPM ranges", entries: total };
     lookups.extend(measure_listed(run, full, probes, &probes.hit, a)?);
+    // The same generation without its /24 bitmap (the lookup before the bitmap): the miss is
+    // the row the bitmap changes.
+    filter.update_config(|c| c.present &= !PRESENT_BL_BM4)?;
+    let run = &mut |f: &[u8], r: u32| filter.test_run_repeat(f, r);
+    let no_bitmap = Scenario { instance: 1, name: NO_BITMAP, entries: total };
+    lookups.push(measure(run, no_bitmap, "miss", &probes.miss, XDP_PASS, a)?);
+    filter.update_config(|c| c.present |= PRESENT_BL_BM4)?;
     let reload = reload(&mut filter, listing, a.settle(), first.mem_before)?;
     let ml_loaded = first.ml_loaded;
     let load = Load {
