@@ -373,16 +373,19 @@ fn load_row(s: &Sources) -> Outcome {
         return Outcome::Invalid("a peer did not load the list (see the blacklist bench's output)".into());
     };
     let bpe = f(src, &["targets", "memory_total_bytes_per_entry"]);
+    // The maps' own accounting, without the system-wide slab delta (which other processes move).
+    let memlock = f(src, &["sipshield", "memlock_bl_maps_bytes_per_entry"]);
     let mut r = base("s");
     r.value = Some(total);
     r.peer_value = Some(ipset.min(nft));
     r.ratio = Some(ipset.min(nft) / total);
     r.met = Some(r.ratio.unwrap() >= 2.5 && total <= 0.7 && bpe.is_some_and(|b| b <= 100.0));
     r.notes.push(format!(
-        "{entries} entries; ipset restore {ipset:.2} s ({:.1}x), nft -f {nft:.2} s ({:.1}x); {:.1} B/entry (all blacklist maps, both generations)",
+        "{entries} entries; ipset restore {ipset:.2} s ({:.1}x), nft -f {nft:.2} s ({:.1}x); {:.1} B/entry = slab delta + memlock of all blacklist maps, both generations (memlock alone {:.1})",
         ipset / total,
         nft / total,
-        bpe.unwrap_or(f64::NAN)
+        bpe.unwrap_or(f64::NAN),
+        memlock.unwrap_or(f64::NAN)
     ));
     Outcome::Measured(r)
 }
