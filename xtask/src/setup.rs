@@ -93,8 +93,14 @@ fn apt_packages() -> Result<bool> {
 /// (`npm pack`). Not installed for the tests.
 pub const BENCH_PACKAGES: &[&str] = &["npm"];
 
-/// Install [`BENCH_PACKAGES`] if missing.
+/// Install [`BENCH_PACKAGES`] unless an `npm` command is there already (a `nodejs` package from
+/// another source ships its own npm and conflicts with Debian's).
 pub fn bench_packages() -> Result<bool> {
+    let have_npm = Command::new("npm").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if have_npm.is_ok_and(|s| s.success()) {
+        println!("[skip] npm: present");
+        return Ok(false);
+    }
     apt_install(BENCH_PACKAGES)
 }
 

@@ -57,30 +57,49 @@ fn template(tb: &Testbed, src: u32) -> Vec<u8> {
         .build()
 }
 
-fn case(a: &Args, tb: &Testbed, f: &mut Filter, pool: &[u32], texts: &(String, String)) -> Result<Case> {
-    set_gen_sources(pool)?;
-    let frames = vec![template(tb, pool[0])];
+/// Every pool against one peer, the peer's rules loaded once (`load`, `unload`) around them.
+fn against(
+    a: &Args,
+    tb: &Testbed,
+    f: &mut Filter,
+    pools: &[&[u32]],
+    frames: &[Vec<u8>],
+    drops: &dyn Fn() -> Result<u64>,
+) -> Result<Vec<Comparison>> {
     let per = a.live.frames.min(u32::MAX as u64) as u32;
-    eprintln!("live: {} sources, {per} frames per run, {} runs per side ...", pool.len(), a.live.runs);
+    let mut out = vec![];
+    for pool in pools {
+        set_gen_sources(pool)?;
+        eprintln!("live: {} sources, {per} frames per run, {} runs per side ...", pool.len(), a.live.runs);
+        out.push(compare(
+            a.live.runs,
+            || run_sipshield(tb, f, frames, per, REASON_BLACKLISTED),
+            || run_peer(tb, frames, per, drops),
+        )?);
+    }
+    Ok(out)
+}
+
+/// Both peers and the harness floor for every pool of sources.
+fn cases(a: &Args, tb: &Testbed, f: &mut Filter, pools: &[&[u32]], texts: &(String, String)) -> Result<Vec<Case>> {
+    let frames = vec![template(tb, pools[0][0])];
     peers::ipset_iptables_load(&tb.rx, &texts.0)?;
-    let ipt = compare(
-        a.live.runs,
-        || run_sipshield(tb, f, &frames, per, REASON_BLACKLISTED),
-        || run_peer(tb, &frames, per, || Ok(peers::iptables_counters(&tb.rx)?.iter().sum())),
-    );
+    let ipt = against(a, tb, f, pools, &frames, &|| Ok(peers::iptables_counters(&tb.rx)?.iter().sum()));
     peers::ipset_iptables_delete(&tb.rx)?;
     let ipt = ipt?;
     peers::nft_netdev_load(&tb.rx, &texts.1)?;
-    let nft = compare(
-        a.live.runs,
-        || run_sipshield(tb, f, &frames, per, REASON_BLACKLISTED),
-        || run_peer(tb, &frames, per, || peers::nft_netdev_counter(&tb.rx)),
-    );
+    let nft = against(a, tb, f, pools, &frames, &|| peers::nft_netdev_counter(&tb.rx));
     peers::nft_netdev_delete(&tb.rx)?;
     let nft = nft?;
-    let floor = harness_floor(tb, &frames, per)?;
+    let per = a.live.frames.min(u32::MAX as u64) as u32;
+    let mut out = vec![];
+    for ((pool, ipt), nft) in pools.iter().zip(ipt).zip(nft) {
+        set_gen_sources(pool)?;
+        let floor = harness_floor(tb, &frames, per)?;
+        out.push(Case { sources: pool.len(), ipt, nft, floor });
+    }
     set_gen_sources(&[])?;
-    Ok(Case { sources: pool.len(), ipt, nft, floor })
+    Ok(out)
 }
 
 fn case_json(c: &Case) -> Value {
@@ -131,9 +150,7 @@ fn main() -> Result<()> {
         if f.test_run(&template(tb, g.addrs[0]))? != XDP_DROP {
             bail!("a listed source is not dropped");
         }
-        let few = case(&a, tb, &mut f, &g.addrs[..a.sources], &texts)?;
-        let all = case(&a, tb, &mut f, &g.addrs, &texts)?;
-        Ok(vec![few, all])
+        cases(&a, tb, &mut f, &[&g.addrs[..a.sources], &g.addrs], &texts)
     })?;
     let mut t = report::heading("bl_live");
     let _ = writeln!(t, "list: {} addresses + {} ranges (seed {:#x})", g.addrs.len(), ranges.len(), a.seed);

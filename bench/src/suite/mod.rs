@@ -4,7 +4,7 @@
 //!
 //! The benchmarks run as child processes of the existing binaries with `--json` (each in its
 //! own namespaces, under a time limit): `sipshield-bench blacklist` at 1M entries + 10k ranges
-//! and at smaller sizes for the scaling, `sip_bench`, `geo_bench`. Their JSON is kept whole in
+//! and at smaller sizes for the scaling, `bl_live`, `sip_bench`, `geo_bench`. Their JSON is kept whole in
 //! the results; the rows read it, check it and print INVALID rather than a figure when a check
 //! fails.
 use std::fmt::Write as _;
@@ -83,12 +83,12 @@ fn jobs(a: &SuiteArgs) -> Vec<Job> {
     let mut bl = s(&["blacklist", "--json", "--seed", &seed]);
     if a.quick {
         // The default settle time stays: the memory row reads system-wide meminfo deltas.
-        bl.extend(s(&["--skip-lpm-full", "--cold", "16384", "--repeat", "200000"]));
+        bl.extend(s(&["--skip-lpm-full", "--cold", "16384", "--repeat", "200000", "--diverse", "8"]));
     }
     v.push(Job { key: "blacklist".into(), bin: "sipshield-bench", args: bl, timeout: min(10) });
     for n in scaling_sizes(a.quick) {
         let mut args = s(&["blacklist", "--json", "--seed", &seed, "--entries", &n.to_string(), "--skip-lpm-full"]);
-        args.extend(s(&["--cold", "8192", "--repeat", "100000", "--settle-ms", "300"]));
+        args.extend(s(&["--cold", "8192", "--repeat", "100000", "--settle-ms", "300", "--diverse", "8"]));
         v.push(Job { key: format!("blacklist-{n}"), bin: "sipshield-bench", args, timeout: min(5) });
     }
     let (sip, geo) = if a.quick {
@@ -125,6 +125,12 @@ fn jobs(a: &SuiteArgs) -> Vec<Job> {
     } else {
         (s(&["--json"]), s(&["--json"]))
     };
+    // The live blacklist rows: 400k list, 1k sources and every listed address as a source.
+    let mut bl_live = s(&["--json", "--seed", &seed]);
+    if a.quick {
+        bl_live.extend(s(&["--runs", "1", "--frames", "1000000"]));
+    }
+    v.push(Job { key: "bl_live".into(), bin: "bl_live", args: bl_live, timeout: min(8) });
     v.push(Job { key: "sip".into(), bin: "sip_bench", args: sip, timeout: min(8) });
     v.push(Job { key: "geo".into(), bin: "geo_bench", args: geo, timeout: min(8) });
     v

@@ -116,6 +116,24 @@ pub fn draw(dir: &Path, _s: &Sources, sc: &Scaling) -> Vec<String> {
             ],
         ),
     );
+    let live = |f: &dyn Fn(&super::scaling::LivePoint) -> f64| -> Vec<(f64, f64)> {
+        sc.live_sources.iter().map(|p| (p.sources as f64, f(p))).collect()
+    };
+    one(
+        "live_drop_rate_vs_sources.svg",
+        chart(
+            &dir.join("live_drop_rate_vs_sources.svg"),
+            "Live blacklist drops vs distinct sources (400k list, live frames over veth)",
+            "distinct sources",
+            "Mpps (incl. the generator + veth floor)",
+            true,
+            &[
+                ("sipshield", BLUE, live(&|p| p.sipshield_mpps)),
+                ("iptables raw + ipset", RED, live(&|p| p.iptables_ipset_mpps)),
+                ("nftables netdev ingress set", MAGENTA, live(&|p| p.nft_netdev_mpps)),
+            ],
+        ),
+    );
     let scan: Vec<(f64, f64)> =
         sc.message.iter().filter(|m| m.case.starts_with("scanner")).map(|m| (m.msg_bytes as f64, m.ns)).collect();
     let legit: Vec<(f64, f64)> =

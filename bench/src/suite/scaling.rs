@@ -29,6 +29,15 @@ pub struct SourcePoint {
     pub empty_ns: f64,
 }
 
+/// Live blacklist drops (`bl_live`, 400k list) at a number of distinct sources, Mpps.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LivePoint {
+    pub sources: u64,
+    pub sipshield_mpps: f64,
+    pub iptables_ipset_mpps: f64,
+    pub nft_netdev_mpps: f64,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MsgPoint {
     pub case: String,
@@ -41,6 +50,7 @@ pub struct MsgPoint {
 pub struct Scaling {
     pub list_size: Vec<ListPoint>,
     pub sources: Vec<SourcePoint>,
+    pub live_sources: Vec<LivePoint>,
     pub message: Vec<MsgPoint>,
     /// Points left out because a verdict check failed, with the reason.
     pub left_out: Vec<String>,
@@ -107,6 +117,23 @@ pub fn scaling(s: &Sources) -> Scaling {
         }
         out.left_out.extend(lo);
     }
+    if let Some(live) = s.get("bl_live") {
+        for c in live["cases"].as_array().into_iter().flatten() {
+            let run = |k: &str, side: &str| &c[k][side];
+            let sides = [run("iptables_ipset", "sipshield"), run("iptables_ipset", "peer"), run("nft_netdev", "peer")];
+            if sides.iter().any(|r| r["dropped_fraction"].as_f64().is_none_or(|x| x < super::rows::MIN_ACCOUNTED)) {
+                out.left_out.push(format!("live, {} sources: frames not accounted for", c["sources"]));
+                continue;
+            }
+            let mpps = |r: &Value| r["pps"].as_f64().unwrap_or(f64::NAN) / 1e6;
+            out.live_sources.push(LivePoint {
+                sources: c["sources"].as_u64().unwrap_or(0),
+                sipshield_mpps: mpps(sides[0]),
+                iptables_ipset_mpps: mpps(sides[1]),
+                nft_netdev_mpps: mpps(sides[2]),
+            });
+        }
+    }
     if let Some(sip) = s.get("sip") {
         for c in sip["per_packet"]["cases"].as_array().into_iter().flatten() {
             let case = c["case"].as_str().unwrap_or("").to_string();
@@ -124,7 +151,7 @@ pub fn scaling(s: &Sources) -> Scaling {
     }
     out.not_measured = vec![
         "signatures 15 -> 1,000: the suite loads the default signature set only".into(),
-        "live drop rate vs sources 1 -> 1M: no live blacklist run yet; the sources scaling is per packet (BPF_PROG_TEST_RUN)".into(),
+        "live drop rate at 1 and 1M sources: bl_live measures 1k and 400k (its list size)".into(),
     ];
     out
 }
@@ -158,6 +185,15 @@ pub fn table(sc: &Scaling) -> String {
     let _ = writeln!(s, "  {:>9} {:>10} {:>10} {:>10}", "sources", "empty", "miss", "hit/32");
     for p in &sc.sources {
         let _ = writeln!(s, "  {:>9} {:>10.1} {:>10.1} {:>10.1}", p.sources, p.empty_ns, p.miss_ns, p.hit_ns);
+    }
+    let _ = writeln!(s, "SCALING: sources, live blacklist drops (400k list, Mpps, sipshield's run against iptables)");
+    let _ = writeln!(s, "  {:>9} {:>10} {:>16} {:>12}", "sources", "sipshield", "iptables+ipset", "nft netdev");
+    for p in &sc.live_sources {
+        let _ = writeln!(
+            s,
+            "  {:>9} {:>10.3} {:>16.3} {:>12.3}",
+            p.sources, p.sipshield_mpps, p.iptables_ipset_mpps, p.nft_netdev_mpps
+        );
     }
     let _ = writeln!(s, "SCALING: message length and UA position (whole SIP path, ns/packet)");
     let _ = writeln!(s, "  {:>9} {:>7} {:>9}  case", "msg B", "UA at", "ns");
