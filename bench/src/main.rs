@@ -19,6 +19,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use sipshield_bench::blacklist::hash_fill::{hash_fill, HashFillArgs};
 use sipshield_bench::blacklist::{blacklist, BlArgs};
+use sipshield_bench::suite::{suite, SuiteArgs};
 
 #[derive(Parser)]
 #[command(name = "sipshield-bench", about = "Benchmarks for sipshield (run as root)")]
@@ -34,11 +35,15 @@ enum Cmd {
     /// Diagnostic: time BPF_MAP_UPDATE_BATCH of N random keys into a stand-alone hash map
     /// (e.g. under `perf record -g` to see where the kernel spends the load time).
     HashFill(HashFillArgs),
+    /// Every benchmark (blacklist at several sizes, sip_bench, geo_bench) in one run: one
+    /// validated table, the scaling table, JSON and SVG plots (what `cargo xtask bench` runs).
+    Suite(SuiteArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Blacklist(a) => blacklist(a),
         Cmd::HashFill(a) => hash_fill(a),
+        Cmd::Suite(a) => suite(a),
     }
 }

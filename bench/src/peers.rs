@@ -230,3 +230,65 @@ pub fn nft_geo_counter(ns: &Netns) -> Result<u64> {
 pub fn nft_geo_run(tb: &Testbed, frames: &[Vec<u8>], per: u32) -> Result<Run> {
     run_peer(tb, frames, per, || nft_geo_counter(&tb.rx))
 }
+
+// ------------------------------------------------------------------------------ live blacklist
+
+/// The nft table of `bl_live`: the blacklist on the netdev ingress hook of the receiver.
+pub const NFT_BL_NETDEV: &str = "ssbench_bl";
+
+/// Table `netdev` [`NFT_BL_NETDEV`]: the sets of [`nft_blacklist_text`] and an ingress chain on
+/// `dev` (the earliest nftables hook) dropping sources in either set.
+pub fn nft_netdev_blacklist_text(addrs: &[u32], ranges: &[(u32, u8)], dev: &str) -> String {
+    let sets = nft_blacklist_text(addrs, ranges);
+    let body = sets
+        .strip_prefix(&format!("table ip {NFT_TABLE} {{\n"))
+        .and_then(|b| b.strip_suffix("}\n"))
+        .unwrap_or_default();
+    format!(
+        "table netdev {NFT_BL_NETDEV} {{\n{body}  chain ingress {{\n    type filter hook ingress device \"{dev}\" priority -500; policy accept;\n    \
+         ip saddr @bl4 counter drop\n    ip saddr @bl4net counter drop\n  }}\n}}\n"
+    )
+}
+
+/// Packets counted by the drop rules of the netdev chain (both sets).
+pub fn nft_netdev_counter(ns: &Netns) -> Result<u64> {
+    let out = ns_out(ns, "nft", &["-j", "list", "chain", "netdev", NFT_BL_NETDEV, "ingress"])?;
+    let v: Value = serde_json::from_str(&out).context("parsing nft -j")?;
+    let mut sum = 0;
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        for e in item["rule"]["expr"].as_array().into_iter().flatten() {
+            sum += e["counter"]["packets"].as_u64().unwrap_or(0);
+        }
+    }
+    Ok(sum)
+}
+
+/// Load the netdev table (`nft -f -`): seconds.
+pub fn nft_netdev_load(ns: &Netns, text: &str) -> Result<f64> {
+    Ok(ns_run(ns, "nft", &["-f", "-"], Input::Bytes(text.as_bytes()), NFT_SET_TIMEOUT)?.0)
+}
+
+pub fn nft_netdev_delete(ns: &Netns) -> Result<()> {
+    ns_out(ns, "nft", &["delete", "table", "netdev", NFT_BL_NETDEV]).map(|_| ())
+}
+
+/// `ipset restore` of [`ipset_text`] and two iptables raw PREROUTING rules dropping sources in
+/// either set: seconds of the restore.
+pub fn ipset_iptables_load(ns: &Netns, text: &str) -> Result<f64> {
+    iptables_flush(ns)?;
+    let secs = ns_run(ns, "ipset", &["restore"], Input::Bytes(text.as_bytes()), NFT_SET_TIMEOUT)?.0;
+    for set in [IPSET_V4, IPSET_NET4] {
+        ns_out(
+            ns,
+            "iptables",
+            &["-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", set, "src", "-j", "DROP"],
+        )?;
+    }
+    Ok(secs)
+}
+
+/// Remove the rules, then the sets.
+pub fn ipset_iptables_delete(ns: &Netns) -> Result<()> {
+    iptables_flush(ns)?;
+    ipset_destroy(ns, COMMAND_TIMEOUT).map(|_| ())
+}

@@ -158,7 +158,7 @@ fn maps_pinned_by_release_0_1_0_are_adopted() {
                 maps::AUTH_SCRATCH,
             ];
             assert!(
-                [maps::SIP_PORTS_1, maps::RL_RULES_1, maps::TF_HITS].contains(name)
+                [maps::SIP_PORTS_1, maps::RL_RULES_1, maps::TF_HITS, maps::BL_BM4[0], maps::BL_BM4[1]].contains(name)
                     || new_in_port_policy.contains(name)
                     || new_in_authfail.contains(name),
                 "{name} is new: list it here"
@@ -172,6 +172,7 @@ fn maps_pinned_by_release_0_1_0_are_adopted() {
     let c = f.config().unwrap();
     assert_eq!((c.blacklist_gen, c.rl_v6_prefix, c.present, c.flags), (1, 56, PRESENT_BL_NET4, CFG_SIP_TCP));
     assert_eq!(c.policy_gen, 0);
+    assert_eq!(c.present & PRESENT_BL_BM4, 0, "the adopted generation has no /24 bitmap: full lookup");
     assert_eq!(f.sip_ports().unwrap(), vec![5060]);
     assert_eq!(f.stats().unwrap().reason_total(REASON_BLACKLISTED).packets, old_counted);
 

@@ -317,3 +317,132 @@ fn program_clock_and_ban_presence() {
     ban_add(&mut f, ip("198.51.100.202"), Duration::from_secs(5)).unwrap();
     check(&mut f, "new ban after the flag was cleared", &from("198.51.100.202"), Drop(REASON_BANNED));
 }
+
+/// Every edge of the IPv4 ranges (first and last address inside, first outside on both sides),
+/// exact addresses and unlisted neighbours in the same /24 (where the per-/24 bitmap is set and
+/// the table or the trie must still say no).
+fn range_edges() -> Vec<(&'static str, Vec<u8>, Want)> {
+    use Want::*;
+    let d = Drop(REASON_BLACKLISTED);
+    let p = Pass(REASON_PASS);
+    vec![
+        ("/8 first", from("10.0.0.0"), d),
+        ("/8 last", from("10.255.255.255"), d),
+        ("below /8", from("9.255.255.255"), p),
+        ("above /8", from("11.0.0.0"), p),
+        ("/12 first", from("172.16.0.0"), d),
+        ("/12 last", from("172.31.255.255"), d),
+        ("below /12", from("172.15.255.255"), p),
+        ("above /12", from("172.32.0.0"), p),
+        ("/23 first", from("192.168.0.0"), d),
+        ("/23 last", from("192.168.1.255"), d),
+        ("below /23", from("192.167.255.255"), p),
+        ("above /23", from("192.168.2.0"), p),
+        ("/24 first", from("198.18.0.0"), d),
+        ("/24 last", from("198.18.0.255"), d),
+        ("below /24", from("198.17.255.255"), p),
+        ("above /24", from("198.18.1.0"), p),
+        ("/25 first", from("203.0.113.128"), d),
+        ("/25 last", from("203.0.113.255"), d),
+        ("below /25, same /24", from("203.0.113.127"), p),
+        ("above /25", from("203.0.114.0"), p),
+        ("/30 first", from("100.64.0.8"), d),
+        ("/30 last", from("100.64.0.11"), d),
+        ("below /30, same /24", from("100.64.0.7"), p),
+        ("above /30, same /24", from("100.64.0.12"), p),
+        ("exact", from("100.64.1.1"), d),
+        ("next to exact, same /24", from("100.64.1.2"), p),
+        ("0.0.0.0 (overflow hash)", from("0.0.0.0"), d),
+        ("next to 0.0.0.0, same /24", from("0.0.0.1"), p),
+        ("255.255.255.255", from("255.255.255.255"), d),
+        ("next to 255.255.255.255, same /24", from("255.255.255.254"), p),
+        ("unlisted, far", from("1.2.3.4"), p),
+        ("v6 unaffected", from("2001:db8:1::1"), p),
+    ]
+}
+
+const EDGES: &str = r#"
+[blacklist]
+entries = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/23", "198.18.0.0/24", "203.0.113.128/25",
+           "100.64.0.8/30", "100.64.1.1", "0.0.0.0", "255.255.255.255"]
+"#;
+
+#[test]
+fn blacklist_range_edges_with_and_without_the_bitmap() {
+    if !require_root("blacklist_range_edges_with_and_without_the_bitmap") {
+        return;
+    }
+    let mut f = filter_with(EDGES);
+    let c = f.config().unwrap();
+    assert_ne!(c.present & PRESENT_BL_BM4, 0, "a swap leaves the bitmap on");
+    check_table(&mut f, &range_edges());
+
+    // A generation filled by a build without the bitmap (bit clear): the full lookup, same verdicts.
+    f.update_config(|c| c.present &= !PRESENT_BL_BM4).unwrap();
+    check_table(&mut f, &range_edges());
+
+    // The bitmap is what the program reads first: with the bit set and the live bitmap emptied,
+    // listed sources pass (this is never a live state; it shows the miss path skips the rest).
+    let g = (c.blacklist_gen & 1) as usize;
+    let zeros = vec![0u64; BL4_BITMAP_WORDS as usize];
+    f.fill_array(maps::BL_BM4[g], 0, &zeros).unwrap();
+    f.update_config(|c| c.present |= PRESENT_BL_BM4).unwrap();
+    check(&mut f, "bitmap emptied: exact passes", &from("100.64.1.1"), Want::Pass(REASON_PASS));
+    check(&mut f, "bitmap emptied: /8 passes", &from("10.1.2.3"), Want::Pass(REASON_PASS));
+
+    // From that state (live generation without a bitmap, bit clear) a swap fills the idle
+    // generation's bitmap and sets the bit after the flip.
+    f.update_config(|c| c.present &= !PRESENT_BL_BM4).unwrap();
+    let l = lists::parse_list(&EDGES_LIST.join("\n"), "edges.txt", false).unwrap();
+    f.swap_list(ListKind::Blacklist, &l).unwrap();
+    assert_ne!(f.config().unwrap().present & PRESENT_BL_BM4, 0);
+    check_table(&mut f, &range_edges());
+    // And back to the first generation (its bitmap was emptied by the release, then refilled).
+    f.swap_list(ListKind::Blacklist, &l).unwrap();
+    check_table(&mut f, &range_edges());
+
+    // An empty list: nothing listed, the bitmap empty.
+    f.swap_list(ListKind::Blacklist, &IpList::default()).unwrap();
+    for (name, frame, _) in range_edges() {
+        check(&mut f, name, &frame, Want::Pass(REASON_PASS));
+    }
+}
+
+const EDGES_LIST: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/23",
+    "198.18.0.0/24",
+    "203.0.113.128/25",
+    "100.64.0.8/30",
+    "100.64.1.1",
+    "0.0.0.0",
+    "255.255.255.255",
+];
+
+/// The bitmap against a plain model: a /24's bit is set exactly when some entry of the list
+/// intersects it.
+#[test]
+fn bitmap_marks_exactly_the_slash24s_a_list_touches() {
+    let l = lists::parse_list(&EDGES_LIST.join("\n"), "edges.txt", false).unwrap();
+    let bm = sipshield::addrlist::build_bitmap4(&l);
+    let touched = |s24: u32| {
+        let (lo, hi) = (s24 << 8, (s24 << 8) | 0xff);
+        l.v4.iter().any(|a| u32::from_be_bytes(*a) >> 8 == s24)
+            || l.net4.iter().any(|(a, len)| {
+                let m = if *len == 0 { 0 } else { u32::MAX << (32 - len) };
+                let start = u32::from_be_bytes(*a) & m;
+                let end = start | !m;
+                start <= hi && lo <= end
+            })
+    };
+    let mut set = 0u64;
+    for s24 in 0..(1u32 << 24) {
+        let (w, bit) = bl4_bitmap_pos((s24 << 8).to_be_bytes());
+        let on = bm[w as usize] & bit != 0;
+        assert_eq!(on, touched(s24), "/24 {:?}", (s24 << 8).to_be_bytes());
+        set += on as u64;
+    }
+    // /8 + /12 + /23 + /24 + three single /24s (the /25, the /30 and 100.64.1.1) + 0/24 + 255.255.255/24.
+    assert_eq!(set, 65_536 + 4096 + 2 + 1 + 3 + 1 + 1);
+}

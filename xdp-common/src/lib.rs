@@ -209,6 +209,12 @@ pub const PRESENT_AL_NET6: u32 = 1 << 3;
 pub const PRESENT_BL_V6: u32 = 1 << 4;
 pub const PRESENT_BL_NET4: u32 = 1 << 5;
 pub const PRESENT_BL_NET6: u32 = 1 << 6;
+/// The live blacklist generation's `BL_BM4` bitmap covers its IPv4 entries: a source whose /24
+/// bit is clear skips the table, the overflow hash and the range trie. Not a "look here" bit
+/// like the others: it must hold for the old and the new generation during a swap, so the
+/// swap only sets it after the flip (`addrlist`), and a `CONFIG` pinned by a build without
+/// the bitmap reads 0 (the full lookup).
+pub const PRESENT_BL_BM4: u32 = 1 << 7;
 pub const PRESENT_AL_ALL: u32 = PRESENT_AL_V4 | PRESENT_AL_NET4 | PRESENT_AL_V6 | PRESENT_AL_NET6;
 pub const PRESENT_BL_ALL: u32 = PRESENT_BL_V6 | PRESENT_BL_NET4 | PRESENT_BL_NET6;
 
@@ -612,6 +618,16 @@ pub const BL4_TABLE_CAPACITY: u32 = BL4_BUCKETS * BL4_SLOTS as u32 / 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bucket4 {
     pub keys: [u32; BL4_SLOTS],
+}
+
+/// The blacklist's per-/24 bitmap (`maps::BL_BM4`): one bit per IPv4 /24, in `u64` words.
+pub const BL4_BITMAP_WORDS: u32 = 1 << 18;
+
+/// (word, bit mask) of the /24 of `a` in the per-/24 bitmap.
+#[inline(always)]
+pub const fn bl4_bitmap_pos(a: [u8; 4]) -> (u32, u64) {
+    let slash24 = (a[0] as u32) << 16 | (a[1] as u32) << 8 | a[2] as u32;
+    (slash24 >> 6, 1u64 << (slash24 & 63))
 }
 
 /// First candidate bucket of an IPv4 key (`u32::from_ne_bytes(octets)`).
@@ -1128,6 +1144,7 @@ mod tests {
             PRESENT_BL_V6,
             PRESENT_BL_NET4,
             PRESENT_BL_NET6,
+            PRESENT_BL_BM4,
         ];
         for set in [&cfg[..], &present[..]] {
             for (i, f) in set.iter().enumerate() {
@@ -1144,6 +1161,7 @@ mod tests {
         assert_eq!(BL4_TABLE_CAPACITY, 1_048_576);
         assert_eq!(BL4_BUCKETS as usize * core::mem::size_of::<Bucket4>(), 8 << 20, "8 MiB IPv4 table");
         assert_eq!(core::mem::size_of::<Bucket4>(), 64, "one cache line per bucket");
+        assert_eq!(BL4_BITMAP_WORDS as usize * 8, 2 << 20, "2 MiB per-/24 bitmap: one bit per /24");
         assert_eq!((BL_V4_CAPACITY, BL_V6_CAPACITY, BL_NET_CAPACITY), (65_536, 262_144, 65_536));
         assert_eq!((AL_CAPACITY, AL_NET_CAPACITY), (65_536, 16_384));
         assert_eq!((BAN_CAPACITY, RL_CAPACITY), (262_144, 262_144));
@@ -1214,6 +1232,19 @@ mod tests {
         // The seed changes the set of the same key.
         let key = [u32::from_ne_bytes([198, 51, 100, 7]) as u64, 0];
         assert_eq!(spread(64, RL_SETS, |s| rl_set(key, tag, s as u64 | (s as u64) << 33)), 64);
+    }
+
+    #[test]
+    fn bl4_bitmap_pos_is_one_bit_per_slash24() {
+        assert_eq!(bl4_bitmap_pos([0, 0, 0, 0]), (0, 1));
+        assert_eq!(bl4_bitmap_pos([0, 0, 63, 255]), (0, 1 << 63));
+        assert_eq!(bl4_bitmap_pos([0, 0, 64, 0]), (1, 1));
+        assert_eq!(bl4_bitmap_pos([255, 255, 255, 255]), (BL4_BITMAP_WORDS - 1, 1 << 63));
+        // The host byte never matters; every octet of the /24 does.
+        assert_eq!(bl4_bitmap_pos([198, 51, 100, 1]), bl4_bitmap_pos([198, 51, 100, 254]));
+        assert_ne!(bl4_bitmap_pos([198, 51, 100, 1]), bl4_bitmap_pos([198, 51, 101, 1]));
+        assert_ne!(bl4_bitmap_pos([198, 51, 100, 1]), bl4_bitmap_pos([198, 52, 100, 1]));
+        assert_ne!(bl4_bitmap_pos([198, 51, 100, 1]), bl4_bitmap_pos([199, 51, 100, 1]));
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub const BL_NET4: [&str; 2] = ["BL_NET4_0", "BL_NET4_1"];
 pub const BL_NET6: [&str; 2] = ["BL_NET6_0", "BL_NET6_1"];
 /// Blacklist, exact IPv4 addresses: the bucketized table (`Bucket4`, mmap-able array).
 pub const BL_TAB4: [&str; 2] = ["BL_TAB4_0", "BL_TAB4_1"];
+/// Blacklist, the per-/24 bitmap of every IPv4 entry of the generation (its /32s, and the
+/// /24s its ranges cover or touch): a source whose bit is clear is on no IPv4 part of the list,
+/// so a miss costs one array read (`PRESENT_BL_BM4`, mmap-able array of `u64` words).
+pub const BL_BM4: [&str; 2] = ["BL_BM4_0", "BL_BM4_1"];
 
 /// Timed bans, IPv4 (LRU hash of expiry times).
 pub const BANS_V4: &str = "BANS_V4";
@@ -139,6 +143,8 @@ pub const ALL: &[&str] = &[
     BL_NET6[1],
     BL_TAB4[0],
     BL_TAB4[1],
+    BL_BM4[0],
+    BL_BM4[1],
     BANS_V4,
     BANS_V6,
     BAN_PRESENT,
@@ -217,6 +223,7 @@ mod tests {
             BL_NET4,
             BL_NET6,
             BL_TAB4,
+            BL_BM4,
             GEO_V4,
             GEO_NET4,
             GEO_V6,

@@ -53,6 +53,11 @@ pub static BL_V4_1: HashMap<[u8; 4], u32> = HashMap::with_max_entries(BL_V4_CAPA
 pub static BL_TAB4_0: Array<Bucket4> = Array::with_max_entries(BL4_BUCKETS, BPF_F_MMAPABLE);
 #[map]
 pub static BL_TAB4_1: Array<Bucket4> = Array::with_max_entries(BL4_BUCKETS, BPF_F_MMAPABLE);
+/// Per-/24 bitmap of the blacklist's IPv4 entries (`PRESENT_BL_BM4`), written through mmap.
+#[map]
+pub static BL_BM4_0: Array<u64> = Array::with_max_entries(BL4_BITMAP_WORDS, BPF_F_MMAPABLE);
+#[map]
+pub static BL_BM4_1: Array<u64> = Array::with_max_entries(BL4_BITMAP_WORDS, BPF_F_MMAPABLE);
 #[map]
 pub static BL_V6_0: HashMap<[u8; 16], u32> = HashMap::with_max_entries(BL_V6_CAPACITY, BPF_F_NO_PREALLOC);
 #[map]

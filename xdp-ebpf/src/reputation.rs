@@ -60,11 +60,29 @@ fn in_tab4(tab: &Array<Bucket4>, k: u32) -> bool {
     false
 }
 
+/// Can `a` be on the IPv4 part of the list? With a complete bitmap (`PRESENT_BL_BM4`), a clear
+/// /24 bit rules out the table, the overflow hash and the range trie with one array read: the
+/// common case of a legitimate source. Without one (a generation filled by an earlier build),
+/// every structure is looked up.
 #[inline(always)]
+fn may_be_listed4(cfg: &Config, bm: &Array<u64>, a: [u8; 4]) -> bool {
+    if cfg.present & PRESENT_BL_BM4 == 0 {
+        return true;
+    }
+    let (word, bit) = bl4_bitmap_pos(a);
+    match bm.get(word) {
+        Some(w) => *w & bit != 0,
+        None => true,
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // one generation's maps, as statics: no struct of references
 fn blacklisted_in(
     cfg: &Config,
     pkt: &Pkt,
     tab: &Array<Bucket4>,
+    bm: &Array<u64>,
     e4: &HashMap<[u8; 4], u32>,
     n4: &LpmTrie<[u8; 4], u32>,
     e6: &HashMap<[u8; 16], u32>,
@@ -72,6 +90,12 @@ fn blacklisted_in(
 ) -> bool {
     if pkt.family == FAMILY_V4 {
         let a = pkt.v4();
+        if cfg.bl4_table == 0 && cfg.bl4_overflow == 0 && cfg.present & PRESENT_BL_NET4 == 0 {
+            return false;
+        }
+        if !may_be_listed4(cfg, bm, a) {
+            return false;
+        }
         (cfg.bl4_table != 0 && in_tab4(tab, u32::from_ne_bytes(a)))
             || (cfg.bl4_overflow != 0 && unsafe { e4.get(&a) }.is_some())
             || (cfg.present & PRESENT_BL_NET4 != 0 && n4.get(Key::new(32, a)).is_some())
@@ -85,9 +109,9 @@ fn blacklisted_in(
 #[inline(always)]
 pub fn blacklisted(cfg: &Config, pkt: &Pkt) -> bool {
     if cfg.blacklist_gen == 0 {
-        blacklisted_in(cfg, pkt, &BL_TAB4_0, &BL_V4_0, &BL_NET4_0, &BL_V6_0, &BL_NET6_0)
+        blacklisted_in(cfg, pkt, &BL_TAB4_0, &BL_BM4_0, &BL_V4_0, &BL_NET4_0, &BL_V6_0, &BL_NET6_0)
     } else {
-        blacklisted_in(cfg, pkt, &BL_TAB4_1, &BL_V4_1, &BL_NET4_1, &BL_V6_1, &BL_NET6_1)
+        blacklisted_in(cfg, pkt, &BL_TAB4_1, &BL_BM4_1, &BL_V4_1, &BL_NET4_1, &BL_V6_1, &BL_NET6_1)
     }
 }
 

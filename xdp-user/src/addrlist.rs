@@ -85,13 +85,16 @@ impl ListCounts {
     }
 }
 
-/// A list prepared for the kernel: the IPv4 bucket table is built here, once, before any write.
+/// A list prepared for the kernel: the IPv4 bucket table and the per-/24 bitmap are built here,
+/// once, before any write.
 pub struct ListPart<'a> {
     kind: ListKind,
     list: Cow<'a, IpList>,
     /// Blacklist only: the bucket table and the addresses that did not fit it.
     table: Option<Vec<Bucket4>>,
     keys4: Vec<[u8; 4]>,
+    /// Blacklist only: the per-/24 bitmap of every IPv4 entry (`build_bitmap4`).
+    bitmap: Option<Vec<u64>>,
 }
 
 impl<'a> ListPart<'a> {
@@ -105,14 +108,14 @@ impl<'a> ListPart<'a> {
     }
 
     fn build(kind: ListKind, list: Cow<'a, IpList>) -> ListPart<'a> {
-        let (table, keys4) = match kind {
+        let (table, keys4, bitmap) = match kind {
             ListKind::Blacklist => {
                 let (t, overflow) = build_table4(list.v4.iter().copied());
-                (Some(t), overflow)
+                (Some(t), overflow, Some(build_bitmap4(&list)))
             }
-            ListKind::Allowlist => (None, list.v4.iter().copied().collect()),
+            ListKind::Allowlist => (None, list.v4.iter().copied().collect(), None),
         };
-        ListPart { kind, list, table, keys4 }
+        ListPart { kind, list, table, keys4, bitmap }
     }
 
     pub fn list(&self) -> &IpList {
@@ -179,6 +182,9 @@ impl Part for ListPart<'_> {
             let mut m = mmap_table4(f, g)?;
             m.slice_mut::<Bucket4>()[..t.len()].copy_from_slice(t);
         }
+        if let Some(b) = &self.bitmap {
+            mmap_bitmap4(f, g)?.slice_mut::<u64>()[..b.len()].copy_from_slice(b);
+        }
         let ones4 = vec![1u32; self.keys4.len()];
         bpfsys::update_batch(map_data(f.map(n4)?).fd().as_fd(), &self.keys4, &ones4).map_err(|e| map_err(n4, e))?;
         let keys6: Vec<[u8; 16]> = self.list.v6.iter().copied().collect();
@@ -208,6 +214,9 @@ impl Part for ListPart<'_> {
         if self.kind == ListKind::Blacklist {
             c.bl4_overflow = self.overflow();
             c.bl4_table = self.in_table();
+            // Only now: from the flip until here the old generation may still have been live
+            // (or been filled by an earlier build, without a bitmap). `widen` never sets it.
+            c.present |= PRESENT_BL_BM4;
         }
     }
 }
@@ -236,10 +245,17 @@ fn mmap_table4(f: &Filter, g: u32) -> Result<bpfsys::MmapRegion> {
         .map_err(|e| map_err(name, format!("mmap: {e}")))
 }
 
+fn mmap_bitmap4(f: &Filter, g: u32) -> Result<bpfsys::MmapRegion> {
+    let name = maps::BL_BM4[(g & 1) as usize];
+    bpfsys::MmapRegion::map(map_data(f.map(name)?).fd().as_fd(), BL4_BITMAP_WORDS as usize * 8, true)
+        .map_err(|e| map_err(name, format!("mmap: {e}")))
+}
+
 fn clear_generation(f: &mut Filter, kind: ListKind, g: u32) -> Result<()> {
     let [n4, n6, nn4, nn6] = kind.map_names(g);
     if kind == ListKind::Blacklist {
         mmap_table4(f, g)?.slice_mut::<u64>().fill(0);
+        mmap_bitmap4(f, g)?.slice_mut::<u64>().fill(0);
     }
     bpfsys::drain_hash(map_data(f.map(n4)?).fd().as_fd(), 4, 4).map_err(|e| map_err(n4, e))?;
     bpfsys::drain_hash(map_data(f.map(n6)?).fd().as_fd(), 16, 4).map_err(|e| map_err(n6, e))?;
@@ -276,6 +292,46 @@ pub fn read_live(f: &Filter, kind: ListKind) -> Result<IpList> {
         out.net6.insert((k.data(), k.prefix_len() as u8));
     }
     Ok(out)
+}
+
+/// The per-/24 bitmap of a blacklist's IPv4 entries: the /24 of every address, every /24 inside
+/// a range of /24 or shorter, and the /24 holding a longer range. A set bit only means "look
+/// further" (the table, the overflow hash, the trie decide), so a /28 sets its whole /24.
+pub fn build_bitmap4(list: &IpList) -> Vec<u64> {
+    let mut bm = vec![0u64; BL4_BITMAP_WORDS as usize];
+    let mut set = |a: [u8; 4]| {
+        let (w, bit) = bl4_bitmap_pos(a);
+        bm[w as usize] |= bit;
+    };
+    for a in &list.v4 {
+        set(*a);
+    }
+    let mut spans = vec![];
+    for (a, len) in &list.net4 {
+        if *len > 24 {
+            set(*a);
+        } else {
+            // The /24s of the range: its first one (host bits cleared) and 2^(24 - len) of them.
+            let first = (u32::from_be_bytes(*a) >> 8) & !((1u32 << (24 - len)) - 1);
+            spans.push((first, 1u32 << (24 - len)));
+        }
+    }
+    for (first, n) in spans {
+        set_bits(&mut bm, first, n);
+    }
+    bm
+}
+
+/// Set bits `first..first + n` of `bm` (whole words at a time: a /8 is 65,536 bits).
+fn set_bits(bm: &mut [u64], first: u32, n: u32) {
+    let (mut i, end) = (first as usize, first as usize + n as usize);
+    while i < end {
+        let (w, b) = (i / 64, i % 64);
+        let take = (64 - b).min(end - i);
+        let mask = if take == 64 { u64::MAX } else { ((1u64 << take) - 1) << b };
+        bm[w] |= mask;
+        i += take;
+    }
 }
 
 /// Place IPv4 addresses in the bucket table: each goes to the less loaded of its two buckets

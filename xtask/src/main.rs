@@ -12,6 +12,9 @@
 //!   smoke run of every target ends `cargo xtask test`).
 //! - `cargo xtask deb`: build the Debian package (cargo-deb) with the man pages and
 //!   completions generated from the CLI.
+//! - `cargo xtask bench [--quick]`: setup (plus npm for the GeoIP database), build the
+//!   benchmarks (release), run `sipshield-bench suite`: every benchmark against its peers, one
+//!   validated table, JSON and SVG plots in `bench/results/`.
 //! - `cargo xtask demo`: setup, build sipshield, run it between two network namespaces against
 //!   a mixed SIP stream and check that every expected drop reason was counted.
 //!
@@ -73,6 +76,13 @@ enum Cmd {
         #[arg(long)]
         no_build: bool,
     },
+    /// Setup, build the benchmarks (release) and run all of them: one validated table, JSON and
+    /// SVG plots in bench/results/ (as root; quick: under 3 minutes, full: under 20).
+    Bench {
+        /// Smaller runs: fewer rounds, frames and sources, two scaling sizes.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() {
@@ -89,6 +99,7 @@ fn main() {
             false => setup::run().and_then(|_| deb::run_with(&profile, true)),
         }
         .map(|p| println!("{}", p.display())),
+        Cmd::Bench { quick } => bench(quick),
     };
     if let Err(e) = res {
         eprintln!("\nxtask: error: {e:#}");
@@ -132,6 +143,23 @@ fn lint() -> Result<()> {
     }
     println!("\nxtask: lint clean");
     Ok(())
+}
+
+/// The benchmarks are release builds (the debug profile measures nothing useful).
+fn bench(quick: bool) -> Result<()> {
+    setup::run()?;
+    setup::bench_packages()?;
+    let root = util::workspace_root();
+    util::step("cargo build --release -p sipshield-bench --bins");
+    util::run(util::cargo().current_dir(&root).args(["build", "--release", "-p", "sipshield-bench", "--bins"]))?;
+    let suite = util::target_dir().join("release").join("sipshield-bench");
+    let mut cmd = std::process::Command::new(suite);
+    cmd.current_dir(&root).args(["suite", "--out", "bench/results"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    util::step(&format!("sipshield-bench suite{}", if quick { " --quick" } else { "" }));
+    util::run(&mut cmd)
 }
 
 fn test(extra: &[String]) -> Result<()> {

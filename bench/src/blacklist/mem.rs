@@ -78,8 +78,9 @@ pub fn map_memlock(m: Option<&Map>) -> u64 {
 }
 
 /// The blacklist map groups, in report order: (maps of both generations, label, what it holds).
-pub const BL_GROUPS: [([&str; 2], &str, &str); 5] = [
+pub const BL_GROUPS: [([&str; 2], &str, &str); 6] = [
     (maps::BL_TAB4, "BL_TAB4", "/32 table (mmap-able array, vmalloc)"),
+    (maps::BL_BM4, "BL_BM4", "per-/24 bitmap of the IPv4 entries (mmap-able array, vmalloc)"),
     (maps::BL_V4, "BL_V4", "IPv4 overflow hash (no-prealloc)"),
     (maps::BL_NET4, "BL_NET4", "IPv4 range LPM trie"),
     (maps::BL_V6, "BL_V6", "IPv6 hash (no-prealloc)"),

@@ -206,7 +206,7 @@ fn targets_json(d: &Derived) -> Value {
         "faster_than_nft_pass_swap_only": pass_ratio(d.r_nft_load),
         "bytes_per_entry_max": TARGET_BYTES_PER_ENTRY,
         "memory_pass": d.pass_mem,
-        "memory_counts": "max(Slab, SUnreclaim) delta of the load + memlock of all 10 BL maps (both generations, loaded), / entries",
+        "memory_counts": "max(Slab, SUnreclaim) delta of the load + memlock of all 12 BL maps (both generations, loaded), / entries",
         "memory_total_bytes_per_entry": d.per_entry_total,
         "memory_pass_slab_delta_only": d.per_entry_slab.max(d.per_entry_sunreclaim) <= TARGET_BYTES_PER_ENTRY,
     })

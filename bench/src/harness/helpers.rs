@@ -122,3 +122,24 @@ pub fn set_gen_ifindex(ifindex: u32) -> Result<()> {
         Ok(())
     })
 }
+
+/// Make [`GEN`] cycle through `sources` (IPv4, host order) as the frames' source addresses
+/// (header checksums updated); an empty slice turns it off. At most 2^20 sources.
+pub fn set_gen_sources(sources: &[u32]) -> Result<()> {
+    with_helpers(|ebpf| {
+        let mut pool: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(ebpf.map_mut("GEN_SRC").ok_or_else(|| anyhow!("no map GEN_SRC"))?)?;
+        if sources.len() > pool.len() as usize {
+            anyhow::bail!("{} sources, the generator holds at most {}", sources.len(), pool.len());
+        }
+        for (i, a) in sources.iter().enumerate() {
+            // The program copies the value's bytes into the frame: they must be the address in
+            // network order.
+            pool.set(i as u32, u32::from_ne_bytes(a.to_be_bytes()), 0)?;
+        }
+        let mut n: aya::maps::Array<_, u32> =
+            aya::maps::Array::try_from(ebpf.map_mut("GEN_SRC_N").ok_or_else(|| anyhow!("no map GEN_SRC_N"))?)?;
+        n.set(0, sources.len() as u32, 0)?;
+        Ok(())
+    })
+}

@@ -176,7 +176,7 @@ fn memlock_groups(s: &mut String, r: &Results, d: &Derived) {
     let _ = writeln!(
         s,
         "    {:<53} {:>8.1}   ({:.2} → {:.2} MB)",
-        "all 10 BL maps",
+        "all 12 BL maps",
         d.per(d.ml_loaded_sum as f64),
         mb(d.ml_empty_sum),
         mb(d.ml_loaded_sum)
@@ -273,6 +273,7 @@ fn lookup_summary(s: &mut String, r: &Results, d: &Derived) {
     let rows = [
         "empty blacklist",
         "table /32 + LPM ranges",
+        crate::blacklist::stages::NO_BITMAP,
         "previous: hash /32 + LPM, full size",
         "rejected: all in LPM, full size",
         "table /32 + LPM, capped",

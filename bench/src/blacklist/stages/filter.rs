@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use sipshield::bpfsys::MmapRegion;
 use sipshield::filter::{build_table4, map_data, Filter, ListKind, XDP_PASS};
 use sipshield::lists::{read_list_file, IpList};
-use xdp_common::{maps, Bucket4, Config, BL4_BUCKETS, BL4_SLOTS, BL4_TABLE_CAPACITY, BL_NET_CAPACITY, BL_V4_CAPACITY};
+use xdp_common::{
+    maps, Bucket4, Config, BL4_BUCKETS, BL4_SLOTS, BL4_TABLE_CAPACITY, BL_NET_CAPACITY, BL_V4_CAPACITY, PRESENT_BL_BM4,
+};
 
 use super::{lpm_fill, lpm_insert_each, lpm_keys, ranges4, v4_entries};
 use crate::blacklist::experiments::{slab_cg_delta, slab_top, slabinfo};
@@ -16,6 +18,9 @@ use crate::blacklist::list::{Generated, Probes};
 use crate::blacklist::lookup::{measure, measure_listed, Lookup, Scenario};
 use crate::blacklist::mem::{BlMemlock, Mem};
 use crate::blacklist::{BlArgs, Listing};
+
+/// The full list without its /24 bitmap (`PRESENT_BL_BM4` cleared): the miss path before it.
+pub const NO_BITMAP: &str = "table /32 + LPM, no /24 bitmap";
 
 /// What loading the list into the filter measured.
 pub struct Load {
@@ -72,6 +77,13 @@ pub fn load(
     let run = &mut |f: &[u8], r: u32| filter.test_run_repeat(f, r);
     let full = Scenario { instance: 1, name: "table /32 + LPM ranges", entries: total };
     lookups.extend(measure_listed(run, full, probes, &probes.hit, a)?);
+    // The same generation without its /24 bitmap (the lookup before the bitmap): the miss is
+    // the row the bitmap changes.
+    filter.update_config(|c| c.present &= !PRESENT_BL_BM4)?;
+    let run = &mut |f: &[u8], r: u32| filter.test_run_repeat(f, r);
+    let no_bitmap = Scenario { instance: 1, name: NO_BITMAP, entries: total };
+    lookups.push(measure(run, no_bitmap, "miss", &probes.miss, XDP_PASS, a)?);
+    filter.update_config(|c| c.present |= PRESENT_BL_BM4)?;
     let reload = reload(&mut filter, listing, a.settle(), first.mem_before)?;
     let ml_loaded = first.ml_loaded;
     let load = Load {
@@ -361,7 +373,11 @@ fn previous_hash_capped(filter: &mut Filter, capped: &IpList) -> Result<f64> {
     sipshield::bpfsys::update_batch(map_data(filter.map(hname)?).fd().as_fd(), &hkeys, &hones)
         .with_context(|| format!("filling {hname}"))?;
     let secs = t.elapsed().as_secs_f64();
-    filter.update_config(|c| c.bl4_overflow = 1)?;
+    // The /24 bitmap of this generation knows only the ranges: the previous design had none.
+    filter.update_config(|c| {
+        c.bl4_overflow = 1;
+        c.present &= !PRESENT_BL_BM4;
+    })?;
     Ok(secs)
 }
 
@@ -375,6 +391,7 @@ fn all_in_lpm_capped(filter: &mut Filter, capped: &IpList) -> Result<(f64, &'sta
     filter.update_config(|c| {
         c.blacklist_gen = idle;
         c.bl4_overflow = 0;
+        c.present &= !PRESENT_BL_BM4;
     })?;
     Ok((secs, method))
 }

@@ -17,7 +17,7 @@ mod filter;
 mod peers;
 mod second;
 
-pub use filter::{breakdown, capped, load, Breakdown, Capped, Load};
+pub use filter::{breakdown, capped, load, Breakdown, Capped, Load, NO_BITMAP};
 pub use peers::{peers, PeerResult};
 pub use second::{second_instance, Second};
 
