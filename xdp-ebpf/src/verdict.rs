@@ -87,7 +87,8 @@ fn decide(ctx: &XdpContext, cfg: &Config, pkt: &Pkt, now: u64) -> Verdict {
         None => false,
     };
     if sip_port
-        && (cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED | CFG_TOLLFRAUD | CFG_AUTH_RECORD) != 0 || rule_needs_method)
+        && (cfg.flags & (CFG_SCANNERS_ENABLED | CFG_RATELIMIT_ENABLED | CFG_TOLLFRAUD | CFG_AUTH_RECORD) != 0
+            || rule_needs_method)
     {
         let r = sip::inspect(ctx, pkt);
         v.method = r.method;

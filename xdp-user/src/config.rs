@@ -396,10 +396,21 @@ impl Default for EventsCfg {
             file: None,
             rate: 100,
             burst: 50,
-            reasons: ["blacklisted", "banned", "geo", "scanner", "ratelimit", "port", "method", "tollfraud", "authfail", "enumeration"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            reasons: [
+                "blacklisted",
+                "banned",
+                "geo",
+                "scanner",
+                "ratelimit",
+                "port",
+                "method",
+                "tollfraud",
+                "authfail",
+                "enumeration",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             stdout: true,
         }
     }

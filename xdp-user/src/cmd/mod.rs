@@ -6,8 +6,8 @@ mod assets;
 mod audit;
 mod ban;
 mod blacklist;
-mod group;
 mod check;
+mod group;
 mod inspect;
 mod scanners;
 
