@@ -22,10 +22,7 @@ pub fn rule_of(cfg: &Config, pkt: &Pkt) -> Option<&'static PortRule> {
     }
     let gen1 = cfg.policy_gen & 1 != 0;
     let v = if gen1 { PORT_RULE_1.get(pkt.dport as u32) } else { PORT_RULE_0.get(pkt.dport as u32) };
-    let id = match v {
-        Some(v) => port_rule_id(*v, tcp),
-        None => return None,
-    };
+    let id = port_rule_id(*v?, tcp);
     if id == 0 {
         return None;
     }

@@ -210,7 +210,7 @@ pub fn measure_rows(s: &Sources) -> Vec<Row> {
     ROWS.iter()
         .map(|d| {
             let mut r = match (d.measure)(s) {
-                Outcome::Measured(r) => r,
+                Outcome::Measured(r) => *r,
                 Outcome::Invalid(why) => Row { status: "INVALID", reason: Some(why), ..Default::default() },
                 Outcome::NotRun(why) => Row { status: "NOT RUN", reason: Some(why), ..Default::default() },
             };

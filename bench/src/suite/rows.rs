@@ -58,7 +58,7 @@ pub struct RowDef {
 
 /// What a row's `measure` found.
 pub enum Outcome {
-    Measured(Row),
+    Measured(Box<Row>),
     Invalid(String),
     NotRun(String),
 }
@@ -243,7 +243,7 @@ fn live_row(src: &Value, case: &Value, peer_key: &str) -> Outcome {
             r.receiver_ratio = Some(b / a);
         }
     }
-    Outcome::Measured(r)
+    Outcome::Measured(Box::new(r))
 }
 
 fn scanner_row(s: &Sources, case: &str) -> Outcome {
@@ -307,7 +307,7 @@ fn cost_row(s: &Sources, case: &str, max_ns: Option<f64>) -> Outcome {
         pp["rounds"],
         c["ns_per_packet_median"]
     ));
-    Outcome::Measured(r)
+    Outcome::Measured(Box::new(r))
 }
 
 fn geo_cost_row(s: &Sources) -> Outcome {
@@ -322,7 +322,7 @@ fn geo_cost_row(s: &Sources) -> Outcome {
     r.peer_value = Some(empty);
     r.ratio = Some(ns / empty);
     r.notes.push(format!("sources in split /24s (trie path): {} ns", pp["split_24_geo_drop_ns"]));
-    Outcome::Measured(r)
+    Outcome::Measured(Box::new(r))
 }
 
 /// The blacklist bench's cold miss of `scenario` minus the empty list's, same instance.
@@ -356,7 +356,7 @@ fn miss_row(s: &Sources, scenario: &str, max_delta: Option<f64>) -> Outcome {
         "cold median {ns:.0} ns vs {empty:.0} ns over {} sources (one run per syscall); p90 {} vs {}; hot, 1 source: {} vs {} ns",
         l["cold_sources"], l["cold_p90_ns"], e["cold_p90_ns"], l["hot_1_source_ns"], e["hot_1_source_ns"]
     ));
-    Outcome::Measured(r)
+    Outcome::Measured(Box::new(r))
 }
 
 fn load_row(s: &Sources) -> Outcome {
@@ -387,7 +387,7 @@ fn load_row(s: &Sources) -> Outcome {
         bpe.unwrap_or(f64::NAN),
         memlock.unwrap_or(f64::NAN)
     ));
-    Outcome::Measured(r)
+    Outcome::Measured(Box::new(r))
 }
 
 /// `bl_live`: sipshield against both peers on the same frames; the row is judged on the
@@ -426,7 +426,7 @@ fn blacklist_live_row(s: &Sources, all_sources: bool, min_ratio: f64) -> Outcome
                     r.receiver_ratio.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into())
                 ));
                 if best.as_ref().is_none_or(|b| r.ratio < b.ratio) {
-                    best = Some(r);
+                    best = Some(*r);
                 }
             }
             Outcome::Invalid(e) => return Outcome::Invalid(format!("{name}: {e}")),
@@ -440,5 +440,5 @@ fn blacklist_live_row(s: &Sources, all_sources: bool, min_ratio: f64) -> Outcome
     r.notes.push(format!(
         "{sources} distinct sources (the generator rewrites the source per frame); ratio vs the stronger peer"
     ));
-    Outcome::Measured(r)
+    Outcome::Measured(Box::new(r))
 }

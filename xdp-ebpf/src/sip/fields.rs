@@ -13,6 +13,7 @@ use crate::maps::{AUTH_SCRATCH, SCRATCH};
 
 /// First letters of the lines looked at: `a`uthorization, `p`roxy-authorization, `c`all-id,
 /// `c`seq, `i` (compact Call-ID), `t`o / `t` (compact To).
+#[allow(clippy::eq_op)] // every bit is written as its letter's offset from `a`, `a` included
 const LETTERS: u32 =
     (1 << (b'a' - b'a')) | (1 << (b'p' - b'a')) | (1 << (b'c' - b'a')) | (1 << (b'i' - b'a')) | (1 << (b't' - b'a'));
 
