@@ -139,16 +139,9 @@ fn maps_pinned_by_release_0_1_0_are_adopted() {
         assert_eq!(shape(f.map(name).unwrap()), want, "map {name}");
         assert!(maps_dir.join(name).exists(), "{name} is not pinned");
         if !OLD_MAP_NAMES.contains(name) {
-            let new_in_port_policy = [
-                maps::PORT_RULE_GEN,
-                maps::PORT_DEF_GEN,
-                maps::GRP_V4_GEN,
-                maps::GRP_V6_GEN,
-                maps::GRP_NET4_GEN,
-                maps::GRP_NET6_GEN,
-                maps::TF_PREFIX_GEN,
-            ]
-            .concat();
+            let new_in_port_policy =
+                [maps::PORT_RULE_GEN, maps::PORT_DEF_GEN, maps::GRP_NET4_GEN, maps::GRP_NET6_GEN, maps::TF_PREFIX_GEN]
+                    .concat();
             let new_in_authfail = [
                 maps::AUTH_CFG,
                 maps::AUTH_REQ,

@@ -311,6 +311,11 @@ pub const SIG_MAX: u32 = 1024;
 pub const SIP_PORT_WORDS: u32 = 1024;
 /// Bytes of UDP/TCP payload copied for SIP inspection (the whole first packet of a message).
 pub const SIP_SCAN_MAX: u32 = 1536;
+/// A request line's method token is shorter than this (the longest registered SIP method has
+/// 9 characters). A longer first word makes the payload "not a request": it is passed
+/// uninspected, never dropped for it. The bound keeps the kernel's byte walk short: a walk to
+/// `SIP_SCAN_MAX` cost the verifier more than its one million instructions in the full program.
+pub const SIP_METHOD_MAX: usize = 32;
 /// Size of the per-CPU scratch buffer (power of two, plus slack for word reads).
 pub const SCRATCH_SIZE: usize = 2048;
 pub const SCRATCH_WORDS: usize = SCRATCH_SIZE / 8 + 8;
@@ -327,9 +332,9 @@ pub const PORT_RULES_MAX: u32 = 64;
 /// Source groups (`[groups.NAME]`): a bit each in `PortRule::allow`/`known` and in the values
 /// of the group maps.
 pub const GROUPS_MAX: u32 = 32;
-/// Capacities of the group maps, per generation (exact addresses, ranges).
-pub const GRP_CAPACITY: u32 = 1 << 16;
-pub const GRP_NET_CAPACITY: u32 = 1 << 14;
+/// Capacity of each group trie, per generation: exact addresses (as /32 and /128) and ranges.
+/// One trie per family, not a hash beside it: a program may use at most 64 maps.
+pub const GRP_NET_CAPACITY: u32 = 1 << 16;
 
 /// `PortRule::flags`: OPTIONS from sources outside `known` are dropped (reason `method`).
 pub const PR_UNKNOWN_OPTIONS_DROP: u32 = 1 << 0;
@@ -337,9 +342,7 @@ pub const PR_UNKNOWN_OPTIONS_DROP: u32 = 1 << 0;
 pub const PR_COUNTRIES: u32 = 1 << 1;
 
 /// `PortRule::present` of the header (id 0): which group structures hold entries.
-pub const GRP_PRESENT_V4: u32 = 1 << 0;
 pub const GRP_PRESENT_NET4: u32 = 1 << 1;
-pub const GRP_PRESENT_V6: u32 = 1 << 2;
 pub const GRP_PRESENT_NET6: u32 = 1 << 3;
 
 /// One `[[port]]` rule (array `PORT_DEF_*`, indexed by rule id). Entry 0 is the generation's

@@ -80,11 +80,8 @@ pub const RL_SEED: &str = "RL_SEED";
 pub const PORT_RULE_GEN: [&str; 2] = ["PORT_RULE_0", "PORT_RULE_1"];
 /// `PortRule` by rule id (0: the generation's header), per policy generation.
 pub const PORT_DEF_GEN: [&str; 2] = ["PORT_DEF_0", "PORT_DEF_1"];
-/// Source groups, exact IPv4 addresses → group bits, per policy generation.
-pub const GRP_V4_GEN: [&str; 2] = ["GRP_V4_0", "GRP_V4_1"];
-/// Source groups, exact IPv6 addresses → group bits.
-pub const GRP_V6_GEN: [&str; 2] = ["GRP_V6_0", "GRP_V6_1"];
-/// Source groups, IPv4 ranges (LPM trie) → group bits of the range and every range covering it.
+/// Source groups, IPv4 addresses (as /32) and ranges (LPM trie) → group bits of the entry and
+/// every range covering it, per policy generation.
 pub const GRP_NET4_GEN: [&str; 2] = ["GRP_NET4_0", "GRP_NET4_1"];
 /// Source groups, IPv6 ranges (LPM trie).
 pub const GRP_NET6_GEN: [&str; 2] = ["GRP_NET6_0", "GRP_NET6_1"];
@@ -172,10 +169,6 @@ pub const ALL: &[&str] = &[
     PORT_RULE_GEN[1],
     PORT_DEF_GEN[0],
     PORT_DEF_GEN[1],
-    GRP_V4_GEN[0],
-    GRP_V4_GEN[1],
-    GRP_V6_GEN[0],
-    GRP_V6_GEN[1],
     GRP_NET4_GEN[0],
     GRP_NET4_GEN[1],
     GRP_NET6_GEN[0],
@@ -231,8 +224,6 @@ mod tests {
             RL_RULES_GEN,
             PORT_RULE_GEN,
             PORT_DEF_GEN,
-            GRP_V4_GEN,
-            GRP_V6_GEN,
             GRP_NET4_GEN,
             GRP_NET6_GEN,
             TF_PREFIX_GEN,

@@ -134,16 +134,8 @@ pub static PORT_RULE_1: Array<u32> = Array::with_max_entries(PORT_RULE_ENTRIES, 
 pub static PORT_DEF_0: Array<PortRule> = Array::with_max_entries(PORT_RULES_MAX, 0);
 #[map]
 pub static PORT_DEF_1: Array<PortRule> = Array::with_max_entries(PORT_RULES_MAX, 0);
-/// Group bits of exact addresses and of ranges (a range's value includes the groups of every
-/// range covering it, so one longest-prefix lookup gives them all).
-#[map]
-pub static GRP_V4_0: HashMap<[u8; 4], u32> = HashMap::with_max_entries(GRP_CAPACITY, BPF_F_NO_PREALLOC);
-#[map]
-pub static GRP_V4_1: HashMap<[u8; 4], u32> = HashMap::with_max_entries(GRP_CAPACITY, BPF_F_NO_PREALLOC);
-#[map]
-pub static GRP_V6_0: HashMap<[u8; 16], u32> = HashMap::with_max_entries(GRP_CAPACITY, BPF_F_NO_PREALLOC);
-#[map]
-pub static GRP_V6_1: HashMap<[u8; 16], u32> = HashMap::with_max_entries(GRP_CAPACITY, BPF_F_NO_PREALLOC);
+/// Group bits of addresses (as /32 and /128) and ranges; an entry's value includes the groups of
+/// every range covering it, so one longest-prefix lookup gives them all.
 #[map]
 pub static GRP_NET4_0: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(GRP_NET_CAPACITY, 0);
 #[map]

@@ -3,7 +3,7 @@
 //! SIP methods a rule accepts. Rule and group tables switch with `Config::policy_gen`.
 // Map keys are passed by reference on purpose (see `reputation.rs`).
 #![allow(clippy::needless_borrows_for_generic_args)]
-use aya_ebpf::maps::{lpm_trie::Key, HashMap, LpmTrie};
+use aya_ebpf::maps::{lpm_trie::Key, LpmTrie};
 use xdp_common::*;
 
 use crate::maps::*;
@@ -35,40 +35,19 @@ pub fn rule_of(cfg: &Config, pkt: &Pkt) -> Option<&'static PortRule> {
 
 /// Group bits of the source in one generation's maps (structures without entries are skipped).
 #[inline(always)]
-fn groups_in(
-    present: u32,
-    pkt: &Pkt,
-    e4: &HashMap<[u8; 4], u32>,
-    n4: &LpmTrie<[u8; 4], u32>,
-    e6: &HashMap<[u8; 16], u32>,
-    n6: &LpmTrie<[u8; 16], u32>,
-) -> u32 {
-    let mut g = 0;
-    if pkt.family == FAMILY_V4 {
-        let a = pkt.v4();
-        if present & GRP_PRESENT_V4 != 0 {
-            if let Some(v) = unsafe { e4.get(&a) } {
-                g |= *v;
-            }
+fn groups_in(present: u32, pkt: &Pkt, n4: &LpmTrie<[u8; 4], u32>, n6: &LpmTrie<[u8; 16], u32>) -> u32 {
+    let found = if pkt.family == FAMILY_V4 {
+        if present & GRP_PRESENT_NET4 == 0 {
+            return 0;
         }
-        if present & GRP_PRESENT_NET4 != 0 {
-            if let Some(v) = n4.get(Key::new(32, a)) {
-                g |= *v;
-            }
-        }
+        n4.get(Key::new(32, pkt.v4()))
     } else {
-        if present & GRP_PRESENT_V6 != 0 {
-            if let Some(v) = unsafe { e6.get(&pkt.src) } {
-                g |= *v;
-            }
+        if present & GRP_PRESENT_NET6 == 0 {
+            return 0;
         }
-        if present & GRP_PRESENT_NET6 != 0 {
-            if let Some(v) = n6.get(Key::new(128, pkt.src)) {
-                g |= *v;
-            }
-        }
-    }
-    g
+        n6.get(Key::new(128, pkt.src))
+    };
+    found.copied().unwrap_or(0)
 }
 
 /// Bits of the groups the source belongs to, in the live policy generation.
@@ -76,10 +55,10 @@ fn groups_in(
 pub fn groups_of(cfg: &Config, pkt: &Pkt) -> u32 {
     if cfg.policy_gen & 1 == 0 {
         let present = PORT_DEF_0.get(0).map(|h| h.present).unwrap_or(0);
-        groups_in(present, pkt, &GRP_V4_0, &GRP_NET4_0, &GRP_V6_0, &GRP_NET6_0)
+        groups_in(present, pkt, &GRP_NET4_0, &GRP_NET6_0)
     } else {
         let present = PORT_DEF_1.get(0).map(|h| h.present).unwrap_or(0);
-        groups_in(present, pkt, &GRP_V4_1, &GRP_NET4_1, &GRP_V6_1, &GRP_NET6_1)
+        groups_in(present, pkt, &GRP_NET4_1, &GRP_NET6_1)
     }
 }
 

@@ -6,21 +6,18 @@
 //! Kernel layout of policy generation `g`:
 //! * `PORT_RULE_g[port]`: UDP rule id in the low byte, TCP rule id in the next (0 = no rule);
 //! * `PORT_DEF_g[id]`: the [`PortRule`]; entry 0 is the header (`present` bits of the groups);
-//! * `GRP_V4_g`/`GRP_V6_g`: exact address → group bits; `GRP_NET4_g`/`GRP_NET6_g`: range →
-//!   group bits of the range and of every range that covers it (one longest-prefix lookup
-//!   gives every group of an address; the program ORs the exact and the range bits);
+//! * `GRP_NET4_g`/`GRP_NET6_g`: address (as /32, /128) or range → group bits of the entry and
+//!   of every range that covers it (one longest-prefix lookup gives every group of a source);
 //! * `TF_PREFIX_g`: every prefix once per international prefix, value rule id | `TF_DROP`.
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::os::fd::AsFd;
 
 use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use xdp_common::*;
 
-use crate::bpfsys;
 use crate::config::{Config, Unknown};
-use crate::filter::{map_data, Filter};
+use crate::filter::Filter;
 use crate::lists::IpList;
 use crate::trie;
 
@@ -317,8 +314,6 @@ pub fn group_bits(cfg: &Config) -> BTreeMap<&str, u32> {
 pub struct PortTables {
     pub port_map: Vec<u32>,
     pub defs: Vec<PortRule>,
-    pub grp_v4: Vec<([u8; 4], u32)>,
-    pub grp_v6: Vec<([u8; 16], u32)>,
     pub grp_net4: Vec<([u8; 4], u32, u32)>,
     pub grp_net6: Vec<([u8; 16], u32, u32)>,
     pub tf: Vec<([u8; TF_KEY_LEN], u32, u32)>,
@@ -388,24 +383,20 @@ impl PortTables {
             }
             t.defs[id as usize] = def;
         }
-        let (mut v4, mut v6) = (BTreeMap::<[u8; 4], u32>::new(), BTreeMap::<[u8; 16], u32>::new());
+        // Addresses go into the tries as /32 and /128: one lookup per packet, and one map per
+        // family and generation (a program may use at most 64 maps).
         let (mut n4, mut n6) = (BTreeMap::new(), BTreeMap::new());
         for (name, list) in groups {
             let Some(&bit) = bits.get(name.as_str()) else { continue };
-            list.v4.iter().for_each(|a| *v4.entry(*a).or_default() |= bit);
-            list.v6.iter().for_each(|a| *v6.entry(*a).or_default() |= bit);
+            list.v4.iter().for_each(|a| *n4.entry((*a, 32)).or_default() |= bit);
+            list.v6.iter().for_each(|a| *n6.entry((*a, 128)).or_default() |= bit);
             list.net4.iter().for_each(|k| *n4.entry(*k).or_default() |= bit);
             list.net6.iter().for_each(|k| *n6.entry(*k).or_default() |= bit);
         }
-        t.grp_v4 = v4.into_iter().collect();
-        t.grp_v6 = v6.into_iter().collect();
         t.grp_net4 = close_ranges(&n4);
         t.grp_net6 = close_ranges(&n6);
         let present = |b: u32, n: usize| if n > 0 { b } else { 0 };
-        t.defs[0].present = present(GRP_PRESENT_V4, t.grp_v4.len())
-            | present(GRP_PRESENT_NET4, t.grp_net4.len())
-            | present(GRP_PRESENT_V6, t.grp_v6.len())
-            | present(GRP_PRESENT_NET6, t.grp_net6.len());
+        t.defs[0].present = present(GRP_PRESENT_NET4, t.grp_net4.len()) | present(GRP_PRESENT_NET6, t.grp_net6.len());
         if let Some(tf) = &cfg.tollfraud {
             t.tf = tollfraud_entries(tf);
         }
@@ -415,10 +406,8 @@ impl PortTables {
 
     fn check(&self) -> Result<()> {
         for (what, n, cap) in [
-            ("groups: IPv4 addresses", self.grp_v4.len(), GRP_CAPACITY),
-            ("groups: IPv6 addresses", self.grp_v6.len(), GRP_CAPACITY),
-            ("groups: IPv4 ranges", self.grp_net4.len(), GRP_NET_CAPACITY),
-            ("groups: IPv6 ranges", self.grp_net6.len(), GRP_NET_CAPACITY),
+            ("groups: IPv4 addresses and ranges", self.grp_net4.len(), GRP_NET_CAPACITY),
+            ("groups: IPv6 addresses and ranges", self.grp_net6.len(), GRP_NET_CAPACITY),
             ("tollfraud: prefixes times international prefixes", self.tf.len(), TF_CAPACITY),
         ] {
             if n > cap as usize {
@@ -432,15 +421,6 @@ impl PortTables {
     pub fn fill(&self, f: &mut Filter, g: usize) -> Result<()> {
         f.fill_array(maps::PORT_RULE_GEN[g], 0, &self.port_map)?;
         f.fill_array(maps::PORT_DEF_GEN[g], 0, &self.defs)?;
-        let hash = |f: &Filter, name: &str| -> Result<std::os::fd::OwnedFd> {
-            Ok(map_data(f.map(name)?).fd().as_fd().try_clone_to_owned()?)
-        };
-        let (k4, b4): (Vec<[u8; 4]>, Vec<u32>) = self.grp_v4.iter().copied().unzip();
-        let fd = hash(f, maps::GRP_V4_GEN[g])?;
-        bpfsys::update_batch(fd.as_fd(), &k4, &b4).map_err(|e| anyhow!("map {}: {e}", maps::GRP_V4_GEN[g]))?;
-        let (k6, b6): (Vec<[u8; 16]>, Vec<u32>) = self.grp_v6.iter().copied().unzip();
-        let fd = hash(f, maps::GRP_V6_GEN[g])?;
-        bpfsys::update_batch(fd.as_fd(), &k6, &b6).map_err(|e| anyhow!("map {}: {e}", maps::GRP_V6_GEN[g]))?;
         trie::fill(f, maps::GRP_NET4_GEN[g], &self.grp_net4)?;
         trie::fill(f, maps::GRP_NET6_GEN[g], &self.grp_net6)?;
         trie::fill(f, maps::TF_PREFIX_GEN[g], &self.tf)
@@ -448,9 +428,6 @@ impl PortTables {
 
     /// Empty the hash and trie maps of generation `g` (the arrays are overwritten by a fill).
     pub fn clear(f: &mut Filter, g: usize) -> Result<()> {
-        for (name, key) in [(maps::GRP_V4_GEN[g], 4), (maps::GRP_V6_GEN[g], 16)] {
-            bpfsys::drain_hash(map_data(f.map(name)?).fd().as_fd(), key, 4).map_err(|e| anyhow!("map {name}: {e}"))?;
-        }
         trie::clear::<[u8; 4], u32>(f, maps::GRP_NET4_GEN[g])?;
         trie::clear::<[u8; 16], u32>(f, maps::GRP_NET6_GEN[g])?;
         trie::clear::<[u8; TF_KEY_LEN], u32>(f, maps::TF_PREFIX_GEN[g])?;
@@ -462,25 +439,19 @@ impl PortTables {
         match ip {
             IpAddr::V4(a) => {
                 let a = a.octets();
-                let exact = self.grp_v4.iter().filter(|(k, _)| *k == a).fold(0, |m, (_, b)| m | b);
-                let range = self
-                    .grp_net4
+                self.grp_net4
                     .iter()
                     .filter(|(k, l, _)| u32::from_be_bytes(*k) == u32::from_be_bytes(a) & mask32(*l))
                     .max_by_key(|(_, l, _)| *l)
-                    .map_or(0, |(_, _, b)| *b);
-                exact | range
+                    .map_or(0, |(_, _, b)| *b)
             }
             IpAddr::V6(a) => {
                 let a = a.octets();
-                let exact = self.grp_v6.iter().filter(|(k, _)| *k == a).fold(0, |m, (_, b)| m | b);
-                let range = self
-                    .grp_net6
+                self.grp_net6
                     .iter()
                     .filter(|(k, l, _)| mask_prefix6(a, *l) == *k)
                     .max_by_key(|(_, l, _)| *l)
-                    .map_or(0, |(_, _, b)| *b);
-                exact | range
+                    .map_or(0, |(_, _, b)| *b)
             }
         }
     }
@@ -682,7 +653,7 @@ mod tests {
         let (admins, trunks) = (1, 2); // bits by name order
         assert_eq!((t.defs[1].allow, t.defs[2].allow), (trunks, admins));
         assert_eq!(t.defs[1].methods, 1 << METHOD_INVITE | 1 << METHOD_ACK);
-        assert_eq!(t.defs[0].present, GRP_PRESENT_V4 | GRP_PRESENT_NET4);
+        assert_eq!(t.defs[0].present, GRP_PRESENT_NET4);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // 203.0.113.5 is an exact trunk and inside the admins' /28.
         assert_eq!(t.groups_of(ip("203.0.113.5")), admins | trunks);

@@ -48,5 +48,8 @@ pub fn is_request_line(payload: &[u8]) -> bool {
     let Some(rest) = line.strip_suffix(b" SIP/2.0") else { return false };
     let Some(sp) = rest.iter().position(|c| *c == b' ') else { return false };
     let (method, uri) = (&rest[..sp], &rest[sp + 1..]);
-    !method.is_empty() && method.iter().all(|c| is_token_char(*c)) && uri.first().is_some_and(|c| *c != b' ')
+    !method.is_empty()
+        && method.len() < xdp_common::SIP_METHOD_MAX
+        && method.iter().all(|c| is_token_char(*c))
+        && uri.first().is_some_and(|c| *c != b' ')
 }

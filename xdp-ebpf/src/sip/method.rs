@@ -87,7 +87,7 @@ pub fn is_request_line(buf: *const u64, len: usize) -> bool {
     }
     // The method: token characters up to the first SP.
     let mut k = 0usize;
-    while k < SIP_SCAN_MAX as usize {
+    while k < SIP_METHOD_MAX {
         let c = byte_at(buf, k);
         if c == b' ' {
             break;
@@ -96,6 +96,9 @@ pub fn is_request_line(buf: *const u64, len: usize) -> bool {
             return false;
         }
         k += 1;
+    }
+    if k >= SIP_METHOD_MAX {
+        return false;
     }
     // A Request-URI between the two spaces.
     k >= 1 && k + 1 < end - 8 && byte_at(buf, k + 1) != b' '
