@@ -124,3 +124,33 @@ fn scalars_and_ports_come_from_the_config() {
         (0, "SIP ports, rate rules, port rules, groups and toll-fraud prefixes")
     );
 }
+
+/// A CrowdSec decision never drops the allowlist or a member of a group a `[[port]]` rule
+/// trusts (`allow`), CLI additions included; groups no rule trusts give no exemption.
+#[test]
+fn never_banned_is_the_allowlist_and_the_trusted_groups() {
+    let cfg = Config::parse(
+        "[sip]\nports = [5060]\n[groups.trunks]\nentries = [\"198.51.100.0/28\"]\n\
+         [groups.others]\nentries = [\"198.51.100.200\"]\n[[port]]\nports = [5060]\nallow = [\"trunks\"]\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    let src = Sources {
+        blacklist: IpList::default(),
+        allowlist: parse_list("203.0.113.9\n", "al.txt", false).unwrap(),
+        signatures: vec![],
+        geo: None,
+        groups: read_groups(&cfg).unwrap(),
+    };
+    let rt = Runtime { groups: [("trunks".to_string(), vec!["2001:db8::7".to_string()])].into(), ..Default::default() };
+    let l = never_banned(&cfg, &src, &rt);
+    for (ip, want) in [
+        ("203.0.113.9", true),
+        ("198.51.100.5", true),
+        ("2001:db8::7", true),
+        ("198.51.100.200", false),
+        ("198.51.100.16", false),
+    ] {
+        assert_eq!(l.contains(ip.parse().unwrap()), want, "{ip}");
+    }
+}
