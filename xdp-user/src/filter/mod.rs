@@ -97,12 +97,12 @@ impl Filter {
             .program_mut(PROGRAM_NAME)
             .ok_or_else(|| anyhow!("the eBPF object has no program {PROGRAM_NAME}"))?
             .try_into()?;
-        load_retrying(prog).map_err(|e| anyhow!("the kernel rejected the XDP program: {e:#}"))?;
+        load_retrying(|| prog.load()).map_err(|e| anyhow!("the kernel rejected the XDP program: {e:#}"))?;
         let egress: &mut SchedClassifier = ebpf
             .program_mut(EGRESS_PROGRAM_NAME)
             .ok_or_else(|| anyhow!("the eBPF object has no program {EGRESS_PROGRAM_NAME}"))?
             .try_into()?;
-        load_retrying_tc(egress).map_err(|e| anyhow!("the kernel rejected the egress program: {e:#}"))?;
+        load_retrying(|| egress.load()).map_err(|e| anyhow!("the kernel rejected the egress program: {e:#}"))?;
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(l) => Some(l),
             Err(e) => {
@@ -366,27 +366,14 @@ impl Filter {
     }
 }
 
-/// Load `prog`, retrying a few times when the kernel interrupted its verification for a signal
-/// (EAGAIN), as libbpf does.
-fn load_retrying(prog: &mut Xdp) -> std::result::Result<(), aya::programs::ProgramError> {
+/// Run a program's `load`, retrying a few times when the kernel interrupted its verification
+/// for a signal (EAGAIN), as libbpf does. One loop for the XDP and the egress program.
+fn load_retrying(
+    mut load: impl FnMut() -> std::result::Result<(), aya::programs::ProgramError>,
+) -> std::result::Result<(), aya::programs::ProgramError> {
     let mut attempt = 0;
     loop {
-        match prog.load() {
-            Err(aya::programs::ProgramError::LoadError { io_error, .. })
-                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 4 =>
-            {
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
-}
-
-/// `load_retrying` for the egress program.
-fn load_retrying_tc(prog: &mut SchedClassifier) -> std::result::Result<(), aya::programs::ProgramError> {
-    let mut attempt = 0;
-    loop {
-        match prog.load() {
+        match load() {
             Err(aya::programs::ProgramError::LoadError { io_error, .. })
                 if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 4 =>
             {
